@@ -1,0 +1,1 @@
+"""The api subgraph: viewer, accounts, tenants, money, clicks, things, months."""

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import strawberry
+
+from api.accounts.loaders import account_by_id
+from api.accounts.types import Account, Creator
+from graph.context import Info
+
+
+@strawberry.type
+class AccountQueries:
+    @strawberry.field(description="The logged-in account, or null.")
+    async def me(self, info: Info) -> Account | None:
+        pk = info.context.principal.account_id
+        return None if pk is None else await Account.load(info, pk)
+
+    @strawberry.field(description="A creator by handle.")
+    async def creator(self, info: Info, handle: str) -> Creator | None:
+        async with info.context.tx() as conn:
+            pk = await conn.fetchval("select id from accounts where handle = $1", handle.strip().lower())
+        if pk is None:
+            return None
+        row = await info.context.loader("account", account_by_id).load(pk)
+        return Creator.from_row(row) if row else None

@@ -1,0 +1,152 @@
+"""The HTTP face: Starlette app serving GraphQL, health probes and (later) embeds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import strawberry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from api.accounts.mutations import SESSION_COOKIE
+from graph.context import Context
+from merci import accounts
+from merci.accounts import Principal
+from merci.config import Settings
+from merci.db import Scope as DbScope
+from merci.db import create_pool, scoped
+from merci.tenants import DEFAULT_TENANT
+
+TENANT_HEADER = "x-merci-tenant"
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
+
+
+class Auth:
+    """Resolves the caller before GraphQL runs; a bad bearer token is a clear 401."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.tenant_ids: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        pool: asyncpg.Pool = request.app.state.pool
+        try:
+            principal = await self.authenticate(request, pool)
+        except _Refused as refused:
+            await refused.response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    async def tenant_id(self, pool: asyncpg.Pool, slug: str) -> int | None:
+        if slug not in self.tenant_ids:
+            async with scoped(pool, DbScope(0)) as conn:
+                found = await conn.fetchval("select id from tenants where slug = $1", slug)
+            if found is None:
+                return None
+            self.tenant_ids[slug] = found
+        return self.tenant_ids[slug]
+
+    async def authenticate(self, request: Request, pool: asyncpg.Pool) -> Principal:
+        header = request.headers.get("authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _Refused(_error(401, "use `Authorization: Bearer <token>`", "UNAUTHENTICATED"))
+            principal = await self.resolve(pool, token.strip())
+            if principal is None:
+                raise _Refused(_error(401, "invalid, expired or revoked token", "UNAUTHENTICATED"))
+            request.state.session_token = token.strip() if token.startswith("ms_") else None
+            return principal
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            principal = await self.resolve(pool, cookie)
+            if principal is not None and principal.account_id is not None:
+                request.state.session_token = cookie
+                return principal
+        slug = request.headers.get(TENANT_HEADER, DEFAULT_TENANT).strip().lower()
+        tenant_id = await self.tenant_id(pool, slug)
+        if tenant_id is None:
+            raise _Refused(_error(400, f"unknown tenant {slug!r}", "UNKNOWN_TENANT"))
+        return Principal(tenant_id=tenant_id)
+
+    async def resolve(self, pool: asyncpg.Pool, token: str) -> Principal | None:
+        tenant_id = accounts.token_tenant(token)
+        if tenant_id is None:
+            return None
+        async with scoped(pool, DbScope(tenant_id)) as conn:
+            if token.startswith("ms_"):
+                return await accounts.resolve_session(conn, token=token)
+            return await accounts.resolve_api_key(conn, key=token)
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+class MerciGraphQL(GraphQL[Context, None]):
+    async def get_context(self, request: Request, response: Response | None = None) -> Context:  # type: ignore[override]
+        return Context(
+            request=request, response=response, principal=request.state.principal,
+            pool=request.app.state.pool, settings=request.app.state.settings,
+            queue=getattr(request.app.state, "queue", None),
+        )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        async with request.app.state.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("select 1")
+    except Exception:  # any failure means "not ready"; the probe retries
+        return JSONResponse({"status": "unavailable"}, 503)
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(
+    settings: Settings, schema: strawberry.Schema, *, routes: list[Any] | None = None,
+    queue: Any = None, pool_size: int = 10,
+) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
+        app.state.queue = queue
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    graphql = MerciGraphQL(
+        schema, graphql_ide=None if settings.production else "graphiql",
+        allow_queries_via_get=True,
+    )
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/graphql", Auth(graphql), methods=["GET", "POST"]),
+            *(routes or []),
+        ],
+        lifespan=lifespan,
+    )
+    return app

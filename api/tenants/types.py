@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from graph.context import Info
+from graph.relay import Node
+from merci.ids import to_global
+
+
+@strawberry.type(description="A partner platform (or Merci's own public site).")
+class Tenant(Node):
+    id: strawberry.ID
+    slug: str
+    name: str
+    currency: str
+    fee_bps: int
+    partner_share_bps: int
+    pk: strawberry.Private[int]
+
+    @staticmethod
+    async def load(info: Info, pk: int) -> Tenant | None:
+        async with info.context.tx() as conn:
+            row = await conn.fetchrow(
+                "select id, slug, name, currency, fee_bps, partner_share_bps from tenants where id = $1",
+                pk,
+            )
+        if row is None:
+            return None
+        return Tenant(
+            id=strawberry.ID(to_global("Tenant", row["id"])), pk=row["id"], slug=row["slug"],
+            name=row["name"], currency=row["currency"], fee_bps=row["fee_bps"],
+            partner_share_bps=row["partner_share_bps"],
+        )
+
+
+@strawberry.type(description="A tenant API key. The secret is shown once, at creation.")
+class ApiKey(Node):
+    id: strawberry.ID
+    name: str
+    hint: str = strawberry.field(description="The last four characters of the secret.")
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+    pk: strawberry.Private[int]
+
+    @staticmethod
+    async def load(info: Info, pk: int) -> ApiKey | None:
+        ctx = info.context
+        if not (ctx.principal.tenant_admin or ctx.principal.platform_admin):
+            return None
+        async with ctx.tx() as conn:  # RLS: only the caller's tenant's keys exist here
+            row = await conn.fetchrow(
+                "select id, name, hint, scopes, created_at, revoked_at from api_keys where id = $1", pk
+            )
+        return ApiKey.from_row(row) if row else None
+
+    @staticmethod
+    def from_row(row: object) -> ApiKey:
+        r = dict(row)  # type: ignore[call-overload]
+        return ApiKey(
+            id=strawberry.ID(to_global("ApiKey", r["id"])), pk=r["id"], name=r["name"], hint=r["hint"],
+            scopes=list(r["scopes"]), created_at=r["created_at"], revoked_at=r["revoked_at"],
+        )

@@ -1,0 +1,1 @@
+"""The directory subgraph: sites, listings, categories, search."""

@@ -1,0 +1,1 @@
+"""GraphQL plumbing shared by both subgraphs: context, relay, errors, money, limits."""

@@ -1,0 +1,62 @@
+"""The per-request context: who calls, a scoped transaction, DataLoaders."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.types import Info as _Info
+
+from merci.accounts import Principal
+from merci.config import Settings
+from merci.db import scoped
+from merci.errors import UserError
+
+L = TypeVar("L")
+
+
+@dataclass
+class Context:
+    request: Request
+    response: Response | None
+    principal: Principal
+    pool: asyncpg.Pool
+    settings: Settings
+    queue: Any = None  # merci.queue.Queue: hands work to workers by actor name
+    loaders: dict[str, Any] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[asyncpg.Connection]:
+        async with scoped(self.pool, self.principal.scope) as conn:
+            yield conn
+
+    def loader(self, key: str, factory: Callable[[Context], L]) -> L:
+        """One DataLoader per kind per request, so a request batches its lookups."""
+        if key not in self.loaders:
+            self.loaders[key] = factory(self)
+        return self.loaders[key]  # type: ignore[no-any-return]
+
+    def require_account(self) -> int:
+        if self.principal.account_id is None:
+            raise UserError("UNAUTHENTICATED", "log in first", None)
+        return self.principal.account_id
+
+    def require_scope(self, scope: str) -> None:
+        p = self.principal
+        if p.api_key_id is not None and scope not in p.scopes:
+            raise UserError("FORBIDDEN", f"this API key lacks the {scope!r} scope", None)
+        if not p.authenticated:
+            raise UserError("UNAUTHENTICATED", "log in or use an API key", None)
+
+    def require_tenant_admin(self) -> None:
+        p = self.principal
+        if not (p.tenant_admin or p.platform_admin):
+            raise UserError("FORBIDDEN", "only a tenant admin may do this", None)
+
+
+Info = _Info[Context, None]

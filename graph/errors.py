@@ -1,0 +1,63 @@
+"""userErrors, and the errors that clients may see (everything else is masked)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+
+from merci.errors import UserError
+
+T = TypeVar("T")
+
+
+@strawberry.type(name="UserError", description="Why an input was refused; nothing was changed.")
+class UserErrorType:
+    field: list[str] | None
+    message: str
+    code: str
+
+    @staticmethod
+    def of(err: UserError) -> UserErrorType:
+        return UserErrorType(field=[err.field] if err.field else None, message=err.message, code=err.code)
+
+
+class ClientError(Exception):
+    """An error about the request itself (bad argument, limit): shown, never masked."""
+
+    def __init__(self, message: str, code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.extensions = {"code": code}
+
+
+def should_mask(error: GraphQLError) -> bool:
+    original = error.original_error
+    if original is None:  # syntax and validation errors from graphql-core
+        return False
+    return not isinstance(original, ClientError | UserError)
+
+
+async def attempt(
+    work: Callable[[], Awaitable[T]], on_error: Callable[[list[UserErrorType]], T]
+) -> T:
+    """Run a mutation's work; a UserError becomes a payload with userErrors.
+
+    The work runs inside its own transaction, so a UserError raised in it has
+    already rolled everything back: refused input changes nothing.
+    """
+    try:
+        return await work()
+    except UserError as err:
+        return on_error([UserErrorType.of(err)])
+
+
+def user_errors_only(payload_cls: type[T]) -> Callable[[list[UserErrorType]], T]:
+    def build(errors: list[UserErrorType]) -> T:
+        fields: dict[str, Any] = {
+            name: None for name in payload_cls.__annotations__ if name != "user_errors"
+        }
+        return payload_cls(user_errors=errors, **fields)
+
+    return build

@@ -1,0 +1,192 @@
+"""Accounts, passwords, session tokens and the principal a request acts as."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from merci.db import Scope
+from merci.errors import UserError
+
+_hasher = PasswordHasher()  # argon2id with the library's current defaults
+# Verified when the email is unknown, so a login takes the same time either way.
+_DUMMY_HASH = _hasher.hash("merci-dummy-password")
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+HANDLE_RE = re.compile(r"^[a-z0-9_]{3,30}$")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1000
+RESERVED_HANDLES = frozenset({"admin", "merci", "root", "support", "api", "www", "embed", "badge"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an account (session token), an API key, or nobody."""
+
+    tenant_id: int
+    account_id: int | None = None
+    api_key_id: int | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    tenant_admin: bool = False
+    platform_admin: bool = False
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.tenant_id, self.account_id, self.platform_admin)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.account_id is not None or self.api_key_id is not None
+
+
+def normalize_email(raw: str) -> str:
+    email = raw.strip().lower()
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise UserError("INVALID_EMAIL", "enter a valid email address", "email")
+    return email
+
+
+def normalize_handle(raw: str) -> str:
+    handle = raw.strip().lower()
+    if not HANDLE_RE.match(handle):
+        raise UserError(
+            "INVALID_HANDLE", "a handle is 3 to 30 letters, digits or underscores", "handle"
+        )
+    if handle in RESERVED_HANDLES:
+        raise UserError("HANDLE_TAKEN", "this handle is not available", "handle")
+    return handle
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise UserError(
+            "PASSWORD_TOO_SHORT", f"a password has at least {MIN_PASSWORD} characters", "password"
+        )
+    if len(password) > MAX_PASSWORD:
+        raise UserError("PASSWORD_TOO_LONG", "this password is too long", "password")
+
+
+def hash_secret(secret: str) -> bytes:
+    """Tokens and API keys are random and long: a fast hash is enough (no brute force)."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def sign_up(
+    conn: asyncpg.Connection, *, tenant_id: int, email: str, password: str, handle: str,
+    display_name: str = "",
+) -> int:
+    email = normalize_email(email)
+    handle = normalize_handle(handle)
+    check_password(password)
+    if len(display_name) > 100:
+        raise UserError("INVALID_DISPLAY_NAME", "a display name has at most 100 characters", "displayName")
+    if await conn.fetchval(
+        "select 1 from account_private where tenant_id = $1 and email = $2", tenant_id, email
+    ):
+        raise UserError("EMAIL_TAKEN", "an account with this email already exists", "email")
+    if await conn.fetchval("select 1 from accounts where handle = $1", handle):
+        raise UserError("HANDLE_TAKEN", "this handle is not available", "handle")
+    password_hash = _hasher.hash(password)
+    try:
+        async with conn.transaction():  # savepoint: a lost race leaves nothing behind
+            account_id: int = await conn.fetchval(
+                "insert into accounts (tenant_id, handle, display_name) values ($1, $2, $3)"
+                " returning id",
+                tenant_id, handle, display_name.strip() or handle,
+            )
+            await conn.execute(
+                "insert into account_private (account_id, tenant_id, email, password_hash)"
+                " values ($1, $2, $3, $4)",
+                account_id, tenant_id, email, password_hash,
+            )
+    except asyncpg.UniqueViolationError as exc:
+        which = "handle" if "handle" in (exc.constraint_name or "") else "email"
+        raise UserError(f"{which.upper()}_TAKEN", f"this {which} is not available", which) from exc
+    return account_id
+
+
+async def log_in(
+    conn: asyncpg.Connection, *, tenant_id: int, email: str, password: str, ttl: timedelta
+) -> tuple[int, str]:
+    """Check credentials; return (account id, bearer token). One error for every failure."""
+    denied = UserError("INVALID_CREDENTIALS", "wrong email or password", None)
+    try:
+        email = normalize_email(email)
+    except UserError:
+        raise denied from None
+    row = await conn.fetchrow(
+        "select account_id, password_hash from account_private where tenant_id = $1 and email = $2",
+        tenant_id, email,
+    )
+    try:
+        _hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        raise denied from None
+    if row is None:
+        raise denied
+    token = await issue_token(conn, tenant_id=tenant_id, account_id=row["account_id"], ttl=ttl)
+    return row["account_id"], token
+
+
+async def issue_token(
+    conn: asyncpg.Connection, *, tenant_id: int, account_id: int, ttl: timedelta
+) -> str:
+    # The tenant id is part of the token so the lookup can run under that
+    # tenant's RLS scope: no function needs to see every tenant's tokens.
+    token = f"ms_{tenant_id}_{secrets.token_urlsafe(32)}"
+    await conn.execute(
+        "insert into auth_tokens (tenant_id, account_id, token_hash, expires_at)"
+        " values ($1, $2, $3, now() + $4::interval)",
+        tenant_id, account_id, hash_secret(token), ttl,
+    )
+    return token
+
+
+async def revoke_token(conn: asyncpg.Connection, *, token: str) -> bool:
+    done = await conn.execute(
+        "update auth_tokens set revoked_at = now() where token_hash = $1 and revoked_at is null",
+        hash_secret(token),
+    )
+    return bool(done.endswith(" 1"))
+
+
+def token_tenant(token: str) -> int | None:
+    """The tenant named by a session token or API key (`ms_<tenant>_…`, `mk_<tenant>_…`)."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] not in ("ms", "mk") or not parts[1].isdigit() or len(parts[1]) > 18:
+        return None
+    return int(parts[1])
+
+
+async def resolve_session(conn: asyncpg.Connection, *, token: str) -> Principal | None:
+    row = await conn.fetchrow(
+        "select t.account_id, t.tenant_id, p.is_tenant_admin, p.is_platform_admin"
+        "  from auth_tokens t join account_private p on p.account_id = t.account_id"
+        " where t.token_hash = $1 and t.revoked_at is null and t.expires_at > now()",
+        hash_secret(token),
+    )
+    if row is None:
+        return None
+    return Principal(
+        tenant_id=row["tenant_id"], account_id=row["account_id"],
+        tenant_admin=row["is_tenant_admin"], platform_admin=row["is_platform_admin"],
+    )
+
+
+async def resolve_api_key(conn: asyncpg.Connection, *, key: str) -> Principal | None:
+    row = await conn.fetchrow(
+        "select id, tenant_id, scopes from api_keys where secret_hash = $1 and revoked_at is null",
+        hash_secret(key),
+    )
+    if row is None:
+        return None
+    return Principal(
+        tenant_id=row["tenant_id"], api_key_id=row["id"], scopes=frozenset(row["scopes"])
+    )

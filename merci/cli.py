@@ -1,0 +1,167 @@
+"""The `merci` command: the one place that wires the faces and the workers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from merci import config
+
+ROOT = Path.cwd()
+
+
+def _settings() -> config.Settings:
+    s = config.load()
+    if not s.database_url:
+        sys.exit("merci: set DATABASE_URL (or use `merci dev`, which embeds PostgreSQL)")
+    return s
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from merci.db import migrate
+
+    applied = asyncio.run(migrate(_settings().database_url))
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    print("demo data loaded" if asyncio.run(_seed(_settings())) else "demo data already present")
+    return 0
+
+
+async def _seed(settings: config.Settings) -> bool:
+    import asyncpg
+
+    from merci import demo
+
+    conn = await asyncpg.connect(settings.system_database_url)
+    try:
+        return await demo.seed(conn, currency=settings.currency)
+    finally:
+        await conn.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from merci.faces import app
+
+    settings = _settings()
+    queue = _queue(settings, settings.app_database_url)
+    uvicorn.run(
+        app(settings, args.face, queue=queue), host=args.host, port=args.port,
+        log_level="warning" if args.quiet else "info", proxy_headers=True,
+        timeout_graceful_shutdown=args.grace,
+    )
+    queue.close()
+    return 0
+
+
+def _queue(settings: config.Settings, dsn: str):  # type: ignore[no-untyped-def]
+    from merci.queue import Queue, make_broker
+
+    return Queue(make_broker(settings.broker_url, dsn))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _settings()
+    argv = [sys.executable, "-m", "dramatiq", "workers", "--processes", str(args.processes),
+            "--threads", str(args.threads)]
+    if args.queues:
+        argv += ["--queues", *args.queues.split(",")]
+    os.execv(sys.executable, argv)
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from merci.scheduler import run
+
+    settings = _settings()
+    return asyncio.run(run(settings, _queue(settings, settings.system_database_url),
+                           once=args.once, interval=args.interval))
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from merci.faces import public_sdl
+
+    target = Path(args.path)
+    sdl = public_sdl()
+    if args.action == "export":
+        target.write_text(sdl)
+        print(f"wrote {target}")
+        return 0
+    current = target.read_text() if target.exists() else ""
+    if current == sdl:
+        print(f"{target} is up to date")
+        return 0
+    sys.stdout.writelines(difflib.unified_diff(
+        current.splitlines(True), sdl.splitlines(True), str(target), "generated"))
+    print(f"\n{target} has drifted from the code: run `merci schema export`", file=sys.stderr)
+    return 1
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from merci.devserver import DevRuntime
+
+    return DevRuntime(port=args.port, data_dir=Path(args.data_dir), demo=not args.no_demo).run()
+
+
+# ---------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="merci", description="Merci: micro-donations, federated GraphQL.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run everything locally on an embedded PostgreSQL")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--data-dir", default=".merci")
+    dev.add_argument("--no-demo", action="store_true")
+    dev.set_defaults(func=cmd_dev)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("demo", help="load the demo data (once)").set_defaults(func=cmd_demo)
+
+    serve = sub.add_parser("serve", help="serve the GraphQL API over HTTP")
+    serve.add_argument("face", nargs="?", choices=["all", "api", "directory"], default="all")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--grace", type=int, default=20, help="seconds to finish requests on SIGTERM")
+    serve.add_argument("--quiet", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a Dramatiq worker")
+    worker.add_argument("--queues", default="", help="comma-separated queues (default: all)")
+    worker.add_argument("--processes", type=int, default=1)
+    worker.add_argument("--threads", type=int, default=4)
+    worker.set_defaults(func=cmd_worker)
+
+    sched = sub.add_parser("scheduler", help="enqueue due work (month closes, subscriptions)")
+    sched.add_argument("--once", action="store_true")
+    sched.add_argument("--interval", type=float, default=30.0)
+    sched.set_defaults(func=cmd_scheduler)
+
+    schema = sub.add_parser("schema", help="export or check schema.graphql")
+    schema.add_argument("action", choices=["export", "check"])
+    schema.add_argument("--path", default="schema.graphql")
+    schema.set_defaults(func=cmd_schema)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

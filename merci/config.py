@@ -1,0 +1,83 @@
+"""Configuration from the environment, read once into a frozen object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+APP_ROLE = "merci_app"
+SYSTEM_ROLE = "merci_system"
+
+
+def with_user(dsn: str, user: str, password: str | None = None) -> str:
+    """The same server and database as `dsn`, logged in as another role."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    cred = quote(user) + (":" + quote(password) if password else "")
+    return urlunsplit((parts.scheme, f"{cred}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def database_name(dsn: str) -> str:
+    return unquote(urlsplit(dsn).path.lstrip("/")) or "postgres"
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    database_url: str = ""  # the migration (owner) role
+    app_database_url: str = ""  # merci_app: no table, no BYPASSRLS
+    system_database_url: str = ""  # merci_system: workers and the month close
+    broker_url: str = ""  # empty: the PostgreSQL broker on database_url
+    currency: str = "EUR"
+    default_budget: int = 500
+    min_budget: int = 200
+    budget_presets: tuple[int, ...] = (200, 500, 1000, 2000)
+    token_ttl_seconds: int = 30 * 24 * 3600
+    close_grace_seconds: int = 3 * 3600
+    escrow_hold_months: int = 3
+    payout_threshold: int = 1000
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: str = "dev-secret-change-me"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def derived(self) -> Settings:
+        """Fill the role-specific URLs from DATABASE_URL when not given explicitly."""
+        app = self.app_database_url or with_user(
+            self.database_url, APP_ROLE, os.environ.get("MERCI_APP_DB_PASSWORD")
+        )
+        system = self.system_database_url or with_user(
+            self.database_url, SYSTEM_ROLE, os.environ.get("MERCI_SYSTEM_DB_PASSWORD")
+        )
+        return replace(self, app_database_url=app, system_database_url=system)
+
+
+def load(**overrides: str) -> Settings:
+    env = os.environ
+    s = Settings(
+        env=env.get("MERCI_ENV", "development"),
+        database_url=env.get("DATABASE_URL", ""),
+        app_database_url=env.get("MERCI_APP_DATABASE_URL", ""),
+        system_database_url=env.get("MERCI_SYSTEM_DATABASE_URL", ""),
+        broker_url=env.get("BROKER_URL", ""),
+        currency=env.get("MERCI_CURRENCY", "EUR"),
+        default_budget=int(env.get("MERCI_DEFAULT_BUDGET", "500")),
+        close_grace_seconds=int(env.get("MERCI_CLOSE_GRACE_SECONDS", str(3 * 3600))),
+        escrow_hold_months=int(env.get("MERCI_ESCROW_HOLD_MONTHS", "3")),
+        public_url=env.get("MERCI_PUBLIC_URL", "http://127.0.0.1:8000"),
+        secret_key=env.get("MERCI_SECRET_KEY", "dev-secret-change-me"),
+    )
+    if overrides:
+        s = replace(s, **overrides)  # type: ignore[arg-type]
+    if s.env == "production" and s.secret_key == "dev-secret-change-me":
+        raise RuntimeError("MERCI_SECRET_KEY must be set in production")
+    return s.derived() if s.database_url else s

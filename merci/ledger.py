@@ -1,0 +1,84 @@
+"""The double-entry ledger: accounts, append-only journals, balances as sums."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import asyncpg
+
+from merci.money import Money
+
+# Kinds whose balance may go negative: the outside world's side of a movement.
+OUTSIDE_KINDS = frozenset({"external", "payout"})
+
+
+async def account_id(
+    conn: asyncpg.Connection, *, kind: str, tenant_id: int, currency: str,
+    owner_account_id: int | None = None, thing_id: int | None = None,
+) -> int:
+    """Get or create a ledger account; the unique key makes concurrent calls agree."""
+    select = (
+        "select id from ledger_accounts where kind = $1 and tenant_id = $2 and currency = $3"
+        " and owner_account_id is not distinct from $4 and thing_id is not distinct from $5"
+    )
+    args = (kind, tenant_id, currency, owner_account_id, thing_id)
+    found: int | None = await conn.fetchval(select, *args)
+    if found is None:
+        # The ledger is append-only for the API role too: no upsert, insert-or-read.
+        found = await conn.fetchval(
+            "insert into ledger_accounts (kind, tenant_id, currency, owner_account_id, thing_id)"
+            " values ($1, $2, $3, $4, $5) on conflict do nothing returning id",
+            *args,
+        ) or await conn.fetchval(select, *args)
+    assert found is not None
+    return found
+
+
+async def post(
+    conn: asyncpg.Connection, *, tenant_id: int, kind: str, idem_key: str,
+    lines: Sequence[tuple[int, Money]], period: date | None = None, memo: str = "",
+) -> int | None:
+    """Post one balanced journal; returns its id, or None if `idem_key` was already posted.
+
+    All entries go in one INSERT: the balance trigger checks per statement.
+    """
+    total = sum(m.minor for _, m in lines)
+    currencies = {m.currency for _, m in lines}
+    if total != 0 or len(currencies) != 1:
+        raise ValueError(f"unbalanced journal {idem_key}: sum {total}, currencies {currencies}")
+    journal_id: int | None = await conn.fetchval(
+        "insert into journals (tenant_id, kind, idem_key, period, memo) values ($1, $2, $3, $4, $5)"
+        " on conflict (idem_key) do nothing returning id",
+        tenant_id, kind, idem_key, period, memo,
+    )
+    if journal_id is None:
+        return None
+    await conn.execute(
+        "insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency)"
+        " select $1, la.id, la.tenant_id, x.amount, x.currency"
+        "   from unnest($2::bigint[], $3::bigint[], $4::text[]) as x(account, amount, currency)"
+        "   join ledger_accounts la on la.id = x.account",
+        journal_id, [a for a, _ in lines], [m.minor for _, m in lines], [m.currency for _, m in lines],
+    )
+    return journal_id
+
+
+async def balance(conn: asyncpg.Connection, ledger_account_id: int) -> int:
+    value: int = await conn.fetchval(
+        "select coalesce(sum(amount), 0)::bigint from entries where ledger_account_id = $1",
+        ledger_account_id,
+    )
+    return value
+
+
+async def owner_balance(
+    conn: asyncpg.Connection, *, kind: str, owner_account_id: int, currency: str
+) -> int:
+    value: int = await conn.fetchval(
+        "select coalesce(sum(e.amount), 0)::bigint from ledger_accounts la"
+        "  join entries e on e.ledger_account_id = la.id"
+        " where la.kind = $1 and la.owner_account_id = $2 and la.currency = $3",
+        kind, owner_account_id, currency,
+    )
+    return value

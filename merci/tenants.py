@@ -1,0 +1,73 @@
+"""Tenants (partner platforms) and their API keys."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import asyncpg
+
+from merci.accounts import hash_secret
+from merci.errors import UserError
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$")
+SCOPES = frozenset({"read", "things:write", "clicks:write", "sites:write", "webhooks:write", "analytics:read"})
+DEFAULT_TENANT = "merci"
+
+
+async def tenant_id_by_slug(conn: asyncpg.Connection, slug: str) -> int | None:
+    value: int | None = await conn.fetchval("select id from tenants where slug = $1", slug)
+    return value
+
+
+async def create_tenant(
+    conn: asyncpg.Connection, *, slug: str, name: str, fee_bps: int = 1000, partner_share_bps: int = 0
+) -> int:
+    slug = slug.strip().lower()
+    if not SLUG_RE.match(slug):
+        raise UserError("INVALID_SLUG", "a slug is 3 to 40 lowercase letters, digits or dashes", "slug")
+    if not 1 <= len(name.strip()) <= 200:
+        raise UserError("INVALID_NAME", "a name has 1 to 200 characters", "name")
+    if not 0 <= fee_bps <= 5000:
+        raise UserError("INVALID_FEE", "feeBps is between 0 and 5000", "feeBps")
+    if not 0 <= partner_share_bps <= 10000:
+        raise UserError("INVALID_SHARE", "partnerShareBps is between 0 and 10000", "partnerShareBps")
+    if await tenant_id_by_slug(conn, slug) is not None:
+        raise UserError("SLUG_TAKEN", "this slug is taken", "slug")
+    try:
+        async with conn.transaction():
+            tenant_id: int = await conn.fetchval(
+                "insert into tenants (slug, name, fee_bps, partner_share_bps) values ($1, $2, $3, $4)"
+                " returning id",
+                slug, name.strip(), fee_bps, partner_share_bps,
+            )
+    except asyncpg.UniqueViolationError as exc:
+        raise UserError("SLUG_TAKEN", "this slug is taken", "slug") from exc
+    return tenant_id
+
+
+async def create_api_key(
+    conn: asyncpg.Connection, *, tenant_id: int, name: str, scopes: list[str], created_by: int | None
+) -> tuple[int, str]:
+    """Return (key id, secret). The secret is shown once; only its hash is stored."""
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:
+        raise UserError("UNKNOWN_SCOPE", f"unknown scopes: {', '.join(unknown)}", "scopes")
+    if not scopes:
+        raise UserError("NO_SCOPE", "give the key at least one scope", "scopes")
+    if not 1 <= len(name.strip()) <= 100:
+        raise UserError("INVALID_NAME", "a name has 1 to 100 characters", "name")
+    secret = f"mk_{tenant_id}_{secrets.token_urlsafe(32)}"
+    key_id: int = await conn.fetchval(
+        "insert into api_keys (tenant_id, name, secret_hash, hint, scopes, created_by)"
+        " values ($1, $2, $3, $4, $5, $6) returning id",
+        tenant_id, name.strip(), hash_secret(secret), secret[-4:], sorted(set(scopes)), created_by,
+    )
+    return key_id, secret
+
+
+async def revoke_api_key(conn: asyncpg.Connection, *, key_id: int) -> bool:
+    status = await conn.execute(
+        "update api_keys set revoked_at = now() where id = $1 and revoked_at is null", key_id
+    )
+    return bool(status.endswith(" 1"))
