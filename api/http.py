@@ -9,7 +9,6 @@ from typing import Any
 import asyncpg
 import strawberry
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route

@@ -6,6 +6,9 @@ import strawberry
 
 from directory.queries import DirectoryQueries
 from directory.types import Site
+from graph.node import register
+
+register("Site", Site.load)
 
 QUERIES: tuple[type, ...] = (DirectoryQueries,)
 MUTATIONS: tuple[type, ...] = ()

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    ValidationRule,
+)
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -13,13 +24,44 @@ from strawberry.extensions import (
 from graph.errors import should_mask
 
 MAX_DEPTH = 12
+# Introspection is exempt from MAX_DEPTH (GraphiQL's own query nests ~13 levels of
+# ofType) but not unbounded: nested __type/ofType/fields is a known amplification.
+MAX_TOTAL_DEPTH = 20
 MAX_TOKENS = 3000
 MAX_ALIASES = 30
+
+
+class TotalDepthRule(ValidationRule):
+    def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+        fragments = {f.name.value: f for f in self.context.document.definitions
+                     if f.__class__.__name__ == "FragmentDefinitionNode"}
+
+        def depth(sel: Any, seen: frozenset[str]) -> int:
+            if isinstance(sel, FieldNode):
+                if not sel.selection_set:
+                    return 0
+                return 1 + max((depth(s, seen) for s in sel.selection_set.selections), default=0)
+            if isinstance(sel, FragmentSpreadNode):
+                name = sel.name.value
+                if name in seen or name not in fragments:
+                    return 0
+                return max((depth(s, seen | {name}) for s in fragments[name].selection_set.selections),
+                           default=0)
+            if isinstance(sel, InlineFragmentNode):
+                return max((depth(s, seen) for s in sel.selection_set.selections), default=0)
+            return 0
+
+        total = max((depth(s, frozenset()) for s in node.selection_set.selections), default=0)
+        if total > MAX_TOTAL_DEPTH:
+            self.report_error(GraphQLError(
+                f"operation exceeds maximum operation depth of {MAX_TOTAL_DEPTH} (introspection included)",
+                node))
 
 
 def extensions(extra: list[type[SchemaExtension]] | None = None) -> list[object]:
     return [
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: AddValidationRules([TotalDepthRule]),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaskErrors(should_mask_error=should_mask, error_message="Unexpected error."),

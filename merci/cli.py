@@ -6,10 +6,7 @@ import argparse
 import asyncio
 import difflib
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from merci import config

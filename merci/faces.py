@@ -25,6 +25,7 @@ def build_schema(face: Face = "all") -> strawberry.federation.Schema:
         return directory.schema.build(extensions())
     # One process serving both subgraphs merged (the embedded default: no Node needed).
     return strawberry.federation.Schema(
+        # NodeQueries comes with the api subgraph; it resolves both subgraphs' types here.
         query=merge_types("Query", api.schema.QUERIES + directory.schema.QUERIES),
         mutation=merge_types("Mutation", api.schema.MUTATIONS + directory.schema.MUTATIONS),
         types=list(api.schema.TYPES + directory.schema.TYPES),

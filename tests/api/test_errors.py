@@ -1,0 +1,67 @@
+"""Malformed requests get clear errors, never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import GraphQLClient
+
+
+def deep(levels: int) -> str:
+    return "{ __schema { types { fields { type " + "{ ofType " * levels + "{ name }" + " }" * levels + " } } } }"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"garbage", 400, "json"),
+        (b"{\"query\": 12}", 400, "query"),
+        (b"[]", 400, ""),
+        (b"{\"query\": \"{ me { handle } \"}", 200, "Syntax Error"),
+        (b"{\"query\": \"{ nope }\"}", 200, "Cannot query field"),
+        (b"{\"query\": \"{ sites(first: 101) { edges { cursor } } }\"}", 200, "between 1 and 100"),
+        (b"{\"query\": \"{ sites(first: 0) { edges { cursor } } }\"}", 200, "between 1 and 100"),
+        (b"{\"query\": \"{ sites(first: 5, after: \\\"%%%\\\") { edges { cursor } } }\"}", 200, "cursor"),
+        (b"{\"query\": \"{ node(id: \\\"bm90IGFuIGlk\\\") { id } }\"}", 200, "not a valid"),
+        (b"{\"query\": \"{ site(id: \\\"x\\\") { id } }\"}", 200, "not a valid"),
+        (b"{\"query\": \"mutation { signUp(input: {email: 1}) { token } }\"}", 200, "String"),
+    ],
+)
+def test_bad_requests(api_url: str, body: bytes, status: int, needle: str) -> None:
+    r = httpx.post(api_url + "/graphql", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert needle.lower() in r.text.lower()
+    if status == 200:
+        assert r.json()["errors"]
+
+
+def test_depth_alias_and_token_limits(gql: GraphQLClient) -> None:
+    assert "errors" not in gql.raw(deep(5)).json()
+    too_deep = gql.raw(deep(20)).json()
+    assert "exceeds maximum operation depth" in too_deep["errors"][0]["message"]
+    introspection = gql.raw(deep(7)).json()  # GraphiQL-sized introspection still works
+    assert "errors" not in introspection
+    aliases = "{ " + " ".join(f"a{i}: tenant {{ slug }}" for i in range(40)) + " }"
+    assert "aliases" in gql.raw(aliases).json()["errors"][0]["message"].lower()
+    tokens = "{ " + " ".join("tenant { slug }" for _ in range(1200)) + " }"
+    assert "token" in gql.raw(tokens).json()["errors"][0]["message"].lower()
+
+
+def test_bad_auth_headers(api_url: str) -> None:
+    for header in ["Basic abc", "Bearer", "Bearer mk_1_forged", "Bearer ms_99999_nope", "Bearer ms_x_y"]:
+        r = httpx.post(api_url + "/graphql", json={"query": "{ me { id } }"}, headers={"authorization": header})
+        assert r.status_code == 401, header
+        assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def test_mutation_over_get_refused(api_url: str) -> None:
+    r = httpx.get(api_url + "/graphql", params={"query": "mutation { logOut { ok } }"})
+    assert r.status_code in (400, 405)
+    ok = httpx.get(api_url + "/graphql", params={"query": "{ tenant { slug } }"})
+    assert ok.json() == {"data": {"tenant": {"slug": "merci"}}}
+
+
+def test_health(api_url: str) -> None:
+    assert httpx.get(api_url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(api_url + "/readyz").json() == {"status": "ok"}

@@ -1,0 +1,228 @@
+"""Test fixtures: a real PostgreSQL (DATABASE_URL, or embedded), a fresh database
+per session with migrations applied, and real server processes over HTTP."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psycopg
+import pytest
+
+from merci import config
+from merci.config import with_database
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip locally when an outside tool is missing; in CI that is a failure."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required in CI: {reason}")
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A PostgreSQL server URL with a superuser: DATABASE_URL, or an embedded server."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    from merci.embedded import EmbeddedPostgres
+
+    data = Path(tempfile.mkdtemp(prefix="merci-test-pg-"))
+    pg = EmbeddedPostgres(data)
+    try:
+        yield pg.uri
+    finally:
+        pg.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def create_database(server: str, prefix: str = "merci_test") -> str:
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    return with_database(server, name)
+
+
+def drop_database(server: str, dsn: str) -> None:
+    name = config.database_name(dsn)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for the whole session (owner/migration role)."""
+    import asyncio
+
+    from merci.db import migrate
+
+    dsn = create_database(server_url)
+    asyncio.run(migrate(dsn))
+    try:
+        yield dsn
+    finally:
+        drop_database(server_url, dsn)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> config.Settings:
+    return config.Settings(database_url=database_url, broker_url="").derived()
+
+
+@pytest.fixture(scope="session")
+async def system_pool(settings: config.Settings) -> AsyncIterator[asyncpg.Pool]:
+    from merci.db import create_pool
+
+    pool = await create_pool(settings.system_database_url, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def app_pool(settings: config.Settings) -> AsyncIterator[asyncpg.Pool]:
+    from merci.db import create_pool
+
+    pool = await create_pool(settings.app_database_url, max_size=4)
+    yield pool
+    await pool.close()
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(DATABASE_URL=database_url, MERCI_ENV="test", MERCI_WORKER_METRICS="0",
+               MERCI_FETCH_ALLOW_LOOPBACK="1", PYTHONUNBUFFERED="1")
+    env.pop("BROKER_URL", None)
+    env.update(extra)
+    return env
+
+
+class Service:
+    """A child process (API, worker, scheduler) stopped by PID at teardown."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.out = log.open("wb")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def stop(self, sig: int = 15, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+        return int(self.proc.returncode)
+
+    def output(self) -> str:
+        self.out.flush()
+        return self.log.read_text(errors="replace")
+
+
+def wait_http(url: str, service: Service, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise RuntimeError(f"service exited early:\n{service.output()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready:\n{service.output()[-4000:]}")
+
+
+def start_api(database_url: str, tmp: Path, face: str = "all", **env: str) -> tuple[Service, str]:
+    port = free_port()
+    svc = Service([sys.executable, "-m", "merci.cli", "serve", face, "--port", str(port), "--quiet"],
+                  service_env(database_url, **env), tmp / f"api-{face}-{port}.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/healthz", svc)
+    return svc, base
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = ROOT / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    svc, base = start_api(database_url, tmp_path_factory.mktemp("api"))
+    try:
+        yield base
+    finally:
+        svc.stop()
+
+
+class GraphQLClient:
+    def __init__(self, base: str, token: str | None = None, tenant: str | None = None) -> None:
+        headers = {}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        if tenant:
+            headers["x-merci-tenant"] = tenant
+        self.http = httpx.Client(base_url=base, headers=headers, timeout=30)
+
+    def raw(self, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+        return self.http.post("/graphql", json={"query": query, "variables": variables or {}})
+
+    def __call__(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        r = self.raw(query, variables)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]  # type: ignore[no-any-return]
+
+    def as_(self, token: str) -> GraphQLClient:
+        return GraphQLClient(str(self.http.base_url), token)
+
+
+@pytest.fixture
+def gql(api_url: str) -> GraphQLClient:
+    return GraphQLClient(api_url)
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+SIGN_UP = """mutation($input: SignUpInput!) { signUp(input: $input) {
+  token account { id handle email } userErrors { field message code } } }"""
+
+
+def sign_up(client: GraphQLClient, handle: str | None = None, tenant: str | None = None) -> dict[str, Any]:
+    handle = handle or unique("user_")
+    c = GraphQLClient(str(client.http.base_url), tenant=tenant) if tenant else client
+    data = c(SIGN_UP, {"input": {"email": f"{handle}@example.org", "password": "correct horse battery",
+                                  "handle": handle}})["signUp"]
+    assert data["userErrors"] == [], data
+    return {"handle": handle, "token": data["token"], "id": data["account"]["id"],
+            "email": f"{handle}@example.org"}

@@ -1,0 +1,83 @@
+"""Raw-SQL factories: rows in every tenant-owned table, written as merci_system."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+from merci import accounts, ledger, tenants
+from merci.db import Scope, set_scope
+from merci.money import Money
+
+
+def token(prefix: str = "") -> str:
+    return prefix + secrets.token_hex(4)
+
+
+@dataclass
+class TenantWorld:
+    tenant_id: int
+    slug: str
+    admin_id: int
+    creator_id: int
+    supporter_id: int
+    api_key_id: int
+    api_key: str
+    site_private_id: int
+    site_public_id: int
+    thing_id: int
+
+
+async def make_tenant_world(conn: asyncpg.Connection, currency: str = "EUR") -> TenantWorld:
+    """A tenant with an admin, a creator (one listed and one unverified site, a thing),
+    a supporter (budget, balance, subscription, click) and an API key."""
+    slug = token("t-")
+    async with conn.transaction():
+        tid = await conn.fetchval("insert into tenants (slug, name) values ($1, $1) returning id", slug)
+        await set_scope(conn, Scope(tid))
+
+        async def person(role: str) -> int:
+            handle = token(role + "_")
+            return await accounts.sign_up(conn, tenant_id=tid, email=f"{handle}@example.org",
+                                          password="long enough password", handle=handle)
+
+        admin, creator, supporter = await person("admin"), await person("creator"), await person("fan")
+        await conn.execute("update account_private set is_tenant_admin = true where account_id = $1", admin)
+        await accounts.issue_token(conn, tenant_id=tid, account_id=supporter,
+                                   ttl=__import__("datetime").timedelta(days=1))
+        key_id, key = await tenants.create_api_key(conn, tenant_id=tid, name="k", scopes=["read"],
+                                                   created_by=admin)
+        site_private = await conn.fetchval(
+            "insert into sites (tenant_id, owner_id, url, host, verification_token)"
+            " values ($1, $2, $3, $4, 'tok') returning id",
+            tid, creator, f"https://{slug}-private.example", f"{slug}-private.example")
+        site_public = await conn.fetchval(
+            "insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at,"
+            " verification_method, listed, title, description, language, category)"
+            " values ($1, $2, $3, $4, 'tok', now(), 'meta', true, 'Public', 'A public site', 'en', 'text')"
+            " returning id",
+            tid, creator, f"https://{slug}.example", f"{slug}.example")
+        thing = await conn.fetchval(
+            "insert into things (tenant_id, owner_id, site_id, url, title, claimed_at)"
+            " values ($1, $2, $3, $4, 'A thing', now()) returning id",
+            tid, creator, site_public, f"https://{slug}.example/post")
+        await conn.execute(
+            "insert into budget_changes (tenant_id, account_id, amount, currency) values ($1, $2, 1000, $3)",
+            tid, supporter, currency)
+        sub = await conn.fetchval(
+            "insert into subscriptions (tenant_id, supporter_id, thing_id, months, start_period)"
+            " values ($1, $2, $3, 3, date_trunc('month', now())::date) returning id",
+            tid, supporter, thing)
+        await conn.execute(
+            "insert into clicks (tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key,"
+            " source, subscription_id) values ($1, $2, $3, date_trunc('month', now())::date, now(), $4,"
+            " 'subscription', $5)",
+            tid, supporter, thing, token("k"), sub)
+        ext = await ledger.account_id(conn, kind="external", tenant_id=tid, currency=currency)
+        bal = await ledger.account_id(conn, kind="supporter", tenant_id=tid, currency=currency,
+                                      owner_account_id=supporter)
+        await ledger.post(conn, tenant_id=tid, kind="topup", idem_key=token("topup:"),
+                          lines=[(ext, Money(-5000, currency)), (bal, Money(5000, currency))])
+    return TenantWorld(tid, slug, admin, creator, supporter, key_id, key, site_private, site_public, thing)
