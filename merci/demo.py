@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from merci import accounts, ledger
+from merci import accounts, budgets
 from merci.db import Scope, set_scope
 from merci.money import Money
+from merci.payments import Charge
 
 PASSWORD = "merci-demo-password"
 ADMIN_EMAIL = "admin@merci.test"
@@ -80,20 +81,6 @@ async def seed(conn: asyncpg.Connection, *, currency: str = "EUR") -> bool:
                 "insert into budget_changes (tenant_id, account_id, amount, currency) values ($1, $2, $3, $4)",
                 tenant[slug], supporter, budget, currency,
             )
-            await topup(conn, tenant_id=tenant[slug], account_id=supporter,
-                        amount=Money(funds, currency), reference=f"demo:{handle}")
+            await budgets.credit_topup(conn, tenant_id=tenant[slug], account_id=supporter,
+                                       charge=Charge("demo", handle, Money(funds, currency)))
     return True
-
-
-async def topup(
-    conn: asyncpg.Connection, *, tenant_id: int, account_id: int, amount: Money, reference: str
-) -> int | None:
-    """Money in from the outside world: external → the supporter's balance."""
-    external = await ledger.account_id(conn, kind="external", tenant_id=tenant_id, currency=amount.currency)
-    balance = await ledger.account_id(
-        conn, kind="supporter", tenant_id=tenant_id, currency=amount.currency, owner_account_id=account_id
-    )
-    return await ledger.post(
-        conn, tenant_id=tenant_id, kind="topup", idem_key=f"topup:{reference}",
-        lines=[(external, Money(-amount.minor, amount.currency)), (balance, amount)],
-    )

@@ -7,6 +7,7 @@ api/ and directory/ never import workers/: they send a message naming an actor
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import dramatiq
@@ -16,11 +17,16 @@ QUEUES = ("default", "clicks", "money", "directory", "webhooks")
 
 
 def make_broker(broker_url: str, database_url: str, *, results: bool = False) -> dramatiq.Broker:
-    """redis:// → Redis, amqp:// → RabbitMQ, anything else → the PostgreSQL broker."""
+    """redis:// → Redis, amqp:// → RabbitMQ, anything else → the PostgreSQL broker.
+
+    MERCI_BROKER_HEARTBEAT_TTL (seconds, default 60): how long before the messages a
+    dead worker had claimed go back to the queue.
+    """
+    ttl = float(os.environ.get("MERCI_BROKER_HEARTBEAT_TTL", "60"))
     if broker_url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=broker_url)
+        return RedisBroker(url=broker_url, heartbeat_timeout=int(ttl * 1000))
     if broker_url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -29,7 +35,8 @@ def make_broker(broker_url: str, database_url: str, *, results: bool = False) ->
         return StubBroker()
     from dramatiq_postgres import PostgresBroker
 
-    return PostgresBroker(url=broker_url or database_url, results=results)
+    return PostgresBroker(url=broker_url or database_url, results=results, heartbeat_ttl=ttl,
+                          heartbeat_interval=min(15.0, ttl / 4), maintenance_interval=min(30.0, ttl / 2))
 
 
 class Queue:

@@ -1,22 +1,63 @@
-"""The scheduler loop: enqueue work that is due. Every tick is idempotent, so
-several schedulers (or a CronJob running `--once`) may overlap safely."""
+"""The scheduler: enqueue work that is due. Every tick is idempotent, so several
+schedulers (or a CronJob running `--once`) may overlap safely."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
+
+from merci import close, escrow, subscriptions
+from merci.clicks import CLICK_QUEUE, period_of
 from merci.config import Settings
+from merci.db import create_pool
 from merci.queue import Queue
 
 log = logging.getLogger("merci.scheduler")
 
 
-async def tick(settings: Settings, queue: Queue, now: datetime) -> list[str]:
-    """Send the due jobs; returns their actor names (for logs and tests)."""
+async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: datetime) -> list[str]:
+    """Send the due jobs; returns what was sent (for logs and tests)."""
     sent: list[str] = []
+    current = period_of(now)
+    previous = escrow.months_before(current, 1)
+
+    # Subscriptions count in the current month as soon as it starts.
+    if await conn.fetchval(
+        "select 1 from subscriptions s where s.status = 'active' and s.start_period <= $1 and s.months_used < s.months"
+        " and not exists (select 1 from subscription_periods p where p.subscription_id = s.id and p.period = $1)"
+        " limit 1", current):
+        queue.send(subscriptions.MATERIALIZE_ACTOR, current.isoformat()[:7], queue_name=CLICK_QUEUE)
+        sent.append(f"{subscriptions.MATERIALIZE_ACTOR} {current:%Y-%m}")
+
+    # Close last month once the grace period has let its late clicks drain.
+    month_start = datetime(current.year, current.month, 1, tzinfo=UTC)
+    status = await conn.fetchval("select status from month_closes where period = $1", previous)
+    has_clicks = await conn.fetchval("select 1 from clicks where period = $1 limit 1", previous)
+    if status is None and has_clicks and now >= month_start + timedelta(seconds=settings.close_grace_seconds):
+        queue.send(close.CLOSE_ACTOR, previous.isoformat()[:7], close.DEFAULT_SHARDS, settings.currency,
+                   settings.default_budget, queue_name="money")
+        sent.append(f"{close.CLOSE_ACTOR} {previous:%Y-%m}")
+    elif status == "running":
+        # Resume a close whose messages were lost or whose workers died: shards are idempotent.
+        queue.send(close.CLOSE_ACTOR, previous.isoformat()[:7], close.DEFAULT_SHARDS, settings.currency,
+                   settings.default_budget, queue_name="money")
+        sent.append(f"{close.CLOSE_ACTOR} {previous:%Y-%m} (resume)")
+
+    # Escrow of still-unclaimed things goes back after the hold period.
+    cutoff = escrow.months_before(current, settings.escrow_hold_months + 1)
+    for row in await conn.fetch(
+        "select distinct j.period from journals j join entries e on e.journal_id = j.id"
+        " join ledger_accounts la on la.id = e.ledger_account_id and la.kind = 'escrow'"
+        " join things t on t.id = e.thing_id and t.owner_id is null"
+        " where j.kind = 'month_close' and j.period <= $1"
+        " and not exists (select 1 from escrow_returns r where r.thing_id = e.thing_id and r.period = j.period)"
+        " order by 1", cutoff):
+        queue.send(escrow.RETURN_ACTOR, row["period"].isoformat()[:7], queue_name="money")
+        sent.append(f"{escrow.RETURN_ACTOR} {row['period']:%Y-%m}")
     return sent
 
 
@@ -25,11 +66,13 @@ async def run(settings: Settings, queue: Queue, *, once: bool, interval: float) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    pool = await create_pool(settings.system_database_url, max_size=2)
     try:
         while True:
-            sent = await tick(settings, queue, datetime.now(UTC))
-            if sent:
-                log.info("scheduled %s", ", ".join(sent))
+            async with pool.acquire() as conn:
+                sent = await tick(conn, settings, queue, datetime.now(UTC))
+            for item in sent:
+                log.warning("scheduled %s", item)
             if once:
                 return 0
             try:
@@ -38,4 +81,5 @@ async def run(settings: Settings, queue: Queue, *, once: bool, interval: float) 
             except TimeoutError:
                 continue
     finally:
+        await pool.close()
         queue.close()

@@ -81,3 +81,49 @@ async def make_tenant_world(conn: asyncpg.Connection, currency: str = "EUR") -> 
         await ledger.post(conn, tenant_id=tid, kind="topup", idem_key=token("topup:"),
                           lines=[(ext, Money(-5000, currency)), (bal, Money(5000, currency))])
     return TenantWorld(tid, slug, admin, creator, supporter, key_id, key, site_private, site_public, thing)
+
+
+async def person(conn: asyncpg.Connection, tenant_id: int, role: str = "p") -> int:
+    handle = token(role + "_")
+    async with conn.transaction():
+        await set_scope(conn, Scope(tenant_id))
+        return await accounts.sign_up(conn, tenant_id=tenant_id, email=f"{handle}@example.org",
+                                      password="long enough password", handle=handle)
+
+
+async def supporter(conn: asyncpg.Connection, tenant_id: int, *, budget: int | None, funds: int,
+                    currency: str = "EUR", budget_at: str | None = None) -> int:
+    from merci.budgets import credit_topup
+    from merci.payments import Charge
+
+    sid = await person(conn, tenant_id, "fan")
+    if budget is not None:
+        await conn.execute(
+            "insert into budget_changes (tenant_id, account_id, amount, currency, created_at)"
+            " values ($1, $2, $3, $4, coalesce($5::text::timestamptz, clock_timestamp()))",
+            tenant_id, sid, budget, currency, budget_at)
+    if funds:
+        async with conn.transaction():
+            await credit_topup(conn, tenant_id=tenant_id, account_id=sid,
+                               charge=Charge("test", token(), Money(funds, currency)))
+    return sid
+
+
+async def thing(conn: asyncpg.Connection, tenant_id: int, owner_id: int | None, url: str | None = None) -> int:
+    url = url or f"https://{token('site')}.example/{token('p')}"
+    return int(await conn.fetchval(
+        "insert into things (tenant_id, owner_id, url, title, claimed_at)"
+        " values ($1, $2, $3, 'thing', case when $2::bigint is null then null else now() end) returning id",
+        tenant_id, owner_id, url))
+
+
+async def click(conn: asyncpg.Connection, tenant_id: int, supporter_id: int, thing_id: int, at: str) -> None:
+    await conn.execute(
+        "insert into clicks (tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key)"
+        " values ($1, $2, $3, date_trunc('month', $4::text::timestamptz at time zone 'UTC')::date,"
+        " $4::text::timestamptz, $5)",
+        tenant_id, supporter_id, thing_id, at, token("k"))
+
+
+async def merci_tenant(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("select id from tenants where slug = 'merci'"))

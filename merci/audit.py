@@ -1,0 +1,97 @@
+"""`merci audit`: the ledger's invariants, each a query returning its violations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+# name -> (what it proves, SQL returning at most a few violating rows)
+CHECKS: dict[str, tuple[str, str]] = {
+    "journals_balance": (
+        "every journal's entries sum to zero, in one currency",
+        "select journal_id, sum(amount) as total, count(distinct currency) as currencies from entries"
+        " group by journal_id having sum(amount) <> 0 or count(distinct currency) > 1 limit 5",
+    ),
+    "journals_not_empty": (
+        "every journal has entries",
+        "select j.id from journals j where not exists (select 1 from entries e where e.journal_id = j.id)"
+        " and j.kind <> 'month_close' limit 5",
+    ),
+    "no_negative_balance": (
+        "no balance is negative (outside accounts aside)",
+        "select la.id, la.kind, la.owner_account_id, la.thing_id, sum(e.amount) as balance"
+        "  from ledger_accounts la join entries e on e.ledger_account_id = la.id"
+        " where la.kind not in ('external', 'payout') group by la.id having sum(e.amount) < 0 limit 5",
+    ),
+    "entry_currency_matches_account": (
+        "entries are in their account's currency and tenant",
+        "select e.id from entries e join ledger_accounts la on la.id = e.ledger_account_id"
+        " where e.currency <> la.currency or e.tenant_id <> la.tenant_id limit 5",
+    ),
+    "closed_months_conserve": (
+        "each closed month: charged budgets = shares + fees",
+        "select j.period, -sum(e.amount) filter (where la.kind = 'supporter') as charged,"
+        "       sum(e.amount) filter (where la.kind <> 'supporter') as paid"
+        "  from journals j join entries e on e.journal_id = j.id join ledger_accounts la on la.id = e.ledger_account_id"
+        " where j.kind = 'month_close' group by j.period"
+        " having coalesce(-sum(e.amount) filter (where la.kind = 'supporter'), 0)"
+        "   <> coalesce(sum(e.amount) filter (where la.kind <> 'supporter'), 0) limit 5",
+    ),
+    "one_close_journal_per_supporter": (
+        "a supporter is charged at most once per month",
+        "select j.period, e_la.owner_account_id, count(distinct j.id)"
+        "  from journals j join entries e on e.journal_id = j.id"
+        "  join ledger_accounts e_la on e_la.id = e.ledger_account_id and e_la.kind = 'supporter'"
+        " where j.kind = 'month_close' group by 1, 2 having count(distinct j.id) > 1 limit 5",
+    ),
+    "equal_shares": (
+        "within a supporter's month, shares differ by at most one cent",
+        "select j.id, min(e.amount), max(e.amount) from journals j join entries e on e.journal_id = j.id"
+        " where j.kind = 'month_close' and e.thing_id is not null group by j.id"
+        " having max(e.amount) - min(e.amount) > 1 limit 5",
+    ),
+    "clicks_unique": (
+        "clicks are unique per supporter, thing and month",
+        "select supporter_id, thing_id, period, count(*) from clicks group by 1, 2, 3 having count(*) > 1 limit 5",
+    ),
+    "closes_complete": (
+        "every finished close has all its shards",
+        "select m.period from month_closes m where m.status = 'done'"
+        " and (select count(*) from month_close_shards s where s.period = m.period) <> m.shards limit 5",
+    ),
+    "no_failed_close": (
+        "no month close failed its self-check",
+        "select period, error from month_closes where status = 'failed' limit 5",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    description: str
+    rows: list[dict[str, object]]
+
+    def __str__(self) -> str:
+        sample = "; ".join(", ".join(f"{k}={v}" for k, v in r.items()) for r in self.rows[:3])
+        return f"{self.check}: violated ({self.description}): {sample}"
+
+
+async def audit(conn: asyncpg.Connection, *, on_check: Callable[[str], None] | None = None) -> list[Violation]:
+    """Run every check (as merci_system); an empty list means the ledger is sound."""
+    violations = []
+    for name, (description, sql) in CHECKS.items():
+        if on_check:
+            on_check(name)
+        rows = await conn.fetch(sql)
+        if rows:
+            violations.append(Violation(name, description, [dict(r) for r in rows]))
+    return violations
+
+
+async def imbalance(conn: asyncpg.Connection) -> int:
+    """Sum of all entries: 0 unless a cent was created or destroyed (a metric)."""
+    value = await conn.fetchval("select coalesce(sum(amount), 0)::bigint from entries")
+    return int(value)

@@ -1,0 +1,66 @@
+"""Monthly budgets, balances and top-ups."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from merci import ledger
+from merci.errors import UserError
+from merci.money import Money, parse_amount
+from merci.payments import Charge
+
+MIN_BUDGET = 200
+PRESETS = (200, 500, 1000, 2000)
+MAX_TOPUP = 100_000  # 1000.00 per top-up
+
+
+async def set_monthly_budget(
+    conn: asyncpg.Connection, *, tenant_id: int, account_id: int, amount: object, currency: str
+) -> int:
+    minor = parse_amount(amount, minimum=1)
+    if minor < MIN_BUDGET:
+        raise UserError("BUDGET_TOO_SMALL", f"the monthly budget is at least {Money(MIN_BUDGET, currency)}",
+                        "amount")
+    if minor > 1_000_000:
+        raise UserError("AMOUNT_TOO_LARGE", "the monthly budget is at most 10,000.00", "amount")
+    await conn.execute(
+        "insert into budget_changes (tenant_id, account_id, amount, currency) values ($1, $2, $3, $4)",
+        tenant_id, account_id, minor, currency,
+    )
+    return minor
+
+
+async def monthly_budget(conn: asyncpg.Connection, *, account_id: int, default: int) -> int:
+    value = await conn.fetchval(
+        "select amount from budget_changes where account_id = $1 order by created_at desc, id desc limit 1",
+        account_id,
+    )
+    return int(value) if value is not None else default
+
+
+async def balance(conn: asyncpg.Connection, *, account_id: int, currency: str) -> int:
+    return await ledger.owner_balance(conn, kind="supporter", owner_account_id=account_id, currency=currency)
+
+
+async def earnings(conn: asyncpg.Connection, *, account_id: int, currency: str) -> int:
+    return await ledger.owner_balance(conn, kind="creator", owner_account_id=account_id, currency=currency)
+
+
+def check_topup(amount: object) -> int:
+    minor = parse_amount(amount, minimum=MIN_BUDGET)
+    if minor > MAX_TOPUP:
+        raise UserError("AMOUNT_TOO_LARGE", "a top-up is at most 1,000.00", "amount")
+    return minor
+
+
+async def credit_topup(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, charge: Charge) -> bool:
+    """Money in: external → the supporter's balance. Idempotent on the provider's reference."""
+    external = await ledger.account_id(conn, kind="external", tenant_id=tenant_id, currency=charge.amount.currency)
+    mine = await ledger.account_id(conn, kind="supporter", tenant_id=tenant_id, currency=charge.amount.currency,
+                                   owner_account_id=account_id)
+    posted = await ledger.post(
+        conn, tenant_id=tenant_id, kind="topup", idem_key=f"topup:{charge.provider}:{charge.reference}",
+        lines=[(external, Money(-charge.amount.minor, charge.amount.currency)), (mine, charge.amount)],
+        memo=f"top-up via {charge.provider}",
+    )
+    return posted is not None

@@ -1,0 +1,78 @@
+"""The rule of the month: how one supporter's budget is split among what they clicked.
+
+SPLIT_SQL is the one place the rule lives. The month close runs it set-based over a
+shard of supporters; the dashboard's projected split runs it for one supporter.
+
+Per supporter with N > 0 clicks in the month and budget B (capped by balance):
+  fee     = floor(B * fee_bps / 10000)               (the supporter's tenant's rate)
+  partner = floor(fee * partner_share_bps / 10000)   (0 for the platform tenant)
+  D       = B - fee; each click gets floor(D / N), and the D mod N remaining cents
+            go one each to the clicks accepted first (ties: lower thing id).
+A supporter with no click is not charged.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+# $1 period, $2 default budget, $3 currency, $4 supporter ids (null: all),
+# $5 shard, $6 number of shards (a supporter's shard is id mod shards).
+SPLIT_SQL = """
+with c as (
+    select c.supporter_id, c.thing_id,
+           row_number() over (partition by c.supporter_id order by c.accepted_at, c.thing_id)::int as rank,
+           count(*) over (partition by c.supporter_id)::int as n
+      from clicks c
+     where c.period = $1::date
+       and ($4::bigint[] is null or c.supporter_id = any($4::bigint[]))
+       and c.supporter_id % $6::int = $5::int
+),
+s as (
+    select distinct c.supporter_id, c.n from c
+),
+budget as (
+    select distinct on (b.account_id) b.account_id, b.amount
+      from budget_changes b
+     where b.account_id in (select supporter_id from s)
+       and b.created_at < ($1::date + interval '1 month')
+     order by b.account_id, b.created_at desc
+),
+balance as (
+    select la.owner_account_id as account_id, sum(e.amount)::bigint as amount
+      from ledger_accounts la join entries e on e.ledger_account_id = la.id
+     where la.kind = 'supporter' and la.currency = $3::text
+       and la.owner_account_id in (select supporter_id from s)
+     group by la.owner_account_id
+),
+charged as (
+    select s.supporter_id, s.n, a.tenant_id, t.fee_bps, t.partner_share_bps, t.is_platform,
+           least(coalesce(budget.amount, $2::bigint), greatest(coalesce(balance.amount, 0), 0)) as charge
+      from s
+      join accounts a on a.id = s.supporter_id
+      join tenants t on t.id = a.tenant_id
+      left join budget on budget.account_id = s.supporter_id
+      left join balance on balance.account_id = s.supporter_id
+),
+fees as (
+    select ch.*, ch.charge * ch.fee_bps / 10000 as fee from charged ch where ch.charge > 0
+)
+select f.supporter_id, f.tenant_id as supporter_tenant, f.n, f.charge, f.fee,
+       case when f.is_platform then 0 else f.fee * f.partner_share_bps / 10000 end::bigint as partner,
+       c.thing_id, t.owner_id, t.tenant_id as thing_tenant, c.rank,
+       ((f.charge - f.fee) / f.n + case when c.rank <= (f.charge - f.fee) % f.n then 1 else 0 end)::bigint as amount
+  from fees f
+  join c on c.supporter_id = f.supporter_id
+  join things t on t.id = c.thing_id
+"""
+
+
+async def projected(
+    conn: asyncpg.Connection, *, period: date, supporter_id: int, default_budget: int, currency: str
+) -> list[dict[str, Any]]:
+    """The split the close would post for one supporter, were the month to close now."""
+    rows = await conn.fetch(SPLIT_SQL + " order by c.rank", period, default_budget, currency,
+                            [supporter_id], 0, 1)
+    return [dict(r) for r in rows]

@@ -1,0 +1,121 @@
+"""The month close, at the domain level: the founding story, escrow, idempotency."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import asyncpg
+
+from merci import audit, close, escrow
+from merci.budgets import balance, earnings
+from merci.things import claim_thing
+from tests import factories as f
+
+
+async def ledger_snapshot(conn: asyncpg.Connection) -> list[tuple[object, ...]]:
+    rows = await conn.fetch(
+        "select j.idem_key, la.kind, la.owner_account_id, la.thing_id, e.amount, e.thing_id as share_of"
+        "  from journals j join entries e on e.journal_id = j.id join ledger_accounts la on la.id = e.ledger_account_id"
+        " order by 1, 2, 3, 4, 5, 6")
+    return [tuple(r) for r in rows]
+
+
+async def test_founding_story(system_pool: asyncpg.Pool) -> None:
+    period = date(2030, 1, 1)
+    async with system_pool.acquire() as conn:
+        tenant = await f.merci_tenant(conn)
+        fan = await f.supporter(conn, tenant, budget=1000, funds=5000)
+        owners = [await f.person(conn, tenant, "blogger") for _ in range(5)]
+        blogs = [await f.thing(conn, tenant, o) for o in owners]
+        for i, blog in enumerate(blogs):
+            await f.click(conn, tenant, fan, blog, f"2030-01-0{i + 1}T12:00:00Z")
+        fees_before = await conn.fetchval(
+            "select coalesce(sum(e.amount), 0) from entries e join ledger_accounts la on la.id = e.ledger_account_id"
+            " where la.kind = 'platform_fee'")
+
+        assert await close.close_inline(conn, period=period, shards=4) == "done"
+
+        assert await balance(conn, account_id=fan, currency="EUR") == 4000
+        for owner in owners:
+            assert await earnings(conn, account_id=owner, currency="EUR") == 180
+        fees = await conn.fetchval(
+            "select coalesce(sum(e.amount), 0) from entries e join ledger_accounts la on la.id = e.ledger_account_id"
+            " where la.kind = 'platform_fee'")
+        assert fees - fees_before == 100
+        assert await audit.audit(conn) == []
+
+        before = await ledger_snapshot(conn)
+        assert await close.close_inline(conn, period=period, shards=4) == "done"
+        for shard in range(4):
+            assert await close.close_shard(conn, period=period, shard=shard) is None
+        assert await ledger_snapshot(conn) == before
+
+
+async def test_remainder_goes_to_earliest_clicks_and_partner_share(system_pool: asyncpg.Pool) -> None:
+    period = date(2030, 2, 1)
+    async with system_pool.acquire() as conn:
+        partner = await conn.fetchval(
+            "insert into tenants (slug, name, fee_bps, partner_share_bps) values ($1, 'P', 1000, 3000) returning id",
+            f.token("p-"))
+        fan = await f.supporter(conn, partner, budget=1000, funds=1000)
+        owner = await f.person(conn, partner, "c")
+        things = [await f.thing(conn, partner, owner) for _ in range(7)]
+        # Clicked in reverse id order: the earliest clicks get the remainder cents.
+        for i, t in enumerate(reversed(things)):
+            await f.click(conn, partner, fan, t, f"2030-02-0{i + 1}T00:00:00Z")
+        assert await close.close_inline(conn, period=period, shards=2) == "done"
+        shares = dict(await conn.fetch(
+            "select e.thing_id, e.amount from entries e join journals j on j.id = e.journal_id"
+            " where j.idem_key = $1 and e.thing_id is not null", f"close:{period}:{fan}"))
+        # fee 100 -> partner 30, platform 70; D = 900 over 7: 128 each, 4 cents left.
+        assert sorted(shares.values()) == [128, 128, 128, 129, 129, 129, 129]
+        assert [shares[t] for t in reversed(things)][:4] == [129] * 4
+        partner_got = await conn.fetchval(
+            "select sum(e.amount) from entries e join ledger_accounts la on la.id = e.ledger_account_id"
+            " where la.kind = 'partner_share' and la.tenant_id = $1", partner)
+        assert partner_got == 30
+        assert await balance(conn, account_id=fan, currency="EUR") == 0
+
+
+async def test_no_click_no_charge_and_budget_capped_by_balance(system_pool: asyncpg.Pool) -> None:
+    period = date(2030, 3, 1)
+    async with system_pool.acquire() as conn:
+        tenant = await f.merci_tenant(conn)
+        idle = await f.supporter(conn, tenant, budget=1000, funds=3000)
+        poor = await f.supporter(conn, tenant, budget=2000, funds=500)
+        owner = await f.person(conn, tenant, "c")
+        t = await f.thing(conn, tenant, owner)
+        await f.click(conn, tenant, poor, t, "2030-03-15T00:00:00Z")
+        assert await close.close_inline(conn, period=period, shards=1) == "done"
+        assert await balance(conn, account_id=idle, currency="EUR") == 3000
+        assert await balance(conn, account_id=poor, currency="EUR") == 0
+        assert await earnings(conn, account_id=owner, currency="EUR") == 450
+
+
+async def test_escrow_released_on_claim_and_returned_after_hold(system_pool: asyncpg.Pool) -> None:
+    period = date(2030, 4, 1)
+    async with system_pool.acquire() as conn:
+        tenant = await f.merci_tenant(conn)
+        fan = await f.supporter(conn, tenant, budget=1000, funds=1000)
+        host = f.token("blog") + ".example"
+        kept = await f.thing(conn, tenant, None, f"https://{host}/a")
+        orphan = await f.thing(conn, tenant, None)
+        await f.click(conn, tenant, fan, kept, "2030-04-01T00:00:00Z")
+        await f.click(conn, tenant, fan, orphan, "2030-04-02T00:00:00Z")
+        assert await close.close_inline(conn, period=period, shards=1) == "done"
+        assert await balance(conn, account_id=fan, currency="EUR") == 0
+
+        creator = await f.person(conn, tenant, "c")
+        await conn.execute(
+            "insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at)"
+            " values ($1, $2, $3, $4, 't', now())", tenant, creator, f"https://{host}", host)
+        async with conn.transaction():
+            await claim_thing(conn, tenant_id=tenant, owner_id=creator, thing_id=kept)
+        assert await escrow.release(conn, thing_id=kept) == 450
+        assert await escrow.release(conn, thing_id=kept) == 0  # idempotent
+        assert await earnings(conn, account_id=creator, currency="EUR") == 450
+
+        assert await escrow.return_due(conn, period=period) == 450  # only the orphan's
+        assert await escrow.return_due(conn, period=period) == 0
+        assert await balance(conn, account_id=fan, currency="EUR") == 450
+        assert await audit.audit(conn) == []

@@ -1,0 +1,31 @@
+"""The `clicks` queue: batches of accepted clicks into PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import dramatiq
+
+from merci import clicks, subscriptions
+from merci.close import parse_period
+from workers.runtime import run
+
+
+@dramatiq.actor(actor_name=clicks.INGEST_ACTOR, queue_name=clicks.CLICK_QUEUE, max_retries=50,
+                min_backoff=200, max_backoff=30_000)
+def ingest(batch: list[list[Any]]) -> None:
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await clicks.ingest(conn, batch)
+
+    run(body)
+
+
+@dramatiq.actor(actor_name=subscriptions.MATERIALIZE_ACTOR, queue_name=clicks.CLICK_QUEUE, max_retries=50)
+def materialize(period: str, subscription_id: int | None = None) -> None:
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await subscriptions.materialize(conn, period=parse_period(period), subscription_id=subscription_id)
+
+    run(body)

@@ -1,0 +1,58 @@
+"""The `money` queue: the month close (sharded), escrow release and return."""
+
+from __future__ import annotations
+
+import asyncpg
+import dramatiq
+
+from merci import close, escrow
+from workers.runtime import run
+
+
+@dramatiq.actor(actor_name=close.CLOSE_ACTOR, queue_name="money", max_retries=20)
+def close_month(period: str, shards: int, currency: str, default_budget: int) -> None:
+    """Start the close, then fan out one message per shard."""
+    p = close.parse_period(period)
+
+    async def body(pool: asyncpg.Pool) -> int:
+        async with pool.acquire() as conn:
+            started = await close.start(conn, period=p, shards=shards, currency=currency,
+                                        default_budget=default_budget)
+            done = {r["shard"] for r in await conn.fetch(
+                "select shard from month_close_shards where period = $1", p)}
+        for shard in range(started["shards"]):
+            if shard not in done:
+                close_shard.send(period, shard)
+        return int(started["shards"])
+
+    run(body)
+
+
+@dramatiq.actor(actor_name=close.SHARD_ACTOR, queue_name="money", max_retries=20, time_limit=3_600_000)
+def close_shard(period: str, shard: int) -> None:
+    p = close.parse_period(period)
+
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await close.close_shard(conn, period=p, shard=shard)
+            await close.finish(conn, period=p)  # the last shard to finish completes the close
+
+    run(body)
+
+
+@dramatiq.actor(actor_name=escrow.RELEASE_ACTOR, queue_name="money", max_retries=20)
+def release_escrow(thing_id: int) -> None:
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await escrow.release(conn, thing_id=thing_id)
+
+    run(body)
+
+
+@dramatiq.actor(actor_name=escrow.RETURN_ACTOR, queue_name="money", max_retries=20)
+def return_escrow(period: str) -> None:
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await escrow.return_due(conn, period=close.parse_period(period))
+
+    run(body)
