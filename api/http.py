@@ -19,6 +19,7 @@ from api.accounts.mutations import SESSION_COOKIE
 from graph.context import Context
 from merci import accounts
 from merci.accounts import Principal
+from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher
 from merci.config import Settings
 from merci.db import Scope as DbScope
 from merci.db import create_pool, scoped
@@ -104,7 +105,7 @@ class MerciGraphQL(GraphQL[Context, None]):
         return Context(
             request=request, response=response, principal=request.state.principal,
             pool=request.app.state.pool, settings=request.app.state.settings,
-            queue=getattr(request.app.state, "queue", None),
+            queue=request.app.state.queue, clicks=request.app.state.clicks,
         )
 
 
@@ -130,6 +131,8 @@ def create_app(
         app.state.settings = settings
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         app.state.queue = queue
+        app.state.clicks = None if queue is None else ClickBatcher(
+            lambda batch: queue.asend(INGEST_ACTOR, batch, queue_name=CLICK_QUEUE))
         try:
             yield
         finally:

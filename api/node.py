@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from api.accounts.loaders import account_by_id
 from api.accounts.types import Account, Creator
+from api.subscriptions.types import Subscription
 from api.tenants.types import ApiKey, Tenant
+from api.things.types import Thing
 from graph.context import Info
 from graph.node import register
 
@@ -18,3 +20,5 @@ register("Creator", _creator)
 register("Account", Account.load)
 register("Tenant", Tenant.load)
 register("ApiKey", ApiKey.load)
+register("Thing", Thing.load)
+register("Subscription", Subscription.load)

@@ -9,14 +9,23 @@ import api.node  # noqa: F401  (registers node types)
 from api.accounts.mutations import AccountMutations
 from api.accounts.queries import AccountQueries
 from api.accounts.types import Account, Creator
+from api.budgets.mutations import BudgetMutations, BudgetQueries
+from api.clicks.mutations import ClickMutations
+from api.clicks.types import Click
+from api.subscriptions.mutations import SubscriptionMutations
+from api.subscriptions.types import Subscription
 from api.tenants.mutations import TenantMutations
 from api.tenants.queries import TenantQueries
 from api.tenants.types import ApiKey, Tenant
+from api.things.mutations import ThingMutations
+from api.things.queries import ThingQueries
+from api.things.types import Thing
 from graph.node import NodeQueries
 
-QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, NodeQueries)
-MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations)
-TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey)
+QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, NodeQueries)
+MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations, BudgetMutations, ThingMutations, ClickMutations,
+                               SubscriptionMutations)
+TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, Subscription, Click)
 
 
 def build(extensions: list[object]) -> strawberry.federation.Schema:

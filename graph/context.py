@@ -28,6 +28,7 @@ class Context:
     pool: asyncpg.Pool
     settings: Settings
     queue: Any = None  # merci.queue.Queue: hands work to workers by actor name
+    clicks: Any = None  # merci.clicks.ClickBatcher: group commit of accepted clicks
     loaders: dict[str, Any] = field(default_factory=dict)
 
     @asynccontextmanager

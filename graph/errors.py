@@ -34,9 +34,10 @@ class ClientError(Exception):
 
 def should_mask(error: GraphQLError) -> bool:
     original = error.original_error
-    if original is None:  # syntax and validation errors from graphql-core
+    if original is None or error.path is None:
+        # Syntax, validation and variable errors: about the request, never internal.
         return False
-    return not isinstance(original, ClientError | UserError)
+    return not isinstance(original, ClientError | UserError | GraphQLError)
 
 
 async def attempt(

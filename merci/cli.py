@@ -107,6 +107,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_close_month(args: argparse.Namespace) -> int:
+    from merci.closing import run_close
+
+    return asyncio.run(run_close(_settings(), args.period, force=args.force, shards=args.shards,
+                                 timeout=args.timeout, inline=args.inline))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from merci.closing import run_audit
+
+    return asyncio.run(run_audit(_settings()))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from merci.devserver import DevRuntime
 
@@ -147,6 +160,16 @@ def parser() -> argparse.ArgumentParser:
     sched.add_argument("--once", action="store_true")
     sched.add_argument("--interval", type=float, default=30.0)
     sched.set_defaults(func=cmd_scheduler)
+
+    close = sub.add_parser("close-month", help="close a month (exactly-once; safe to re-run)")
+    close.add_argument("period", help="YYYY-MM")
+    close.add_argument("--force", action="store_true", help="close the current month early (not in production)")
+    close.add_argument("--shards", type=int, default=16)
+    close.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the workers")
+    close.add_argument("--inline", action="store_true", help="run the close in this process, not on workers")
+    close.set_defaults(func=cmd_close_month)
+
+    sub.add_parser("audit", help="check the ledger's invariants").set_defaults(func=cmd_audit)
 
     schema = sub.add_parser("schema", help="export or check schema.graphql")
     schema.add_argument("action", choices=["export", "check"])

@@ -87,7 +87,8 @@ select kind, tenant_id, $1::text, owner_account_id, thing_id from (
       from close_split where owner_id is not null
     union select distinct 'escrow', thing_tenant, null::bigint, thing_id from close_split where owner_id is null
     union select distinct 'supporter', supporter_tenant, supporter_id, null::bigint from close_split
-    union select distinct 'partner_share', supporter_tenant, null::bigint, null::bigint from close_split where partner > 0
+    union select distinct 'partner_share', supporter_tenant, null::bigint, null::bigint
+      from close_split where partner > 0
     union select 'platform_fee', $2::bigint, null::bigint, null::bigint
 ) a
 order by kind, tenant_id, owner_account_id, thing_id
@@ -103,45 +104,48 @@ j as (
     select supporter_tenant, 'month_close', 'close:' || $1::date::text || ':' || supporter_id, $1::date, 'month close'
       from sup order by supporter_id
     on conflict (idem_key) do nothing
-    returning id, idem_key
+    returning id, idem_key, tenant_id
 ),
 js as (
-    select j.id as journal_id, split_part(j.idem_key, ':', 3)::bigint as supporter_id from j
+    select j.id as journal_id, split_part(j.idem_key, ':', 3)::bigint as supporter_id, j.tenant_id as journal_tenant
+      from j
 ),
 fee_account as (
     select id, tenant_id from ledger_accounts
-     where kind = 'platform_fee' and tenant_id = $2::bigint and currency = $3::text and owner_account_id is null and thing_id is null
+     where kind = 'platform_fee' and tenant_id = $2::bigint and currency = $3::text
+       and owner_account_id is null and thing_id is null
 ),
 lines as (
-    select js.journal_id, la.id as account, la.tenant_id, -sup.charge as amount, null::bigint as thing_id
+    select js.journal_id, js.journal_tenant, la.id as account, la.tenant_id, -sup.charge as amount,
+           null::bigint as thing_id
       from sup join js using (supporter_id)
       join ledger_accounts la on la.kind = 'supporter' and la.tenant_id = sup.supporter_tenant
                              and la.owner_account_id = sup.supporter_id and la.currency = $3 and la.thing_id is null
     union all
-    select js.journal_id, fa.id, fa.tenant_id, sup.fee - sup.partner, null
+    select js.journal_id, js.journal_tenant, fa.id, fa.tenant_id, sup.fee - sup.partner, null
       from sup join js using (supporter_id) cross join fee_account fa
      where sup.fee - sup.partner > 0
     union all
-    select js.journal_id, la.id, la.tenant_id, sup.partner, null
+    select js.journal_id, js.journal_tenant, la.id, la.tenant_id, sup.partner, null
       from sup join js using (supporter_id)
       join ledger_accounts la on la.kind = 'partner_share' and la.tenant_id = sup.supporter_tenant
                              and la.currency = $3 and la.owner_account_id is null and la.thing_id is null
      where sup.partner > 0
     union all
-    select js.journal_id, la.id, la.tenant_id, s.amount, s.thing_id
+    select js.journal_id, js.journal_tenant, la.id, la.tenant_id, s.amount, s.thing_id
       from close_split s join js using (supporter_id)
       join ledger_accounts la on la.kind = 'creator' and la.tenant_id = s.thing_tenant
                              and la.owner_account_id = s.owner_id and la.currency = $3 and la.thing_id is null
      where s.owner_id is not null and s.amount > 0
     union all
-    select js.journal_id, la.id, la.tenant_id, s.amount, s.thing_id
+    select js.journal_id, js.journal_tenant, la.id, la.tenant_id, s.amount, s.thing_id
       from close_split s join js using (supporter_id)
       join ledger_accounts la on la.kind = 'escrow' and la.tenant_id = s.thing_tenant
                              and la.thing_id = s.thing_id and la.currency = $3 and la.owner_account_id is null
      where s.owner_id is null and s.amount > 0
 )
-insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency, thing_id)
-select journal_id, account, tenant_id, amount, $3, thing_id from lines
+insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency, thing_id, journal_tenant_id)
+select journal_id, account, tenant_id, amount, $3, thing_id, journal_tenant from lines
 """
 
 

@@ -55,11 +55,11 @@ async def post(
     if journal_id is None:
         return None
     await conn.execute(
-        "insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency)"
-        " select $1, la.id, la.tenant_id, x.amount, x.currency"
+        "insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency, journal_tenant_id)"
+        " select $1, la.id, la.tenant_id, x.amount, x.currency, $5"
         "   from unnest($2::bigint[], $3::bigint[], $4::text[]) as x(account, amount, currency)"
         "   join ledger_accounts la on la.id = x.account",
-        journal_id, [a for a, _ in lines], [m.minor for _, m in lines], [m.currency for _, m in lines],
+        journal_id, [a for a, _ in lines], [m.minor for _, m in lines], [m.currency for _, m in lines], tenant_id,
     )
     return journal_id
 

@@ -1,15 +1,25 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import strawberry
 
 from api.accounts.loaders import account_by_id
+from api.clicks.types import Click, ClickReceipt, ClickStatus
+from api.months.types import Month, MonthlyEarning, MonthStatus, Share
+from api.subscriptions.types import SUB_COLUMNS, Subscription
 from api.tenants.types import Tenant
+from api.things.types import Thing
 from graph.context import Info
-from graph.relay import Node
+from graph.errors import ClientError
+from graph.money import Money
+from graph.relay import Connection, Node, check_first, connection, decode_int_cursor
+from merci import budgets, months
+from merci.clicks import period_of
+from merci.close import CloseError, parse_period
 from merci.ids import from_global, to_global
+from merci.things import THING_COLUMNS
 
 
 @strawberry.federation.type(keys=["id"], description="A creator's public profile.")
@@ -31,6 +41,17 @@ class Creator(Node):
         _, pk = from_global(id, expect="Creator")
         row = await info.context.loader("account", account_by_id).load(pk)
         return Creator.from_row(row) if row else None
+
+    @strawberry.field(description="The creator's things, newest first (hidden ones only to the creator).")
+    async def things(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Thing]:
+        n = check_first(first)
+        cursor = decode_int_cursor(after)
+        mine = info.context.principal.account_id == self.pk
+        async with info.context.tx() as conn:
+            rows = await conn.fetch(
+                f"select {THING_COLUMNS} from things where owner_id = $1 and ($2 or not hidden)"
+                " and ($3::bigint is null or id < $3) order by id desc limit $4", self.pk, mine, cursor, n + 1)
+        return connection([Thing.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda t: t.pk)
 
 
 @strawberry.type(description="The logged-in account, with its private fields.")
@@ -54,6 +75,84 @@ class Account(Node):
         return Creator(id=strawberry.ID(to_global("Creator", self.pk)), pk=self.pk,
                        handle=self.handle, display_name=self.display_name)
 
+    @strawberry.field(description="Prepaid money that funds the monthly budget.")
+    async def balance(self, info: Info) -> Money:
+        cur = info.context.settings.currency
+        async with info.context.tx() as conn:
+            return Money.make(await budgets.balance(conn, account_id=self.pk, currency=cur), cur)
+
+    @strawberry.field(description="What is split among this month's clicks.")
+    async def monthly_budget(self, info: Info) -> Money:
+        s = info.context.settings
+        async with info.context.tx() as conn:
+            return Money.make(await budgets.monthly_budget(conn, account_id=self.pk, default=s.default_budget),
+                              s.currency)
+
+    @strawberry.field(description="A creator's earnings not yet paid out.")
+    async def earnings(self, info: Info) -> Money:
+        cur = info.context.settings.currency
+        async with info.context.tx() as conn:
+            return Money.make(await budgets.earnings(conn, account_id=self.pk, currency=cur), cur)
+
+    @strawberry.field(description="Earnings per closed month (and escrow releases), newest first.")
+    async def earnings_by_month(self, info: Info) -> list[MonthlyEarning]:
+        cur = info.context.settings.currency
+        async with info.context.tx() as conn:
+            rows = await months.earnings_by_month(conn, account_id=self.pk, currency=cur)
+        return [MonthlyEarning(period=f"{p:%Y-%m}", amount=Money.make(a, cur)) for p, a in rows]
+
+    @strawberry.field(description="A month (YYYY-MM, default: this month): the projected split while open, "
+                      "what was posted once closed.")
+    async def month(self, info: Info, period: str | None = None) -> Month:
+        s = info.context.settings
+        p = _period(period)
+        async with info.context.tx() as conn:
+            m = await months.supporter_month(conn, supporter_id=self.pk, period=p, default_budget=s.default_budget,
+                                             currency=s.currency)
+        return Month(
+            period=f"{m.period:%Y-%m}", status=MonthStatus(m.status), budget=Money.make(m.budget, s.currency),
+            charge=Money.make(m.charge, s.currency), fee=Money.make(m.fee, s.currency), clicks=m.clicks,
+            shares=[Share(amount=Money.make(x.amount, s.currency), in_escrow=x.in_escrow, thing_pk=x.thing_id)
+                    for x in m.shares],
+        )
+
+    @strawberry.field(description="Stored clicks of a month (YYYY-MM, default: this month), newest first.")
+    async def clicks(self, info: Info, period: str | None = None, first: int | None = None,
+                     after: str | None = None) -> Connection[Click]:
+        n = check_first(first)
+        cursor = decode_int_cursor(after)
+        async with info.context.tx() as conn:
+            rows = await conn.fetch(
+                "select id, thing_id, period, accepted_at, source, idempotency_key from clicks"
+                " where supporter_id = $1 and period = $2 and ($3::bigint is null or id < $3)"
+                " order by id desc limit $4", self.pk, _period(period), cursor, n + 1)
+        return connection([Click.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda c: c.pk)
+
+    @strawberry.field(description="What became of a click sent with `flattr`, by its idempotency key.")
+    async def click_receipt(self, info: Info, idempotency_key: str) -> ClickReceipt:
+        async with info.context.tx() as conn:
+            row = await conn.fetchrow(
+                "select 'accepted' as status, null as reason, thing_id, period from clicks"
+                " where supporter_id = $1 and idempotency_key = $2"
+                " union all select 'rejected', reason, thing_id, period from click_rejections"
+                " where supporter_id = $1 and idempotency_key = $2 limit 1", self.pk, idempotency_key)
+        if row is None:
+            return ClickReceipt(idempotency_key=idempotency_key, status=ClickStatus.PENDING, reason=None,
+                                period=None, thing_pk=None)
+        return ClickReceipt(idempotency_key=idempotency_key, status=ClickStatus(row["status"]),
+                            reason=row["reason"], period=f"{row['period']:%Y-%m}", thing_pk=row["thing_id"])
+
+    @strawberry.field(description="The supporter's subscriptions, newest first.")
+    async def subscriptions(self, info: Info, first: int | None = None,
+                            after: str | None = None) -> Connection[Subscription]:
+        n = check_first(first)
+        cursor = decode_int_cursor(after)
+        async with info.context.tx() as conn:
+            rows = await conn.fetch(
+                f"select {SUB_COLUMNS} from subscriptions where supporter_id = $1"
+                " and ($2::bigint is null or id < $2) order by id desc limit $3", self.pk, cursor, n + 1)
+        return connection([Subscription.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda x: x.pk)
+
     @staticmethod
     async def load(info: Info, pk: int) -> Account | None:
         """Only the caller's own account: private fields never leave their owner."""
@@ -74,3 +173,12 @@ class Account(Node):
             is_tenant_admin=row["is_tenant_admin"], is_platform_admin=row["is_platform_admin"],
             created_at=row["created_at"],
         )
+
+
+def _period(text: str | None) -> date:
+    if text is None:
+        return period_of(datetime.now(UTC))
+    try:
+        return parse_period(text)
+    except CloseError as exc:
+        raise ClientError(f"period must be YYYY-MM, not {text!r}", "BAD_PERIOD") from exc

@@ -95,3 +95,14 @@ grant select, insert on subscription_periods, click_rejections to merci_app;
 grant select on month_closes, month_close_shards, escrow_returns to merci_app;
 grant select, insert, update on subscription_periods, click_rejections, month_closes, month_close_shards,
   escrow_returns to merci_system;
+
+-- A supporter sees the whole of their own journals (where their money went),
+-- including the entries that credit creators of other tenants.
+alter table entries add column journal_tenant_id bigint references tenants(id);
+update entries e set journal_tenant_id = j.tenant_id from journals j where j.id = e.journal_id;
+alter table entries alter column journal_tenant_id set not null;
+drop policy tenant_rows on entries;
+create policy tenant_rows on entries to merci_app
+  using (tenant_id = merci_tenant() or journal_tenant_id = merci_tenant())
+  with check (tenant_id = merci_tenant() and journal_tenant_id = merci_tenant());
+create index on entries (journal_tenant_id);

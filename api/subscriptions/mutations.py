@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import strawberry
+
+from api.subscriptions.types import Subscription
+from graph.context import Info
+from graph.errors import UserErrorType, attempt, user_errors_only
+from merci import subscriptions
+from merci.clicks import CLICK_QUEUE, period_of
+from merci.ids import from_global
+
+
+@strawberry.input
+class SubscribeInput:
+    thing_id: strawberry.ID
+    months: int = strawberry.field(description="1, 3, 6 or 12.")
+
+
+@strawberry.input
+class SubscriptionIdInput:
+    id: strawberry.ID
+
+
+@strawberry.type
+class SubscriptionPayload:
+    subscription: Subscription | None
+    user_errors: list[UserErrorType]
+
+
+async def _transition(info: Info, input: SubscriptionIdInput, action: str) -> SubscriptionPayload:
+    ctx = info.context
+
+    async def work() -> SubscriptionPayload:
+        me = ctx.require_account()
+        _, pk = from_global(input.id, expect="Subscription")
+        async with ctx.tx() as conn:
+            await subscriptions.transition(conn, supporter_id=me, subscription_id=pk, action=action)
+        if action == "resume" and ctx.queue is not None:
+            await ctx.queue.asend(subscriptions.MATERIALIZE_ACTOR, f"{period_of(datetime.now(UTC)):%Y-%m}", pk,
+                                  queue_name=CLICK_QUEUE)
+        return SubscriptionPayload(subscription=await Subscription.load(info, pk), user_errors=[])
+
+    return await attempt(work, user_errors_only(SubscriptionPayload))
+
+
+@strawberry.type
+class SubscriptionMutations:
+    @strawberry.mutation(description="Click a thing every month for 1, 3, 6 or 12 months, starting now.")
+    async def subscribe(self, info: Info, input: SubscribeInput) -> SubscriptionPayload:
+        ctx = info.context
+
+        async def work() -> SubscriptionPayload:
+            me = ctx.require_account()
+            _, thing = from_global(input.thing_id, expect="Thing", field="thingId")
+            period = period_of(datetime.now(UTC))
+            async with ctx.tx() as conn:
+                pk = await subscriptions.subscribe(conn, tenant_id=ctx.principal.tenant_id, supporter_id=me,
+                                                   thing_id=thing, months=input.months, period=period)
+            if ctx.queue is not None:  # after commit; the scheduler catches up if this is lost
+                await ctx.queue.asend(subscriptions.MATERIALIZE_ACTOR, f"{period:%Y-%m}", pk, queue_name=CLICK_QUEUE)
+            return SubscriptionPayload(subscription=await Subscription.load(info, pk), user_errors=[])
+
+        return await attempt(work, user_errors_only(SubscriptionPayload))
+
+    @strawberry.mutation(description="Pause: paused months are not counted.")
+    async def pause_subscription(self, info: Info, input: SubscriptionIdInput) -> SubscriptionPayload:
+        return await _transition(info, input, "pause")
+
+    @strawberry.mutation(description="Resume a paused subscription.")
+    async def resume_subscription(self, info: Info, input: SubscriptionIdInput) -> SubscriptionPayload:
+        return await _transition(info, input, "resume")
+
+    @strawberry.mutation(description="Cancel: no further months are counted.")
+    async def cancel_subscription(self, info: Info, input: SubscriptionIdInput) -> SubscriptionPayload:
+        return await _transition(info, input, "cancel")

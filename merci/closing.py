@@ -1,0 +1,101 @@
+"""The operator's side of the month close and the audit (`merci close-month`, `merci audit`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+
+from merci import audit, close
+from merci.clicks import period_of
+from merci.config import Settings
+from merci.progress import Progress
+from merci.queue import Queue, make_broker
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"merci: {message}", file=sys.stderr)
+    return code
+
+
+async def run_close(settings: Settings, period_text: str, *, force: bool, shards: int, timeout: float,
+                    inline: bool) -> int:
+    try:
+        period = close.parse_period(period_text)
+    except close.CloseError as exc:
+        return _fail(str(exc), 2)
+    current = period_of(datetime.now(UTC))
+    if period > current:
+        return _fail(f"{period:%Y-%m} has not started yet", 2)
+    if period == current:
+        if not force:
+            return _fail(f"{period:%Y-%m} is the current month: wait for it to end, or use --force", 2)
+        if settings.production:
+            return _fail("--force is refused in production", 2)
+    if not 1 <= shards <= 4096:
+        return _fail("--shards is between 1 and 4096", 2)
+    conn = await asyncpg.connect(settings.system_database_url)
+    try:
+        try:
+            started = await close.start(conn, period=period, shards=shards, currency=settings.currency,
+                                        default_budget=settings.default_budget)
+        except close.CloseError as exc:
+            return _fail(str(exc), 2)
+        bar = Progress(f"closing {period:%Y-%m}", started["shards"])
+        if inline:
+            for shard in range(started["shards"]):
+                await close.close_shard(conn, period=period, shard=shard)
+                bar.update(shard + 1)
+            await close.finish(conn, period=period)
+        else:
+            queue = Queue(make_broker(settings.broker_url, settings.system_database_url))
+            try:
+                await queue.asend(close.CLOSE_ACTOR, f"{period:%Y-%m}", started["shards"], settings.currency,
+                                  settings.default_budget, queue_name="money")
+            finally:
+                queue.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            done, total, status = await close.progress(conn, period)
+            bar.update(done, status or "")
+            if done == total and status == "running":
+                status = await close.finish(conn, period=period)
+            if status == "done":
+                break
+            if status == "failed":
+                error = await conn.fetchval("select error from month_closes where period = $1", period)
+                return _fail(f"the close of {period:%Y-%m} failed its self-check: {error}")
+            if time.monotonic() > deadline:
+                return _fail(f"the close of {period:%Y-%m} is at {done}/{total} shards after {timeout:.0f}s: "
+                             "are workers running on the money queue? (re-run to resume)", 3)
+            await asyncio.sleep(0.2)
+        summary = await conn.fetchval("select summary from month_closes where period = $1", period)
+        print(f"closed {period:%Y-%m}: {summary}")
+        return 0
+    finally:
+        await conn.close()
+
+
+async def run_audit(settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.system_database_url)
+    try:
+        bar = Progress("audit", len(audit.CHECKS))
+        seen: list[str] = []
+
+        def step(name: str) -> None:
+            bar.update(len(seen), name)
+            seen.append(name)
+
+        violations = await audit.audit(conn, on_check=step)
+        bar.update(len(seen))
+    finally:
+        await conn.close()
+    if violations:
+        for v in violations:
+            print(f"VIOLATION {v}", file=sys.stderr)
+        return 1
+    print(f"ledger sound: {len(audit.CHECKS)} checks passed")
+    return 0
