@@ -13,6 +13,7 @@ finish : once every shard is done, a self-check, then the close is 'done'.
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -221,11 +222,13 @@ async def finish(conn: asyncpg.Connection, *, period: date) -> str:
             problems.append(f"debited {check['debited']} but shards charged {check['charged']}")
         summary = {k: int(v) for k, v in dict(check).items()}
         if problems:
-            await conn.execute("update month_closes set status = 'failed', error = $2, summary = $3,"
-                               " finished_at = now() where period = $1", period, "; ".join(problems), summary)
+            await conn.execute("update month_closes set status = 'failed', error = $2, summary = $3::text::jsonb,"
+                               " finished_at = now() where period = $1", period, "; ".join(problems),
+                               json.dumps(summary))
             return "failed"
-        await conn.execute("update month_closes set status = 'done', summary = $2, finished_at = now()"
-                           " where period = $1", period, summary)
+        # As text: the same on pooled connections (with a jsonb codec) and bare ones.
+        await conn.execute("update month_closes set status = 'done', summary = $2::text::jsonb, finished_at = now()"
+                           " where period = $1", period, json.dumps(summary))
     return "done"
 
 

@@ -124,8 +124,19 @@ class Service:
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
-        self.out = log.open("wb")
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.out = log.open("ab")
+        # Own session: a kill reaches Dramatiq's worker children too.
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     start_new_session=True)
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and every child: a crash, not a shutdown."""
+        try:
+            os.killpg(self.proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.out.close()
 
     def stop(self, sig: int = 15, timeout: float = 30) -> int:
         if self.proc.poll() is None:
@@ -133,8 +144,12 @@ class Service:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, 9)
                 self.proc.wait()
+        try:  # nothing of ours may outlive the test
+            os.killpg(self.proc.pid, 9)
+        except ProcessLookupError:
+            pass
         self.out.close()
         return int(self.proc.returncode)
 
@@ -155,6 +170,11 @@ def wait_http(url: str, service: Service, timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} not ready:\n{service.output()[-4000:]}")
+
+
+def start_worker(database_url: str, log: Path, *, threads: int = 4, **env: str) -> Service:
+    return Service([sys.executable, "-m", "dramatiq", "workers", "--processes", "1", "--threads", str(threads)],
+                   service_env(database_url, **env), log)
 
 
 def start_api(database_url: str, tmp: Path, face: str = "all", **env: str) -> tuple[Service, str]:

@@ -1,0 +1,239 @@
+"""Faults with real processes: a worker SIGKILLed during ingestion and during the
+close, a broker restarted with accepted clicks still queued. Nothing is lost and
+the ledger equals an uninterrupted run's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from merci import config
+from merci.db import migrate
+from merci.queue import Queue, make_broker
+from merci.synthetic import seed_month
+from tests.conftest import (
+    ROOT,
+    GraphQLClient,
+    create_database,
+    drop_database,
+    free_port,
+    need,
+    service_env,
+    sign_up,
+    start_api,
+    start_worker,
+)
+
+FAST = {"MERCI_BROKER_HEARTBEAT_TTL": "3"}  # a dead worker's messages return to the queue in ~3 s
+PERIOD = date(2025, 1, 1)
+
+
+@pytest.fixture
+def fresh_db(server_url: str) -> Iterator[str]:
+    dsns: list[str] = []
+
+    def make() -> str:
+        dsn = create_database(server_url, "merci_fault")
+        asyncio.run(migrate(dsn))
+        dsns.append(dsn)
+        return dsn
+
+    yield make  # type: ignore[misc]
+    for dsn in dsns:
+        drop_database(server_url, dsn)
+
+
+async def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(config.with_user(dsn, config.SYSTEM_ROLE))
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def scalar(dsn: str, sql: str, *args: object) -> object:
+    return asyncio.run(fetch(dsn, sql, *args))[0][0]
+
+
+def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out: {what}")
+
+
+async def seed(dsn: str, **kw: int) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await seed_month(conn, period=PERIOD, **kw)
+    finally:
+        await conn.close()
+
+
+def ledger(dsn: str) -> list[tuple[object, ...]]:
+    rows = asyncio.run(fetch(dsn, """
+        select j.idem_key, la.kind, la.owner_account_id, la.thing_id, e.amount, e.thing_id
+          from journals j join entries e on e.journal_id = j.id join ledger_accounts la on la.id = e.ledger_account_id
+         order by 1, 2, 3, 4, 5, 6"""))
+    return [tuple(r) for r in rows]
+
+
+def test_worker_killed_during_ingestion_loses_and_doubles_nothing(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dsn = fresh_db()
+    info = asyncio.run(seed(dsn, supporters=300, things=211, clicks_per_supporter=0))
+    queue = Queue(make_broker("", dsn))
+    expected = set()
+    batches = []
+    for s in range(300):
+        batch = []
+        for k in range(100):
+            thing = info["first_thing"] + (s * 7 + k) % 211
+            expected.add((info["first_supporter"] + s, thing))
+            batch.append([info["first_supporter"] + s, 1, thing, None, f"k{k}", "2025-01-15T12:00:00+00:00", "click"])
+        batches.append(batch)
+    for batch in batches + batches[:50]:  # the first 50 batches are delivered twice
+        queue.send("clicks.ingest", batch, queue_name="clicks")
+    queue.close()
+
+    worker = start_worker(dsn, tmp_path / "w1.log", threads=2, **FAST)
+    wait(lambda: scalar(dsn, "select count(*) from clicks") > 2000, 60, "ingestion to start")
+    worker.kill_group()
+    stored = scalar(dsn, "select count(*) from clicks")
+    assert 0 < stored < len(expected), "the kill must land mid-ingestion"
+
+    worker = start_worker(dsn, tmp_path / "w2.log", threads=2, **FAST)
+    try:
+        wait(lambda: scalar(dsn, "select count(*) from dramatiq.queue where state <> 'rejected'"
+                                 " and queue_name = 'clicks'") == 0
+             and scalar(dsn, "select count(*) from clicks") == len(expected), 120, "all clicks ingested")
+    finally:
+        worker.stop()
+    rows = asyncio.run(fetch(dsn, "select supporter_id, thing_id from clicks"))
+    assert {(r[0], r[1]) for r in rows} == expected
+    assert scalar(dsn, "select sum(clicks) from thing_stats") == len(expected)
+    assert scalar(dsn, "select count(*) from click_rejections") == 0  # redelivery is not a refusal
+
+
+def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    interrupted, reference = fresh_db(), fresh_db()
+    for dsn in (interrupted, reference):
+        asyncio.run(seed(dsn, supporters=6000, things=401, clicks_per_supporter=12))
+
+    ref = subprocess.run([sys.executable, "-m", "merci.cli", "close-month", "2025-01", "--inline", "--shards", "48"],
+                         env=service_env(reference), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+
+    worker = start_worker(interrupted, tmp_path / "w1.log", threads=1, **FAST)
+    cli = subprocess.Popen([sys.executable, "-m", "merci.cli", "close-month", "2025-01", "--shards", "48",
+                            "--timeout", "240"], env=service_env(interrupted, **FAST), cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait(lambda: scalar(interrupted, "select count(*) from month_close_shards") >= 3, 120, "shards to close")
+        worker.kill_group()
+        done = scalar(interrupted, "select count(*) from month_close_shards")
+        assert done < 48, "the kill must land mid-close"
+        assert scalar(interrupted, "select status from month_closes") == "running"
+        worker = start_worker(interrupted, tmp_path / "w2.log", threads=2, **FAST)
+        out, err = cli.communicate(timeout=300)
+        assert cli.returncode == 0, out + err
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        worker.stop()
+    assert ledger(interrupted) == ledger(reference)
+    audit = subprocess.run([sys.executable, "-m", "merci.cli", "audit"], env=service_env(interrupted), cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert audit.returncode == 0, audit.stderr
+
+
+FLATTR = """mutation($input: FlattrInput!) { flattr(input: $input) { click { status } userErrors { code } } }"""
+
+
+def accept_clicks(base: str, n: int) -> tuple[str, list[str]]:
+    """Sign up a funded supporter and have the API accept n clicks on new URLs."""
+    gql = GraphQLClient(base)
+    fan = gql.as_(sign_up(gql)["token"])
+    fan("mutation { topUp(input: {amount: 5000}) { userErrors { code } } }")
+    keys = []
+    for i in range(n):
+        out = fan(FLATTR, {"input": {"url": f"https://restart-{i}.example/", "idempotencyKey": f"r{i}"}})["flattr"]
+        assert out["userErrors"] == [], out
+        keys.append(f"r{i}")
+    return fan("{ me { id handle } }")["me"]["handle"], keys
+
+
+def test_postgres_broker_restart_keeps_accepted_clicks(tmp_path: Path) -> None:
+    from merci.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path / "own-pg")  # a server of our own, to restart
+    try:
+        dsn = pg.ensure_database("merci")
+        asyncio.run(migrate(dsn))
+        api, base = start_api(dsn, tmp_path)
+        handle, keys = accept_clicks(base, 40)
+        api.stop()
+        pg.stop()
+        pg = EmbeddedPostgres(tmp_path / "own-pg")
+        worker = start_worker(dsn, tmp_path / "w.log")
+        try:
+            wait(lambda: scalar(dsn, "select count(*) from clicks c join accounts a on a.id = c.supporter_id"
+                                     " where a.handle = $1", handle) == len(keys), 60, "clicks after restart")
+        finally:
+            worker.stop()
+    finally:
+        pg.stop()
+
+
+def test_durable_redis_restart_keeps_accepted_clicks(database_url: str, tmp_path: Path) -> None:
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+                                 "--appendfsync", "always", "--save", "", "--dir", str(data)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=port)
+        wait(lambda: _pings(client), 10, "redis to start")
+        return proc
+
+    broker = f"redis://127.0.0.1:{port}/0"
+    redis_proc = start_redis()
+    try:
+        api, base = start_api(database_url, tmp_path, BROKER_URL=broker)
+        handle, keys = accept_clicks(base, 40)
+        api.stop()
+        redis_proc.kill()  # a crash: only what was fsynced survives
+        redis_proc.wait()
+        redis_proc = start_redis()
+        worker = start_worker(database_url, tmp_path / "w.log", BROKER_URL=broker)
+        try:
+            wait(lambda: scalar(database_url, "select count(*) from clicks c join accounts a on a.id = c.supporter_id"
+                                              " where a.handle = $1", handle) == len(keys), 60, "clicks after restart")
+        finally:
+            worker.stop()
+    finally:
+        redis_proc.kill()
+        redis_proc.wait()
+
+
+def _pings(client) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
