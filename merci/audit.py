@@ -30,6 +30,12 @@ CHECKS: dict[str, tuple[str, str]] = {
         "select e.id from entries e join ledger_accounts la on la.id = e.ledger_account_id"
         " where e.currency <> la.currency or e.tenant_id <> la.tenant_id limit 5",
     ),
+    "entry_journal_tenant": (
+        "entries carry their journal's tenant and name existing things",
+        "select e.id from entries e join journals j on j.id = e.journal_id"
+        " where e.journal_tenant_id <> j.tenant_id"
+        "    or (e.thing_id is not null and not exists (select 1 from things t where t.id = e.thing_id)) limit 5",
+    ),
     "closed_months_conserve": (
         "each closed month: charged budgets = shares + fees",
         "select j.period, -sum(e.amount) filter (where la.kind = 'supporter') as charged,"

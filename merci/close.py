@@ -3,7 +3,7 @@
 start  : take the month's lock exclusively (in-flight click ingestion drains
          first; later clicks of the month are refused), count subscriptions, and
          record the close with its shard count.
-shard  : supporters whose id mod shards = k; one transaction computes the split
+shard  : a range of supporter ids (cut at start); one transaction computes the split
          (merci.split.SPLIT_SQL), posts one journal per supporter and marks the
          shard done. Journals are keyed close:<period>:<supporter>, the shard is
          advisory-locked, so a rerun, a crash half-way or two racing workers all
@@ -66,10 +66,19 @@ async def start(
         # Exclusive: waits for ingestion transactions of this month to commit, and
         # from here on they see the month_closes row and refuse the month.
         await conn.execute("select pg_advisory_xact_lock($1, $2)", MONTH_LOCK_NS, month_key(period))
+        # Shards are ranges of supporter ids with about as many supporters each, so
+        # every shard reads its clicks by index range (period, supporter_id).
+        bounds = await conn.fetchval(
+            "select coalesce(array_agg(lo order by lo), array[0]::bigint[]) from ("
+            "  select min(supporter_id) as lo from ("
+            "    select supporter_id, ntile($2) over (order by supporter_id) as tile"
+            "      from (select distinct supporter_id from clicks where period = $1) d) t"
+            "  group by tile) b", period, shards)
+        bounds[0] = 0  # the first shard starts at the bottom: nothing can fall outside
         await conn.execute(
-            "insert into month_closes (period, shards, currency, default_budget) values ($1, $2, $3, $4)"
-            " on conflict (period) do nothing",
-            period, shards, currency, default_budget,
+            "insert into month_closes (period, shards, bounds, currency, default_budget)"
+            " values ($1, $2, $3, $4, $5) on conflict (period) do nothing",
+            period, len(bounds), bounds, currency, default_budget,
         )
     return dict(await conn.fetchrow("select * from month_closes where period = $1", period))
 
@@ -164,8 +173,10 @@ async def close_shard(conn: asyncpg.Connection, *, period: date, shard: int) -> 
         platform = await conn.fetchval("select id from tenants where is_platform order by id limit 1")
         currency = close["currency"]
         await conn.execute(SHARES_TABLE)
+        bounds = close["bounds"]
+        upper = bounds[shard + 1] if shard + 1 < len(bounds) else None
         await conn.execute("insert into close_split " + SPLIT_SQL, period, close["default_budget"], currency,
-                           None, shard, close["shards"])
+                           None, bounds[shard], upper)
         await conn.execute("analyze close_split")
         await conn.execute(ACCOUNTS_SQL, currency, platform)
         await conn.execute(POST_SQL, period, platform, currency)

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 # $1 period, $2 default budget, $3 currency, $4 supporter ids (null: all),
-# $5 shard, $6 number of shards (a supporter's shard is id mod shards).
+# $5, $6: the supporter id range [from, to) of a shard (null `to`: no upper bound).
 SPLIT_SQL = """
 with c as (
     select c.supporter_id, c.thing_id,
@@ -28,7 +28,7 @@ with c as (
       from clicks c
      where c.period = $1::date
        and ($4::bigint[] is null or c.supporter_id = any($4::bigint[]))
-       and c.supporter_id % $6::int = $5::int
+       and c.supporter_id >= $5::bigint and ($6::bigint is null or c.supporter_id < $6::bigint)
 ),
 s as (
     select distinct c.supporter_id, c.n from c
@@ -74,5 +74,5 @@ async def projected(
 ) -> list[dict[str, Any]]:
     """The split the close would post for one supporter, were the month to close now."""
     rows = await conn.fetch(SPLIT_SQL + " order by c.rank", period, default_budget, currency,
-                            [supporter_id], 0, 1)
+                            [supporter_id], supporter_id, None)
     return [dict(r) for r in rows]

@@ -208,11 +208,13 @@ create table journals (
     created_at  timestamptz not null default now()
 );
 
+-- Entries are checked per statement, not per row (see merci_entries_valid below):
+-- a foreign key costs a lookup per row, and the month close writes millions.
 create table entries (
     id                 bigint generated always as identity primary key,
-    journal_id         bigint not null references journals(id),
-    ledger_account_id  bigint not null references ledger_accounts(id),
-    tenant_id          bigint not null references tenants(id),
+    journal_id         bigint not null,        -- a journal (checked on insert)
+    ledger_account_id  bigint not null,        -- a ledger account (checked on insert)
+    tenant_id          bigint not null,        -- its account's tenant, for RLS (checked on insert)
     amount             bigint not null check (amount <> 0),
     currency           merci_currency not null
 );
@@ -230,11 +232,24 @@ create trigger journals_append_only before update or delete on journals
 create trigger entries_append_only before update or delete on entries
   for each row execute function merci_append_only();
 
--- Every journal balances. Checked per statement over a transition table (one
--- set-based query, not one per row), so each INSERT must carry whole journals.
-create or replace function merci_journals_balanced() returns trigger language plpgsql as $$
+-- Every statement inserting entries is checked as a whole, over its transition
+-- table: each entry names an existing journal and ledger account, in that
+-- account's tenant and currency, and every journal it touches sums to zero in
+-- one currency. So each INSERT must carry whole journals. (Rows can never change
+-- afterwards: journals and entries are append-only, and no role may delete them.)
+create or replace function merci_entries_valid() returns trigger language plpgsql as $$
 declare bad record;
 begin
+  select n.id, n.journal_id, n.ledger_account_id into bad
+    from new_entries n
+    left join journals j on j.id = n.journal_id
+    left join ledger_accounts la on la.id = n.ledger_account_id
+   where j.id is null or la.id is null or la.tenant_id <> n.tenant_id or la.currency <> n.currency
+   limit 1;
+  if found then
+    raise exception 'entry % names a missing journal/account or the wrong tenant/currency', bad.id
+      using errcode = 'foreign_key_violation';
+  end if;
   select e.journal_id, sum(e.amount) as total, count(distinct e.currency) as currencies into bad
     from entries e
    where e.journal_id in (select distinct journal_id from new_entries)
@@ -247,9 +262,9 @@ begin
   end if;
   return null;
 end $$;
-create trigger entries_balanced after insert on entries
+create trigger entries_valid after insert on entries
   referencing new table as new_entries
-  for each statement execute function merci_journals_balanced();
+  for each statement execute function merci_entries_valid();
 
 create view ledger_balances as
   select la.id as ledger_account_id, la.tenant_id, la.kind, la.owner_account_id, la.thing_id,

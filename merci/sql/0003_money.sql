@@ -30,7 +30,7 @@ create table click_rejections (
 
 -- The share a ledger entry pays for (month close), so "where did my money go"
 -- is read from the ledger itself.
-alter table entries add column thing_id bigint references things(id);
+alter table entries add column thing_id bigint;  -- no FK (hot path); `merci audit` checks it
 create index on entries (thing_id) where thing_id is not null;
 create index on ledger_accounts (owner_account_id) where owner_account_id is not null;
 create index on ledger_accounts (thing_id) where thing_id is not null;
@@ -39,6 +39,9 @@ create table month_closes (
     period       merci_period primary key,
     status       text not null default 'running' check (status in ('running', 'done', 'failed')),
     shards       integer not null check (shards between 1 and 4096),
+    -- shard k closes supporters with bounds[k] <= id < bounds[k+1] (the last: no upper bound);
+    -- fixed when the close starts, so a resumed close cuts the same shards.
+    bounds       bigint[] not null check (cardinality(bounds) = shards),
     currency     merci_currency not null,
     default_budget bigint not null check (default_budget >= 0),
     started_at   timestamptz not null default now(),
@@ -98,7 +101,7 @@ grant select, insert, update on subscription_periods, click_rejections, month_cl
 
 -- A supporter sees the whole of their own journals (where their money went),
 -- including the entries that credit creators of other tenants.
-alter table entries add column journal_tenant_id bigint references tenants(id);
+alter table entries add column journal_tenant_id bigint;  -- the journal's tenant (checked on insert)
 update entries e set journal_tenant_id = j.tenant_id from journals j where j.id = e.journal_id;
 alter table entries alter column journal_tenant_id set not null;
 drop policy tenant_rows on entries;
@@ -106,3 +109,31 @@ create policy tenant_rows on entries to merci_app
   using (tenant_id = merci_tenant() or journal_tenant_id = merci_tenant())
   with check (tenant_id = merci_tenant() and journal_tenant_id = merci_tenant());
 create index on entries (journal_tenant_id);
+
+-- The statement check, now also for the journal's tenant.
+create or replace function merci_entries_valid() returns trigger language plpgsql as $$
+declare bad record;
+begin
+  select n.id into bad
+    from new_entries n
+    left join journals j on j.id = n.journal_id
+    left join ledger_accounts la on la.id = n.ledger_account_id
+   where j.id is null or la.id is null or la.tenant_id <> n.tenant_id or la.currency <> n.currency
+      or j.tenant_id <> n.journal_tenant_id
+   limit 1;
+  if found then
+    raise exception 'entry % names a missing journal/account or the wrong tenant/currency', bad.id
+      using errcode = 'foreign_key_violation';
+  end if;
+  select e.journal_id, sum(e.amount) as total, count(distinct e.currency) as currencies into bad
+    from entries e
+   where e.journal_id in (select distinct journal_id from new_entries)
+   group by e.journal_id
+  having sum(e.amount) <> 0 or count(distinct e.currency) > 1
+   limit 1;
+  if found then
+    raise exception 'journal % does not balance (sum %, currencies %)', bad.journal_id, bad.total, bad.currencies
+      using errcode = 'check_violation';
+  end if;
+  return null;
+end $$;

@@ -99,14 +99,20 @@ async def test_ledger_is_append_only_even_for_the_system_role(system_pool: async
                 await conn.execute(stmt)
 
 
-async def test_unbalanced_journal_refused(system_pool: asyncpg.Pool, worlds: tuple[TenantWorld, TenantWorld],
-                                          settings: Settings) -> None:
-    a, _ = worlds
+async def test_unbalanced_or_dangling_entries_refused(system_pool: asyncpg.Pool,
+                                                      worlds: tuple[TenantWorld, TenantWorld]) -> None:
+    a, b = worlds
     async with system_pool.acquire() as conn:
         acct = await conn.fetchval("select id from ledger_accounts where tenant_id = $1 limit 1", a.tenant_id)
-        with pytest.raises(asyncpg.CheckViolationError):
-            async with conn.transaction():
-                j = await conn.fetchval("insert into journals (tenant_id, kind, idem_key) values ($1, 'correction',"
-                                        " 'bad-journal') returning id", a.tenant_id)
-                await conn.execute("insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency)"
-                                   " values ($1, $2, $3, 5, 'EUR')", j, acct, a.tenant_id)
+        insert = ("insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency, journal_tenant_id)"
+                  " values ($1, $2, $3, $4, 'EUR', $5)")
+        for journal_ok, tenant, amount, error in [
+            (True, a.tenant_id, 5, asyncpg.CheckViolationError),  # does not sum to zero
+            (False, a.tenant_id, 5, asyncpg.ForeignKeyViolationError),  # no such journal
+            (True, b.tenant_id, 5, asyncpg.ForeignKeyViolationError),  # not the account's tenant
+        ]:
+            with pytest.raises(error):
+                async with conn.transaction():
+                    j = await conn.fetchval("insert into journals (tenant_id, kind, idem_key) values ($1,"
+                                            " 'correction', $2) returning id", a.tenant_id, f"bad-{amount}-{tenant}")
+                    await conn.execute(insert, j if journal_ok else j + 1_000_000, acct, tenant, amount, a.tenant_id)

@@ -5,7 +5,6 @@ the ledger equals an uninterrupted run's."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
