@@ -12,6 +12,7 @@ from api.accounts.types import Account, Creator
 from api.budgets.mutations import BudgetMutations, BudgetQueries
 from api.clicks.mutations import ClickMutations
 from api.clicks.types import Click
+from api.sites.types import ApiSite
 from api.subscriptions.mutations import SubscriptionMutations
 from api.subscriptions.types import Subscription
 from api.tenants.mutations import TenantMutations
@@ -25,7 +26,7 @@ from graph.node import NodeQueries
 QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, NodeQueries)
 MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations, BudgetMutations, ThingMutations, ClickMutations,
                                SubscriptionMutations)
-TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, Subscription, Click)
+TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, Subscription, Click, ApiSite)
 
 
 def build(extensions: list[object]) -> strawberry.federation.Schema:

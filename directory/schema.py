@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import strawberry
+from strawberry.tools import merge_types
 
+from directory.mutations import DirectoryMutations
 from directory.queries import DirectoryQueries
-from directory.types import Site
+from directory.types import DirectoryCreator, Site
 from graph.node import register
 
 register("Site", Site.load)
 
 QUERIES: tuple[type, ...] = (DirectoryQueries,)
-MUTATIONS: tuple[type, ...] = ()
-TYPES: tuple[type, ...] = (Site,)
+MUTATIONS: tuple[type, ...] = (DirectoryMutations,)
+TYPES: tuple[type, ...] = (Site, DirectoryCreator)
 
 
 def build(extensions: list[object]) -> strawberry.federation.Schema:
     return strawberry.federation.Schema(
-        query=QUERIES[0],
+        query=merge_types("Query", QUERIES),
+        mutation=merge_types("Mutation", MUTATIONS),
         types=list(TYPES),
         extensions=extensions,  # type: ignore[arg-type]
         federation_version="2.11",

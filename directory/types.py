@@ -1,34 +1,106 @@
+"""The directory subgraph's types: the Site entity (owned here), the directory's
+contribution to the Creator entity (`sites`), verification and search results."""
+
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import strawberry
-from strawberry.dataloader import DataLoader
 
-from graph.context import Context, Info
-from graph.relay import Node
+from directory.loaders import can_see_private, creator_by_id, site_by_id
+from graph.context import Info
+from graph.relay import Connection, Edge, Node, PageInfo, check_first, connection, decode_int_cursor
+from merci import search, sites
 from merci.ids import from_global, to_global
 
-SITE_COLUMNS = (
-    "id, tenant_id, owner_id, url, host, verified_at, listed, title, description, language,"
-    " category, tags, feed_url, created_at"
-)
+
+@strawberry.enum(description="Where a site's proof of ownership stands.")
+class VerificationStatus(Enum):
+    UNVERIFIED = "unverified"
+    PENDING = "pending"
+    VERIFIED = "verified"
+    FAILED = "failed"
 
 
-def site_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
-    async def load(ids: list[int]) -> list[dict[str, Any] | None]:
-        async with ctx.tx() as conn:  # RLS: other tenants' unlisted sites are not here
+@strawberry.enum(description="How a site proved its ownership.")
+class VerificationMethod(Enum):
+    META = "meta"
+    LINK = "link"
+    WELL_KNOWN = "well_known"
+
+
+@strawberry.type(description="How to prove that a site is yours, and how the last check went. "
+                             "Only its owner and its tenant's admins see it.")
+class SiteVerification:
+    status: VerificationStatus
+    method: VerificationMethod | None
+    token: str
+    meta_tag: str = strawberry.field(description="Put this in the <head> of the site's home page…")
+    link_tag: str = strawberry.field(description="…or this link to your Merci page…")
+    well_known_url: str = strawberry.field(description="…or serve a file at this URL…")
+    well_known_content: str = strawberry.field(description="…containing this line.")
+    error: str | None = strawberry.field(description="Why the last check failed.")
+    requested_at: datetime | None
+    checked_at: datetime | None
+
+    @staticmethod
+    def of(row: dict[str, Any], handle: str, public_url: str) -> SiteVerification:
+        p = sites.proofs(token=row["verification_token"], url=row["url"], handle=handle, public_url=public_url)
+        requested, checked = row["verification_requested_at"], row["verification_checked_at"]
+        if requested is not None and (checked is None or checked < requested):
+            status = VerificationStatus.PENDING
+        elif row["verified_at"] is not None:
+            status = VerificationStatus.VERIFIED
+        elif row["verification_error"] is not None:
+            status = VerificationStatus.FAILED
+        else:
+            status = VerificationStatus.UNVERIFIED
+        method = row["verification_method"]
+        return SiteVerification(
+            status=status, method=VerificationMethod(method) if method else None, token=row["verification_token"],
+            meta_tag=p.meta_tag, link_tag=p.link_tag, well_known_url=p.well_known_url,
+            well_known_content=p.well_known_content, error=row["verification_error"], requested_at=requested,
+            checked_at=checked,
+        )
+
+
+@strawberry.federation.type(keys=["id"], name="Creator", description="A creator's public profile.")
+class DirectoryCreator(Node):
+    id: strawberry.ID
+    pk: strawberry.Private[int]
+    # Not fields of this subgraph, but read by the api subgraph's fields when one
+    # process serves both merged (its Creator type resolves these by attribute).
+    handle: strawberry.Private[str]
+    display_name: strawberry.Private[str]
+
+    @staticmethod
+    def from_row(row: dict[str, Any]) -> DirectoryCreator:
+        return DirectoryCreator(id=strawberry.ID(to_global("Creator", row["id"])), pk=row["id"],
+                                handle=row["handle"], display_name=row["display_name"])
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> DirectoryCreator | None:
+        _, pk = from_global(id, expect="Creator")
+        row = await info.context.loader("directory:creator", creator_by_id).load(pk)
+        return DirectoryCreator.from_row(row) if row else None
+
+    @strawberry.field(description="The creator's sites: listed ones, and all of them for the creator.")
+    async def sites(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Site]:
+        n = check_first(first)
+        cursor = decode_int_cursor(after)
+        p = info.context.principal
+        everything = p.account_id == self.pk or p.tenant_admin or p.api_key_id is not None
+        async with info.context.tx() as conn:
             rows = await conn.fetch(
-                f"select {SITE_COLUMNS} from sites where id = any($1::bigint[])", ids
-            )
-        found = {r["id"]: dict(r) for r in rows}
-        return [found.get(i) for i in ids]
-
-    return DataLoader(load_fn=load)
+                f"select {sites.SITE_COLUMNS} from sites where owner_id = $1"
+                " and ($2 or (listed and verified_at is not null)) and ($3::bigint is null or id < $3)"
+                " order by id desc limit $4", self.pk, everything, cursor, n + 1)
+        return connection([Site.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda s: s.pk)
 
 
-@strawberry.federation.type(keys=["id"], description="A creator's website.")
+@strawberry.federation.type(keys=["id"], description="A creator's website, listed in the directory once verified.")
 class Site(Node):
     id: strawberry.ID
     url: str
@@ -42,23 +114,111 @@ class Site(Node):
     tags: list[str]
     feed_url: str | None
     created_at: datetime
+    listed_at: datetime | None
     pk: strawberry.Private[int]
+    owner_pk: strawberry.Private[int]
+    row: strawberry.Private[dict[str, Any]]
 
     @staticmethod
     def from_row(r: dict[str, Any]) -> Site:
         return Site(
-            id=strawberry.ID(to_global("Site", r["id"])), pk=r["id"], url=r["url"], host=r["host"],
-            verified=r["verified_at"] is not None, listed=r["listed"], title=r["title"],
-            description=r["description"], language=r["language"], category=r["category"],
-            tags=list(r["tags"]), feed_url=r["feed_url"], created_at=r["created_at"],
+            id=strawberry.ID(to_global("Site", r["id"])), pk=r["id"], owner_pk=r["owner_id"], row=r, url=r["url"],
+            host=r["host"], verified=r["verified_at"] is not None, listed=r["listed"], title=r["title"],
+            description=r["description"], language=r["language"], category=r["category"], tags=list(r["tags"]),
+            feed_url=r["feed_url"], created_at=r["created_at"], listed_at=r["listed_at"],
         )
 
     @staticmethod
     async def load(info: Info, pk: int) -> Site | None:
-        row = await info.context.loader("site", site_by_id).load(pk)
+        row = await info.context.loader("directory:site", site_by_id).load(pk)
         return Site.from_row(row) if row else None
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Site | None:
         _, pk = from_global(id, expect="Site")
         return await Site.load(info, pk)
+
+    @strawberry.field(description="Who owns the site.")
+    async def owner(self, info: Info) -> DirectoryCreator:
+        row = await info.context.loader("directory:creator", creator_by_id).load(self.owner_pk)
+        assert row is not None  # a site's owner exists (foreign key) and profiles are public
+        return DirectoryCreator.from_row(row)
+
+    @strawberry.field(description="The URL a Merci button on this site sends supporters to.")
+    def button_url(self, info: Info) -> str:
+        return sites.button_href(info.context.settings.public_url, self.url)
+
+    @strawberry.field(description="Proof of ownership; null unless you own the site or administer its tenant.")
+    async def verification(self, info: Info) -> SiteVerification | None:
+        if not can_see_private(info.context, self.row):
+            return None
+        owner = await info.context.loader("directory:creator", creator_by_id).load(self.owner_pk)
+        return SiteVerification.of(self.row, owner["handle"] if owner else "", info.context.settings.public_url)
+
+
+@strawberry.type(description="How many listed sites match, for one value of a facet.")
+class FacetCount:
+    value: str
+    count: int
+
+
+@strawberry.type(description="Counts of the matching sites per category and per language. Each facet "
+                             "ignores its own filter, so it tells what choosing another value would give.")
+class SearchFacets:
+    categories: list[FacetCount]
+    languages: list[FacetCount]
+
+
+@strawberry.enum(description="How search results are ordered.")
+class SiteSort(Enum):
+    RELEVANCE = "RELEVANCE"
+    POPULAR = "POPULAR"
+    NEWEST = "NEWEST"
+    TRENDING = "TRENDING"
+
+
+@strawberry.type(description="A page of search results.")
+class SiteSearchConnection:
+    edges: list[Edge[Site]]
+    page_info: PageInfo
+    corrected_query: str | None = strawberry.field(
+        description="Set when the words as typed matched nothing and similar indexed words were searched instead.")
+    query: strawberry.Private[search.SearchQuery]
+    match: strawberry.Private[tuple[str, str] | None]
+    counted: strawberry.Private[dict[str, search.Facets]]
+
+    @strawberry.field
+    def nodes(self) -> list[Site]:
+        return [e.node for e in self.edges]
+
+    async def _facets(self, info: Info) -> search.Facets:
+        # totalCount and facets come from one statement, run only if either is asked for.
+        if "facets" not in self.counted:
+            async with info.context.tx() as conn:
+                self.counted["facets"] = await search.facets(conn, self.query, self.match)
+        return self.counted["facets"]
+
+    @strawberry.field(description="How many listed sites match (all pages).")
+    async def total_count(self, info: Info) -> int:
+        return (await self._facets(info)).total
+
+    @strawberry.field
+    async def facets(self, info: Info) -> SearchFacets:
+        f = await self._facets(info)
+        return SearchFacets(categories=[FacetCount(value=v, count=c) for v, c in f.categories],
+                            languages=[FacetCount(value=v, count=c) for v, c in f.languages])
+
+
+@strawberry.type(description="One of Flattr's categories.")
+class Category:
+    id: str
+    name: str
+    site_count: int = strawberry.field(description="Listed sites in this category.")
+
+
+CATEGORY_NAMES = {
+    "en": {"text": "Text", "images": "Images", "video": "Video", "audio": "Audio", "software": "Software",
+           "people": "People", "rest": "Everything else"},
+    "fr": {"text": "Texte", "images": "Images", "video": "Vidéo", "audio": "Audio", "software": "Logiciel",
+           "people": "Personnes", "rest": "Tout le reste"},
+}

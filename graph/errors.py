@@ -13,7 +13,9 @@ from merci.errors import UserError
 T = TypeVar("T")
 
 
-@strawberry.type(name="UserError", description="Why an input was refused; nothing was changed.")
+# Shareable: both subgraphs return userErrors (Federation 2 would refuse it otherwise).
+@strawberry.federation.type(name="UserError", shareable=True,
+                            description="Why an input was refused; nothing was changed.")
 class UserErrorType:
     field: list[str] | None
     message: str

@@ -20,7 +20,8 @@ class Node:
     id: strawberry.ID
 
 
-@strawberry.type
+# Shareable: both subgraphs return pages (Federation 2 would refuse it otherwise).
+@strawberry.federation.type(shareable=True)
 class PageInfo:
     has_next_page: bool
     end_cursor: str | None

@@ -89,22 +89,29 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from merci.faces import public_sdl
+    from merci.faces import public_sdl, subgraph_sdl
 
-    target = Path(args.path)
-    sdl = public_sdl()
+    outputs = [(Path(args.path), public_sdl())]
+    # The gateway composes the subgraphs' own SDL (gateway/compose.mjs).
+    folder = Path(args.subgraphs)
+    if folder.is_dir():
+        outputs += [(folder / f"{face}.graphql", subgraph_sdl(face) + "\n") for face in ("api", "directory")]
     if args.action == "export":
-        target.write_text(sdl)
-        print(f"wrote {target}")
+        for target, sdl in outputs:
+            target.write_text(sdl)
+            print(f"wrote {target}")
         return 0
-    current = target.read_text() if target.exists() else ""
-    if current == sdl:
-        print(f"{target} is up to date")
-        return 0
-    sys.stdout.writelines(difflib.unified_diff(
-        current.splitlines(True), sdl.splitlines(True), str(target), "generated"))
-    print(f"\n{target} has drifted from the code: run `merci schema export`", file=sys.stderr)
-    return 1
+    drifted = 0
+    for target, sdl in outputs:
+        current = target.read_text() if target.exists() else ""
+        if current == sdl:
+            print(f"{target} is up to date")
+            continue
+        drifted = 1
+        sys.stdout.writelines(difflib.unified_diff(
+            current.splitlines(True), sdl.splitlines(True), str(target), "generated"))
+        print(f"\n{target} has drifted from the code: run `merci schema export`", file=sys.stderr)
+    return drifted
 
 
 def cmd_close_month(args: argparse.Namespace) -> int:
@@ -174,6 +181,7 @@ def parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="export or check schema.graphql")
     schema.add_argument("action", choices=["export", "check"])
     schema.add_argument("--path", default="schema.graphql")
+    schema.add_argument("--subgraphs", default="gateway/subgraphs", help="subgraph SDLs for the gateway, if present")
     schema.set_defaults(func=cmd_schema)
     return p
 

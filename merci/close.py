@@ -85,7 +85,8 @@ async def start(
 
 SHARES_TABLE = """
 create temp table close_split (
-    supporter_id bigint, supporter_tenant bigint, n int, charge bigint, fee bigint, partner bigint,
+    supporter_id bigint, supporter_tenant bigint, supporter_account bigint, n int, charge bigint, fee bigint,
+    partner bigint,
     thing_id bigint, owner_id bigint, thing_tenant bigint, rank int, amount bigint
 ) on commit drop
 """
@@ -96,7 +97,6 @@ select kind, tenant_id, $1::text, owner_account_id, thing_id from (
     select distinct 'creator' as kind, thing_tenant as tenant_id, owner_id as owner_account_id, null::bigint as thing_id
       from close_split where owner_id is not null
     union select distinct 'escrow', thing_tenant, null::bigint, thing_id from close_split where owner_id is null
-    union select distinct 'supporter', supporter_tenant, supporter_id, null::bigint from close_split
     union select distinct 'partner_share', supporter_tenant, null::bigint, null::bigint
       from close_split where partner > 0
     union select 'platform_fee', $2::bigint, null::bigint, null::bigint
@@ -107,7 +107,7 @@ on conflict do nothing
 
 POST_SQL = """
 with sup as (
-    select distinct supporter_id, supporter_tenant, charge, fee, partner from close_split
+    select distinct supporter_id, supporter_tenant, supporter_account, charge, fee, partner from close_split
 ),
 j as (
     insert into journals (tenant_id, kind, idem_key, period, memo)
@@ -126,11 +126,10 @@ fee_account as (
        and owner_account_id is null and thing_id is null
 ),
 lines as (
-    select js.journal_id, js.journal_tenant, la.id as account, la.tenant_id, -sup.charge as amount,
-           null::bigint as thing_id
+    -- the supporter's balance account: found by the split (a charge needs a balance)
+    select js.journal_id, js.journal_tenant, sup.supporter_account as account, sup.supporter_tenant as tenant_id,
+           -sup.charge as amount, null::bigint as thing_id
       from sup join js using (supporter_id)
-      join ledger_accounts la on la.kind = 'supporter' and la.tenant_id = sup.supporter_tenant
-                             and la.owner_account_id = sup.supporter_id and la.currency = $3 and la.thing_id is null
     union all
     select js.journal_id, js.journal_tenant, fa.id, fa.tenant_id, sup.fee - sup.partner, null
       from sup join js using (supporter_id) cross join fee_account fa

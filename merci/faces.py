@@ -3,13 +3,17 @@ place in merci/ that imports them; the domain below never does."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import strawberry
 from starlette.applications import Starlette
+from strawberry.annotation import StrawberryAnnotation
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
+from strawberry.types.union import StrawberryUnion
 
 import api.schema
+import directory.page
 import directory.schema
 from api.http import create_app
 from graph.limits import extensions
@@ -24,14 +28,54 @@ def build_schema(face: Face = "all") -> strawberry.federation.Schema:
     if face == "directory":
         return directory.schema.build(extensions())
     # One process serving both subgraphs merged (the embedded default: no Node needed).
-    return strawberry.federation.Schema(
+    return _MergedSchema(
         # NodeQueries comes with the api subgraph; it resolves both subgraphs' types here.
         query=merge_types("Query", api.schema.QUERIES + directory.schema.QUERIES),
         mutation=merge_types("Mutation", api.schema.MUTATIONS + directory.schema.MUTATIONS),
-        types=list(api.schema.TYPES + directory.schema.TYPES),
+        # The merged entities come first: their names then stand for both subgraphs' classes.
+        types=[*_merged_entities(), *api.schema.TYPES, *directory.schema.TYPES],
         extensions=extensions(),  # type: ignore[arg-type]
         federation_version="2.11",
+        # Each subgraph has its own class for a shared entity (api's Creator, directory's
+        # Creator); the merged class registered first is the one GraphQL type of that name.
+        config=StrawberryConfig(_unsafe_disable_same_type_validation=True),
     )
+
+
+class _MergedSchema(strawberry.federation.Schema):
+    """Both subgraphs in one schema. Each shared entity has a class per subgraph; the
+    `_Entity` union must name each entity once: the first class of that name in `types`."""
+
+    def _get_federation_query_type(self, query: Any, mutation: Any, subscription: Any,
+                                   additional_types: Any, name_converter: Any) -> type:
+        root = super()._get_federation_query_type(query, mutation, subscription, additional_types, name_converter)
+        entities: dict[str, type] = {}
+        for t in additional_types:
+            definition = getattr(t, "__strawberry_definition__", None)
+            if definition is not None and any(type(d).__name__ == "Key" for d in definition.directives or ()):
+                entities.setdefault(definition.name, t)
+        union = StrawberryUnion("_Entity", type_annotations=tuple(
+            StrawberryAnnotation(entities[name]) for name in sorted(entities)))
+        for field in root.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+            if field.python_name == "_entities":
+                field.type = list[union | None]  # type: ignore[valid-type]
+        return root
+
+
+def _merged_entities() -> list[type]:
+    """One class per entity shared by the subgraphs, with every subgraph's fields, as
+    the gateway would compose them. Resolvers read only `pk` and their own attributes,
+    so an object made by either subgraph serves the merged type."""
+    from api.accounts.types import Creator as ApiCreator
+    from api.sites.types import ApiSite
+    from directory.types import DirectoryCreator, Site
+
+    merged = []
+    for name, owner, contributor in (("Site", Site, ApiSite), ("Creator", ApiCreator, DirectoryCreator)):
+        definition = owner.__strawberry_definition__  # type: ignore[union-attr]
+        merged.append(strawberry.federation.type(type(name, (owner, contributor), {}), name=name, keys=["id"],
+                                                 description=definition.description))
+    return merged
 
 
 def public_sdl() -> str:
@@ -44,4 +88,6 @@ def subgraph_sdl(face: Face) -> str:
 
 
 def app(settings: Settings, face: Face = "all", **kwargs: object) -> Starlette:
+    if face != "api":  # the directory's server-rendered page comes with its subgraph
+        kwargs["routes"] = [*kwargs.get("routes", []), *directory.page.routes()]  # type: ignore[misc]
     return create_app(settings, build_schema(face), **kwargs)  # type: ignore[arg-type]

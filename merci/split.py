@@ -41,7 +41,7 @@ budget as (
      order by b.account_id, b.created_at desc
 ),
 balance as (
-    select la.owner_account_id as account_id, sum(e.amount)::bigint as amount
+    select la.owner_account_id as account_id, min(la.id) as ledger_account, sum(e.amount)::bigint as amount
       from ledger_accounts la join entries e on e.ledger_account_id = la.id
      where la.kind = 'supporter' and la.currency = $3::text
        and la.owner_account_id in (select supporter_id from s)
@@ -49,6 +49,7 @@ balance as (
 ),
 charged as (
     select s.supporter_id, s.n, a.tenant_id, t.fee_bps, t.partner_share_bps, t.is_platform,
+           balance.ledger_account,
            least(coalesce(budget.amount, $2::bigint), greatest(coalesce(balance.amount, 0), 0)) as charge
       from s
       join accounts a on a.id = s.supporter_id
@@ -59,7 +60,8 @@ charged as (
 fees as (
     select ch.*, ch.charge * ch.fee_bps / 10000 as fee from charged ch where ch.charge > 0
 )
-select f.supporter_id, f.tenant_id as supporter_tenant, f.n, f.charge, f.fee,
+select f.supporter_id, f.tenant_id as supporter_tenant, f.ledger_account as supporter_account, f.n, f.charge,
+       f.fee,
        case when f.is_platform then 0 else f.fee * f.partner_share_bps / 10000 end::bigint as partner,
        c.thing_id, t.owner_id, t.tenant_id as thing_tenant, c.rank,
        ((f.charge - f.fee) / f.n + case when c.rank <= (f.charge - f.fee) % f.n then 1 else 0 end)::bigint as amount

@@ -19,4 +19,4 @@ if os.environ.get("MERCI_WORKER_METRICS", "1") != "0":
     broker.add_middleware(Prometheus())
 dramatiq.set_broker(broker)
 
-from workers import clicks, money, system  # noqa: E402,F401  (actors register on import)
+from workers import clicks, directory, money, system  # noqa: E402,F401  (actors register on import)

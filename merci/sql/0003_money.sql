@@ -31,7 +31,6 @@ create table click_rejections (
 -- The share a ledger entry pays for (month close), so "where did my money go"
 -- is read from the ledger itself.
 alter table entries add column thing_id bigint;  -- no FK (hot path); `merci audit` checks it
-create index on entries (thing_id) where thing_id is not null;
 create index on ledger_accounts (owner_account_id) where owner_account_id is not null;
 create index on ledger_accounts (thing_id) where thing_id is not null;
 
@@ -108,7 +107,6 @@ drop policy tenant_rows on entries;
 create policy tenant_rows on entries to merci_app
   using (tenant_id = merci_tenant() or journal_tenant_id = merci_tenant())
   with check (tenant_id = merci_tenant() and journal_tenant_id = merci_tenant());
-create index on entries (journal_tenant_id);
 
 -- The statement check, now also for the journal's tenant.
 create or replace function merci_entries_valid() returns trigger language plpgsql as $$

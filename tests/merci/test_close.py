@@ -29,19 +29,17 @@ async def test_founding_story(system_pool: asyncpg.Pool) -> None:
         blogs = [await f.thing(conn, tenant, o) for o in owners]
         for i, blog in enumerate(blogs):
             await f.click(conn, tenant, fan, blog, f"2030-01-0{i + 1}T12:00:00Z")
-        fees_before = await conn.fetchval(
-            "select coalesce(sum(e.amount), 0) from entries e join ledger_accounts la on la.id = e.ledger_account_id"
-            " where la.kind = 'platform_fee'")
 
         assert await close.close_inline(conn, period=period, shards=4) == "done"
 
         assert await balance(conn, account_id=fan, currency="EUR") == 4000
         for owner in owners:
             assert await earnings(conn, account_id=owner, currency="EUR") == 180
-        fees = await conn.fetchval(
-            "select coalesce(sum(e.amount), 0) from entries e join ledger_accounts la on la.id = e.ledger_account_id"
-            " where la.kind = 'platform_fee'")
-        assert fees - fees_before == 100
+        fee = await conn.fetchval(
+            "select sum(e.amount) from journals j join entries e on e.journal_id = j.id"
+            " join ledger_accounts la on la.id = e.ledger_account_id where la.kind = 'platform_fee' and j.idem_key = $1",
+            f"close:{period}:{fan}")
+        assert fee == 100
         assert await audit.audit(conn) == []
 
         before = await ledger_snapshot(conn)

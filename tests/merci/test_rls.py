@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from merci.config import Settings
 from merci.db import Scope, scoped
 from tests.factories import TenantWorld, make_tenant_world
 

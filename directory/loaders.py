@@ -1,0 +1,53 @@
+"""Per-request DataLoaders of the directory subgraph: one statement per kind per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from graph.context import Context
+from merci.sites import SITE_COLUMNS
+
+
+def _privileged(ctx: Context) -> bool:
+    """Tenant admins and API keys see every site of their tenant, listed or not."""
+    p = ctx.principal
+    return p.tenant_admin or p.platform_admin or p.api_key_id is not None
+
+
+def site_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
+    """Sites the caller may see: RLS hides other tenants' unlisted sites, and within a
+    tenant an unlisted site shows only to its owner and the tenant's admins and keys."""
+
+    async def load(ids: list[int]) -> list[dict[str, Any] | None]:
+        async with ctx.tx() as conn:
+            rows = await conn.fetch(
+                f"select {SITE_COLUMNS} from sites where id = any($1::bigint[])"
+                " and ((listed and verified_at is not null) or owner_id = $2 or $3)",
+                ids, ctx.principal.account_id, _privileged(ctx))
+        found = {r["id"]: dict(r) for r in rows}
+        return [found.get(i) for i in ids]
+
+    return DataLoader(load_fn=load)
+
+
+def creator_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
+    """Public profiles (accounts are readable by every tenant)."""
+
+    async def load(ids: list[int]) -> list[dict[str, Any] | None]:
+        async with ctx.tx() as conn:
+            rows = await conn.fetch(
+                "select id, handle, display_name from accounts where id = any($1::bigint[])", ids)
+        found = {r["id"]: dict(r) for r in rows}
+        return [found.get(i) for i in ids]
+
+    return DataLoader(load_fn=load)
+
+
+def can_see_private(ctx: Context, row: dict[str, Any]) -> bool:
+    """Verification details: the owner, and the admins and keys of the site's tenant."""
+    p = ctx.principal
+    if row["owner_id"] == p.account_id:
+        return True
+    return row["tenant_id"] == p.tenant_id and _privileged(ctx)

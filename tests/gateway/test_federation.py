@@ -1,0 +1,164 @@
+"""Federation for real: the api and directory subgraphs as two `merci serve` processes
+behind Apollo Gateway (gateway/serve.mjs), queries that cross both, the caller's
+identity forwarded to each, and composition that fails on a drifted supergraph."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from merci.ids import to_global
+from tests.conftest import ROOT, GraphQLClient, Service, free_port, need, service_env, sign_up, start_api
+from tests.directory.helpers import listed_site, new_tenant, person
+
+GATEWAY = ROOT / "gateway"
+
+
+def node_ready() -> None:
+    need(shutil.which("node") is not None, "node is not installed")
+    need((GATEWAY / "node_modules" / "@apollo" / "gateway").is_dir(), "run `npm ci` in gateway/")
+
+
+@pytest.fixture(scope="module")
+def federation(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    node_ready()
+    tmp = tmp_path_factory.mktemp("federation")
+    api, api_url = start_api(database_url, tmp, face="api")
+    directory, directory_url = start_api(database_url, tmp, face="directory")
+    port = free_port()
+    env = service_env(database_url, PORT=str(port), HOST="127.0.0.1", MERCI_API_URL=f"{api_url}/graphql",
+                      MERCI_DIRECTORY_URL=f"{directory_url}/graphql")
+    gateway = Service(["node", str(GATEWAY / "serve.mjs")], env, tmp / "gateway.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if gateway.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start:\n{gateway.output()[-3000:]}")
+            try:
+                if httpx.post(url, json={"query": "{ __typename }"}, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield {"gateway": url, "api": api_url, "directory": directory_url}
+    finally:
+        gateway.stop()
+        directory.stop()
+        api.stop()
+
+
+class Gateway(GraphQLClient):
+    def raw(self, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+        return self.http.post("/", json={"query": query, "variables": variables or {}})
+
+
+@pytest.fixture(scope="module")
+async def world(system_pool: asyncpg.Pool) -> dict[str, Any]:
+    async with system_pool.acquire() as conn:
+        tid, slug = await new_tenant(conn)
+        owner = await person(conn, tid, "creator")
+        handle = await conn.fetchval("select handle from accounts where id = $1", owner)
+        sites = [await listed_site(conn, tid, owner, title=f"Federated zither {i}", tags=["zither"])
+                 for i in range(3)]
+        period = await conn.fetchval("select date_trunc('month', now() at time zone 'UTC')::date")
+        for i, site in enumerate(sites):
+            thing = await conn.fetchval(
+                "insert into things (tenant_id, owner_id, site_id, url, title, claimed_at)"
+                " values ($1, $2, $3, $4, $5, now()) returning id",
+                tid, owner, site, f"https://zither{site}.example/post", f"Zither post {i}")
+            await conn.execute("insert into thing_stats (thing_id, period, clicks) values ($1, $2, $3)",
+                               thing, period, 10 * (i + 1))
+    return {"tenant": slug, "handle": handle, "sites": sites}
+
+
+SEARCH = """query($tenant: String) { searchSites(query: "zither", tenant: $tenant, sort: NEWEST) {
+  totalCount
+  nodes { title clicksThisMonth owner { handle } things { nodes { title } } } } }"""
+
+
+def test_search_crosses_into_the_api_subgraph(federation: dict[str, str], world: dict[str, Any]) -> None:
+    gw = Gateway(federation["gateway"])
+    result = gw(SEARCH, {"tenant": world["tenant"]})["searchSites"]
+    assert result["totalCount"] == 3
+    assert [(n["title"], n["clicksThisMonth"], n["owner"]["handle"], [t["title"] for t in n["things"]["nodes"]])
+            for n in result["nodes"]] == [
+        ("Federated zither 2", 30, world["handle"], ["Zither post 2"]),
+        ("Federated zither 1", 20, world["handle"], ["Zither post 1"]),
+        ("Federated zither 0", 10, world["handle"], ["Zither post 0"]),
+    ]
+
+
+def test_creator_crosses_into_the_directory_subgraph(federation: dict[str, str], world: dict[str, Any]) -> None:
+    gw = Gateway(federation["gateway"])
+    creator = gw("""query($h: String!) { creator(handle: $h) { handle
+        things(first: 10) { nodes { title } }
+        sites(first: 10) { nodes { title clicksThisMonth owner { displayName } } } } }""",
+                 {"h": world["handle"]})["creator"]
+    assert creator["handle"] == world["handle"]
+    assert sorted(t["title"] for t in creator["things"]["nodes"]) == ["Zither post 0", "Zither post 1", "Zither post 2"]
+    assert sorted((s["title"], s["clicksThisMonth"]) for s in creator["sites"]["nodes"]) == [
+        ("Federated zither 0", 10), ("Federated zither 1", 20), ("Federated zither 2", 30)]
+    # node(id) is the api's; the directory fills in the Site's own fields.
+    site = gw("""query($id: ID!) { node(id: $id) { id ... on Site { title clicksThisMonth } } }""",
+              {"id": to_global("Site", world["sites"][0])})["node"]
+    assert site == {"id": to_global("Site", world["sites"][0]), "title": "Federated zither 0", "clicksThisMonth": 10}
+
+
+def test_authorization_reaches_every_subgraph(federation: dict[str, str]) -> None:
+    me = sign_up(GraphQLClient(federation["api"]))
+    mine = Gateway(federation["gateway"], me["token"])
+    added = mine("""mutation { addSite(input: {url: "https://unlisted-zither.example"}) {
+        site { id listed } userErrors { code } } }""")["addSite"]
+    assert added["userErrors"] == [] and added["site"]["listed"] is False
+    query = """{ me { handle creator { sites { nodes { id listed verification { status } } } } } }"""
+    # api resolves `me` from the token; the directory sees the same token, so the
+    # unlisted site and its verification show to its owner…
+    sites = mine(query)["me"]["creator"]["sites"]["nodes"]
+    assert sites == [{"id": added["site"]["id"], "listed": False, "verification": {"status": "UNVERIFIED"}}]
+    # …and to nobody else, through either subgraph.
+    stranger = Gateway(federation["gateway"], sign_up(GraphQLClient(federation["api"]))["token"])
+    creator = stranger("""query($h: String!) { creator(handle: $h) { sites { nodes { id } } } }""",
+                       {"h": me["handle"]})["creator"]
+    assert creator["sites"]["nodes"] == []
+    assert stranger("""query($id: ID!) { site(id: $id) { id } }""", {"id": added["site"]["id"]})["site"] is None
+    # A bad token is refused by the subgraphs, not let through as anonymous.
+    bad = Gateway(federation["gateway"], "ms_1_not-a-token").raw("{ me { handle } }").json()
+    assert bad.get("data") in (None, {"me": None}) and bad["errors"]
+
+
+def test_subgraphs_answer_alone_too(federation: dict[str, str]) -> None:
+    api = httpx.post(federation["api"] + "/graphql", json={"query": "{ _service { sdl } }"}).json()
+    directory = httpx.post(federation["directory"] + "/graphql", json={"query": "{ _service { sdl } }"}).json()
+    assert "clicksThisMonth" in api["data"]["_service"]["sdl"] and "searchSites" not in api["data"]["_service"]["sdl"]
+    assert "searchSites" in directory["data"]["_service"]["sdl"]
+    assert "clicksThisMonth" not in directory["data"]["_service"]["sdl"]
+
+
+def test_supergraph_is_composed_from_the_code(tmp_path: Path) -> None:
+    node_ready()
+    # The subgraph SDLs in gateway/subgraphs are the code's (merci schema check covers them)…
+    check = subprocess.run([sys.executable, "-m", "merci.cli", "schema", "check"], cwd=ROOT, capture_output=True,
+                           text=True, env={**os.environ})
+    assert check.returncode == 0, check.stdout + check.stderr
+    # …and composing them gives the committed supergraph.graphql.
+    composed = subprocess.run(["node", "compose.mjs", "--check"], cwd=GATEWAY, capture_output=True, text=True)
+    assert composed.returncode == 0, composed.stdout + composed.stderr
+    # A drifted supergraph fails the check.
+    copy = tmp_path / "gateway"
+    shutil.copytree(GATEWAY, copy, ignore=shutil.ignore_patterns("node_modules"))
+    (copy / "node_modules").symlink_to(GATEWAY / "node_modules")
+    drifted = (copy / "supergraph.graphql").read_text().replace("clicksThisMonth", "clicksThisWeek")
+    (copy / "supergraph.graphql").write_text(drifted)
+    stale = subprocess.run(["node", "compose.mjs", "--check"], cwd=copy, capture_output=True, text=True)
+    assert stale.returncode == 1 and "drifted" in stale.stderr
