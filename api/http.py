@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -86,13 +87,21 @@ class Auth:
         return Principal(tenant_id=tenant_id)
 
     async def resolve(self, pool: asyncpg.Pool, token: str) -> Principal | None:
+        now = time.monotonic()
+        cached = accounts.principals.get(token, now)
+        if cached is not None:
+            return cached
         tenant_id = accounts.token_tenant(token)
         if tenant_id is None:
             return None
         async with scoped(pool, DbScope(tenant_id)) as conn:
             if token.startswith("ms_"):
-                return await accounts.resolve_session(conn, token=token)
-            return await accounts.resolve_api_key(conn, key=token)
+                principal = await accounts.resolve_session(conn, token=token)
+            else:
+                principal = await accounts.resolve_api_key(conn, key=token)
+        if principal is not None:
+            accounts.principals.put(token, principal, now)
+        return principal
 
 
 class _Refused(Exception):
@@ -124,7 +133,7 @@ async def readyz(request: Request) -> Response:
 
 def create_app(
     settings: Settings, schema: strawberry.Schema, *, routes: list[Any] | None = None,
-    queue: Any = None, pool_size: int = 10,
+    queue: Any = None, pool_size: int = 20,
 ) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

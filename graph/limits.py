@@ -17,8 +17,10 @@ from strawberry.extensions import (
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 
 from graph.errors import should_mask
@@ -58,12 +60,24 @@ class TotalDepthRule(ValidationRule):
                 node))
 
 
+# Strawberry's limiters make a new rule class per instance (so per request), and
+# ValidationCache keys on the rule classes: build the rules once, or it never hits.
+_RULES = [rule for proto in (QueryDepthLimiter(max_depth=MAX_DEPTH), MaxAliasesLimiter(max_alias_count=MAX_ALIASES))
+          for rule in proto.validation_rules] + [TotalDepthRule]
+
+
+class RequestLimits(AddValidationRules):
+    def __init__(self) -> None:
+        super().__init__(list(_RULES))
+
+
 def extensions(extra: list[type[SchemaExtension]] | None = None) -> list[object]:
     return [
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: AddValidationRules([TotalDepthRule]),
+        RequestLimits,
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaskErrors(should_mask_error=should_mask, error_message="Unexpected error."),
+        # Clients send the same few documents again and again: parse and validate each once.
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
         *(extra or []),
     ]

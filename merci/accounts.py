@@ -190,3 +190,42 @@ async def resolve_api_key(conn: asyncpg.Connection, *, key: str) -> Principal | 
     return Principal(
         tenant_id=row["tenant_id"], api_key_id=row["id"], scopes=frozenset(row["scopes"])
     )
+
+
+class PrincipalCache:
+    """Resolved tokens, kept a few seconds so a busy client costs no lookup per request.
+
+    Logging out or revoking a key evicts at once in this process; other processes
+    notice within `ttl` seconds (MERCI_AUTH_CACHE_SECONDS, 0 disables).
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 50_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.entries: dict[bytes, tuple[float, Principal]] = {}
+
+    def get(self, token: str, now: float) -> Principal | None:
+        hit = self.entries.get(hash_secret(token))
+        if hit is None or hit[0] < now:
+            return None
+        return hit[1]
+
+    def put(self, token: str, principal: Principal, now: float) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()  # crude but bounded; a miss only costs a lookup
+        self.entries[hash_secret(token)] = (now + self.ttl, principal)
+
+    def forget(self, *, token: str | None = None, account_id: int | None = None,
+               api_key_id: int | None = None) -> None:
+        if token is not None:
+            self.entries.pop(hash_secret(token), None)
+        if account_id is not None or api_key_id is not None:
+            for key, (_, p) in list(self.entries.items()):
+                if (account_id is not None and p.account_id == account_id) or (
+                        api_key_id is not None and p.api_key_id == api_key_id):
+                    self.entries.pop(key, None)
+
+
+principals = PrincipalCache(float(__import__("os").environ.get("MERCI_AUTH_CACHE_SECONDS", "5")))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from merci import close, escrow, subscriptions
+from merci import close, escrow, search, subscriptions
 from merci.clicks import CLICK_QUEUE, period_of
 from merci.config import Settings
 from merci.db import create_pool
@@ -46,6 +46,12 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         queue.send(close.CLOSE_ACTOR, previous.isoformat()[:7], close.DEFAULT_SHARDS, settings.currency,
                    settings.default_budget, queue_name="money")
         sent.append(f"{close.CLOSE_ACTOR} {previous:%Y-%m} (resume)")
+
+    # Directory rankings (POPULAR, TRENDING) from recent clicks, every few minutes.
+    if await conn.fetchval("select coalesce(rankings_at < $1 - interval '5 minutes', true) from directory_state",
+                           now):
+        queue.send(search.RANKINGS_ACTOR, queue_name="directory")
+        sent.append(search.RANKINGS_ACTOR)
 
     # Escrow of still-unclaimed things goes back after the hold period.
     cutoff = escrow.months_before(current, settings.escrow_hold_months + 1)

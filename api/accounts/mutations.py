@@ -111,6 +111,8 @@ class AccountMutations:
                 )
             else:
                 await accounts.revoke_token(conn, token=token)
+        accounts.principals.forget(token=token, account_id=ctx.principal.account_id if input and input.all_sessions
+                                   else None)
         if ctx.response is not None:
             ctx.response.delete_cookie(SESSION_COOKIE, path="/")
         return LogOutPayload(ok=True, user_errors=[])

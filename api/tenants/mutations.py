@@ -112,6 +112,7 @@ class TenantMutations:
             async with ctx.tx() as conn:
                 if not await tenants.revoke_api_key(conn, key_id=pk):
                     raise UserError("NOT_FOUND", "no such active API key", "id")
+            accounts.principals.forget(api_key_id=pk)
             return RevokeApiKeyPayload(api_key=await ApiKey.load(info, pk), user_errors=[])
 
         return await attempt(work, user_errors_only(RevokeApiKeyPayload))
