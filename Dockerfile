@@ -3,7 +3,7 @@
 # Two images from one file (BuildKit builds only the stages a target needs):
 #
 #   docker build -t ghcr.io/merci/merci:0.1.0 .                      # Python: api, directory, workers, jobs
-#   docker build --target gateway -t ghcr.io/merci/gateway:0.1.0 .   # Hive Gateway on gateway/supergraph.graphql
+#   docker build --target gateway -t ghcr.io/merci/gateway:0.1.0 .   # Apollo Gateway on gateway/supergraph.graphql
 #
 # The Python image is the last stage, so a plain `docker build` makes it.
 
@@ -15,7 +15,6 @@ ARG NODE_IMAGE=node:22-bookworm-slim
 FROM ${NODE_IMAGE} AS gateway-deps
 WORKDIR /app
 COPY gateway/package*.json ./
-# @graphql-hive/gateway must be a runtime dependency (not a devDependency) of gateway/.
 RUN --mount=type=cache,target=/root/.npm \
     npm ci --omit=dev --no-audit --no-fund
 
@@ -30,9 +29,9 @@ COPY --from=gateway-deps /app/node_modules ./node_modules
 COPY gateway/ ./
 USER 10001:10001
 EXPOSE 4000
-# /healthcheck is liveness, /readiness is readiness (Hive Gateway's defaults).
-ENTRYPOINT ["/app/node_modules/.bin/hive-gateway"]
-CMD ["supergraph", "supergraph.graphql", "--host", "0.0.0.0", "--port", "4000"]
+# serve.mjs: Apollo Gateway on supergraph.graphql; subgraph URLs from MERCI_API_URL /
+# MERCI_DIRECTORY_URL, port from PORT.
+ENTRYPOINT ["node", "serve.mjs"]
 
 # ---------------------------------------------------------------- merci (Python)
 
