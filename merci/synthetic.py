@@ -62,19 +62,18 @@ async def seed_month(
             "insert into ledger_accounts (kind, tenant_id, currency, owner_account_id)"
             " select 'supporter', $1, $2, g from generate_series($3::bigint, $4::bigint) g",
             tenant_id, currency, a, b)
+        # Journals and both sides of their entries in one statement (the entry check runs per statement).
         await conn.execute(
-            "insert into journals (tenant_id, kind, idem_key) select $1, 'topup', 'seed:' || g"
-            "  from generate_series($2::bigint, $3::bigint) g", tenant_id, a, b)
-        # Both sides of every top-up in one statement: the balance check runs per statement.
-        await conn.execute(
-            "insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency, journal_tenant_id)"
+            "with j as (insert into journals (tenant_id, kind, idem_key)"
+            "           select $1, 'topup', 'seed:' || g from generate_series($4::bigint, $5::bigint) g"
+            "           returning id, split_part(idem_key, ':', 2)::bigint as owner)"
+            " insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency, journal_tenant_id)"
             " select j.id, x.account, $1, x.amount, $2, $1"
-            "   from journals j join ledger_accounts la on la.kind = 'supporter' and la.owner_account_id ="
-            "        split_part(j.idem_key, ':', 2)::bigint"
-            "   cross join lateral (values (la.id, 1000 + (la.owner_account_id % 7) * 500),"
-            "                              ($3::bigint, -(1000 + (la.owner_account_id % 7) * 500))) x(account, amount)"
-            "  where j.idem_key like 'seed:%' and split_part(j.idem_key, ':', 2)::bigint between $4 and $5",
+            "   from j join ledger_accounts la on la.kind = 'supporter' and la.owner_account_id = j.owner"
+            "   cross join lateral (values (la.id, 1000 + (j.owner % 7) * 500),"
+            "                              ($3::bigint, -(1000 + (j.owner % 7) * 500))) x(account, amount)",
             tenant_id, currency, external, a, b)
+        say(f"funded {hi:,}")
 
     say("clicks")
     total = 0
