@@ -215,8 +215,10 @@ create table entries (
     journal_id         bigint not null,        -- a journal (checked on insert)
     ledger_account_id  bigint not null,        -- a ledger account (checked on insert)
     tenant_id          bigint not null,        -- its account's tenant, for RLS (checked on insert)
+    journal_tenant_id  bigint not null,        -- its journal's tenant, for RLS (checked on insert)
     amount             bigint not null check (amount <> 0),
-    currency           merci_currency not null
+    currency           merci_currency not null,
+    thing_id           bigint                  -- the thing a month-close share pays for (audited)
 );
 create index on entries (ledger_account_id);
 create index on entries (journal_id);
@@ -245,6 +247,7 @@ begin
     left join journals j on j.id = n.journal_id
     left join ledger_accounts la on la.id = n.ledger_account_id
    where j.id is null or la.id is null or la.tenant_id <> n.tenant_id or la.currency <> n.currency
+      or j.tenant_id <> n.journal_tenant_id
    limit 1;
   if found then
     raise exception 'entry % names a missing journal/account or the wrong tenant/currency', bad.id

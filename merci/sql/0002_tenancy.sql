@@ -41,12 +41,18 @@ begin
 
   -- Tenant-private tables: the current tenant only.
   foreach t in array array['account_private','auth_tokens','api_keys','budget_changes',
-                           'subscriptions','clicks','ledger_accounts','journals','entries']
+                           'subscriptions','clicks','ledger_accounts','journals']
   loop
     execute format('create policy tenant_rows on %I to merci_app
                       using (tenant_id = merci_tenant()) with check (tenant_id = merci_tenant())', t);
   end loop;
 end $$;
+
+-- A supporter sees the whole of their own journals (where their money went),
+-- including the entries that credit creators of other tenants.
+create policy tenant_rows on entries to merci_app
+  using (tenant_id = merci_tenant() or journal_tenant_id = merci_tenant())
+  with check (tenant_id = merci_tenant() and journal_tenant_id = merci_tenant());
 
 -- Public directories of tenants and profiles; only admins create tenants.
 create policy read_all on tenants for select to merci_app using (true);

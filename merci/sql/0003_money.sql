@@ -28,9 +28,6 @@ create table click_rejections (
     primary key (supporter_id, idempotency_key)
 );
 
--- The share a ledger entry pays for (month close), so "where did my money go"
--- is read from the ledger itself.
-alter table entries add column thing_id bigint;  -- no FK (hot path); `merci audit` checks it
 create index on ledger_accounts (owner_account_id) where owner_account_id is not null;
 create index on ledger_accounts (thing_id) where thing_id is not null;
 
@@ -97,42 +94,3 @@ grant select, insert on subscription_periods, click_rejections to merci_app;
 grant select on month_closes, month_close_shards, escrow_returns to merci_app;
 grant select, insert, update on subscription_periods, click_rejections, month_closes, month_close_shards,
   escrow_returns to merci_system;
-
--- A supporter sees the whole of their own journals (where their money went),
--- including the entries that credit creators of other tenants.
-alter table entries add column journal_tenant_id bigint;  -- the journal's tenant (checked on insert)
-update entries e set journal_tenant_id = j.tenant_id from journals j where j.id = e.journal_id;
-alter table entries alter column journal_tenant_id set not null;
-drop policy tenant_rows on entries;
-create policy tenant_rows on entries to merci_app
-  using (tenant_id = merci_tenant() or journal_tenant_id = merci_tenant())
-  with check (tenant_id = merci_tenant() and journal_tenant_id = merci_tenant());
-
--- The statement check, now also for the journal's tenant.
-create or replace function merci_entries_valid() returns trigger language plpgsql as $$
-declare bad record;
-begin
-  select n.id into bad
-    from new_entries n
-    left join journals j on j.id = n.journal_id
-    left join ledger_accounts la on la.id = n.ledger_account_id
-   where j.id is null or la.id is null or la.tenant_id <> n.tenant_id or la.currency <> n.currency
-      or j.tenant_id <> n.journal_tenant_id
-   limit 1;
-  if found then
-    raise exception 'entry % names a missing journal/account or the wrong tenant/currency', bad.id
-      using errcode = 'foreign_key_violation';
-  end if;
-  -- Each statement's part of a journal balances on its own (so, by induction, the
-  -- whole journal does): no need to read back earlier entries.
-  select n.journal_id, sum(n.amount) as total, count(distinct n.currency) as currencies into bad
-    from new_entries n
-   group by n.journal_id
-  having sum(n.amount) <> 0 or count(distinct n.currency) > 1
-   limit 1;
-  if found then
-    raise exception 'journal % does not balance (sum %, currencies %)', bad.journal_id, bad.total, bad.currencies
-      using errcode = 'check_violation';
-  end if;
-  return null;
-end $$;
