@@ -40,7 +40,8 @@ init = function(args) thread_id = tid end
 request = function()
   counter = counter + 1
   local key = thread_id .. "-" .. counter
-  local body = '{"query":"mutation($i: FlattrInput!) { flattr(input: $i) { click { status } userErrors { code } } }",' ..
+  local body = '{"query":"mutation($i: FlattrInput!) { flattr(input: $i) { click { status } ' ..
+               'userErrors { code } } }",' ..
                '"variables":{"i":{"url":"https://bench-' .. key .. '.example/","idempotencyKey":"' .. key .. '"}}}'
   return wrk.format("POST", "/graphql", {["Content-Type"] = "application/json",
                                           ["Authorization"] = "Bearer TOKEN"}, body)

@@ -29,7 +29,8 @@ from tests.conftest import (
 )
 
 ME_MONEY = """{ me { balance { amount formatted } monthlyBudget { amount } earnings { amount }
-  month { period status charge { amount } fee { amount } clicks shares { amount { amount } inEscrow thing { url } } } } }"""
+  month { period status charge { amount } fee { amount } clicks
+          shares { amount { amount } inEscrow thing { url } } } } }"""
 FLATTR = """mutation($input: FlattrInput!) { flattr(input: $input) {
   click { status idempotencyKey period thing { id } } userErrors { field code message } } }"""
 SUBMIT = """mutation($input: SubmitThingInput!) { submitThing(input: $input) {
