@@ -98,7 +98,8 @@ def main() -> None:
         report("click ingestion", [
             ("clicks (messages of 1,000)", f"{total:,}"),
             ("raw batched INSERT ON CONFLICT (limit)", f"{limit:.2f} s = {total / limit:,.0f} rows/s"),
-            (f"enqueue + ingest on {args.workers}x{args.threads} workers", f"{t.seconds:.2f} s = {total / t.seconds:,.0f} rows/s"),
+            (f"enqueue + ingest on {args.workers}x{args.threads} workers",
+             f"{t.seconds:.2f} s = {total / t.seconds:,.0f} rows/s"),
             ("ratio ingestion / raw", f"{limit / t.seconds:.0%} (goal >= 25%)"),
         ])
 

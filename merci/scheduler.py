@@ -48,7 +48,8 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         sent.append(f"{close.CLOSE_ACTOR} {previous:%Y-%m} (resume)")
 
     # Directory rankings (POPULAR, TRENDING) from recent clicks, every few minutes.
-    if await conn.fetchval("select coalesce(rankings_at < $1::timestamptz - interval '5 minutes', true) from directory_state",
+    if await conn.fetchval("select coalesce(rankings_at < $1::timestamptz - interval '5 minutes', true)"
+                           " from directory_state",
                            now):
         queue.send(search.RANKINGS_ACTOR, queue_name="directory")
         sent.append(search.RANKINGS_ACTOR)
