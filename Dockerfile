@@ -48,7 +48,7 @@ COPY . .
 # The project's wheel and a wheel of every dependency, so that the final stage
 # installs offline and needs no compiler.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --wheel-dir /wheels .
+    pip wheel --wheel-dir /wheels '.[otel]'
 
 FROM ${PYTHON_IMAGE} AS merci
 ENV PYTHONUNBUFFERED=1 \
@@ -62,7 +62,7 @@ RUN groupadd --system --gid 10001 merci \
 # the ones built above (--no-index), so nothing here floats.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels merci \
+    pip install --no-index --find-links=/wheels 'merci[otel]' \
  && pip check
 WORKDIR /home/merci
 USER 10001:10001
