@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import strawberry
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,8 +18,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from api.accounts.mutations import SESSION_COOKIE
+from api.embeds.routes import routes as embed_routes
+from api.observability import MetricsEndpoint, Observe
 from graph.context import Context
-from merci import accounts
+from merci import accounts, metrics, observability
 from merci.accounts import Principal
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher
 from merci.config import Settings
@@ -30,6 +33,7 @@ TENANT_HEADER = "x-merci-tenant"
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
+    metrics.GRAPHQL_ERRORS.labels(code).inc()
     return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
 
 
@@ -52,6 +56,7 @@ class Auth:
             await refused.response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
+        observability.bind_principal(principal.tenant_id, principal.account_id, principal.api_key_id)
         await self.app(scope, receive, send)
 
     async def tenant_id(self, pool: asyncpg.Pool, slug: str) -> int | None:
@@ -135,17 +140,21 @@ def create_app(
     settings: Settings, schema: strawberry.Schema, *, routes: list[Any] | None = None,
     queue: Any = None, pool_size: int = 20,
 ) -> Starlette:
+    async def send_clicks(batch: list[list[Any]]) -> None:
+        await queue.asend(INGEST_ACTOR, batch, queue_name=CLICK_QUEUE)
+        metrics.CLICKS_ACCEPTED.inc(len(batch))  # in the broker: accepted
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         app.state.queue = queue
-        app.state.clicks = None if queue is None else ClickBatcher(
-            lambda batch: queue.asend(INGEST_ACTOR, batch, queue_name=CLICK_QUEUE))
+        app.state.clicks = None if queue is None else ClickBatcher(send_clicks)
         try:
             yield
         finally:
             await app.state.pool.close()
+            observability.flush_tracing()
 
     graphql = MerciGraphQL(
         schema, graphql_ide=None if settings.production else "graphiql",
@@ -155,9 +164,12 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", MetricsEndpoint().serve),
             Route("/graphql", Auth(graphql), methods=["GET", "POST"]),
+            *embed_routes(),
             *(routes or []),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(Observe)],
     )
     return app

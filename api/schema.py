@@ -12,6 +12,9 @@ from api.accounts.types import Account, Creator
 from api.budgets.mutations import BudgetMutations, BudgetQueries
 from api.clicks.mutations import ClickMutations
 from api.clicks.types import Click
+from api.partners.mutations import PartnerMutations
+from api.partners.queries import PartnerQueries
+from api.partners.types import LinkedAccount, OAuthClient, WebhookDelivery, WebhookEndpoint
 from api.sites.types import ApiSite
 from api.subscriptions.mutations import SubscriptionMutations
 from api.subscriptions.types import Subscription
@@ -23,10 +26,11 @@ from api.things.queries import ThingQueries
 from api.things.types import Thing
 from graph.node import NodeQueries
 
-QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, NodeQueries)
+QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, PartnerQueries, NodeQueries)
 MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations, BudgetMutations, ThingMutations, ClickMutations,
-                               SubscriptionMutations)
-TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, Subscription, Click, ApiSite)
+                               SubscriptionMutations, PartnerMutations)
+TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, Subscription, Click, ApiSite, WebhookEndpoint,
+                           WebhookDelivery, OAuthClient, LinkedAccount)
 
 
 def build(extensions: list[object]) -> strawberry.federation.Schema:

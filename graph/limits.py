@@ -24,6 +24,7 @@ from strawberry.extensions import (
 )
 
 from graph.errors import should_mask
+from graph.observability import Observability
 
 MAX_DEPTH = 12
 # Introspection is exempt from MAX_DEPTH (GraphiQL's own query nests ~13 levels of
@@ -73,6 +74,7 @@ class RequestLimits(AddValidationRules):
 
 def extensions(extra: list[type[SchemaExtension]] | None = None) -> list[object]:
     return [
+        Observability,  # first: it wraps the others, so it times everything and sees errors as masked
         RequestLimits,
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaskErrors(should_mask_error=should_mask, error_message="Unexpected error."),

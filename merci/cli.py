@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
-import os
+import logging
 import sys
 from pathlib import Path
 
-from merci import config
+from merci import config, observability
 
 ROOT = Path.cwd()
 
@@ -55,11 +55,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from merci.faces import app
 
     settings = _settings()
+    observability.configure_tracing(args.face)
+    if args.quiet:
+        logging.getLogger("merci.http").setLevel(logging.WARNING)  # no access log
     queue = _queue(settings, settings.app_database_url)
+    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to
+    # --grace seconds (an accepted click is answered only once it is in the broker),
+    # then closes. Logging is ours (JSON); the access log comes from api.observability.
     uvicorn.run(
         app(settings, args.face, queue=queue), host=args.host, port=args.port,
         log_level="warning" if args.quiet else "info", proxy_headers=True,
-        timeout_graceful_shutdown=args.grace,
+        timeout_graceful_shutdown=args.grace, log_config=None, access_log=False,
     )
     queue.close()
     return 0
@@ -72,12 +78,17 @@ def _queue(settings: config.Settings, dsn: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
     _settings()
-    argv = [sys.executable, "-m", "dramatiq", "workers", "--processes", str(args.processes),
-            "--threads", str(args.threads)]
+    # Dramatiq in this process, so that its main process logs JSON like the workers
+    # (each worker process configures itself when it loads `workers`). On SIGTERM the
+    # workers stop taking messages and finish the ones in hand.
+    argv = ["workers", "--processes", str(args.processes), "--threads", str(args.threads), "--skip-logging"]
     if args.queues:
         argv += ["--queues", *args.queues.split(",")]
-    os.execv(sys.executable, argv)
+    return int(dramatiq_main(make_argument_parser().parse_args(argv)) or 0)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -117,7 +128,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_close_month(args: argparse.Namespace) -> int:
     from merci.closing import run_close
 
-    return asyncio.run(run_close(_settings(), args.period, force=args.force, shards=args.shards,
+    period = args.period
+    if args.previous:
+        from datetime import UTC, datetime
+
+        from merci.clicks import period_of
+        from merci.escrow import months_before
+
+        period = f"{months_before(period_of(datetime.now(UTC)), 1):%Y-%m}"
+    return asyncio.run(run_close(_settings(), period, force=args.force, shards=args.shards,
                                  timeout=args.timeout, inline=args.inline))
 
 
@@ -169,7 +188,9 @@ def parser() -> argparse.ArgumentParser:
     sched.set_defaults(func=cmd_scheduler)
 
     close = sub.add_parser("close-month", help="close a month (exactly-once; safe to re-run)")
-    close.add_argument("period", help="YYYY-MM")
+    which = close.add_mutually_exclusive_group(required=True)
+    which.add_argument("period", nargs="?", help="YYYY-MM")
+    which.add_argument("--previous", action="store_true", help="the month before the current one (UTC)")
     close.add_argument("--force", action="store_true", help="close the current month early (not in production)")
     close.add_argument("--shards", type=int, default=16)
     close.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the workers")
@@ -188,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    service = {"serve": getattr(args, "face", "all"), "worker": "worker", "scheduler": "scheduler"}
+    observability.configure_logging(service.get(args.command, args.command))
     return int(args.func(args) or 0)
 
 

@@ -40,6 +40,8 @@ class DevRuntime:
                 embedded = EmbeddedPostgres(self.data_dir)
                 env["DATABASE_URL"] = embedded.ensure_database("merci")
                 print(f"embedded PostgreSQL in {embedded.pgdata}", flush=True)
+            if sys.stderr.isatty():
+                env.setdefault("MERCI_LOG_FORMAT", "console")  # a person reads these, not a collector
             os.environ.update(env)
             settings = config.load()
             self._prepare(settings)
@@ -48,7 +50,7 @@ class DevRuntime:
             py = sys.executable
             self.children = [
                 subprocess.Popen([py, "-m", "merci.cli", "serve", "--port", str(self.port)], env=env),
-                subprocess.Popen([py, "-m", "dramatiq", "workers", "--processes", "1", "--threads", "4"], env=env),
+                subprocess.Popen([py, "-m", "merci.cli", "worker", "--processes", "1", "--threads", "4"], env=env),
                 subprocess.Popen([py, "-m", "merci.cli", "scheduler"], env=env),
             ]
             print(f"\nMerci is running:\n  GraphQL + GraphiQL  http://127.0.0.1:{self.port}/graphql\n"

@@ -6,17 +6,20 @@ from __future__ import annotations
 import os
 
 import dramatiq
-from dramatiq.middleware.prometheus import Prometheus
 
-from merci import config
+from merci import config, observability
 from merci.queue import make_broker
 
+observability.configure_logging("worker")
+observability.configure_tracing("worker")
 settings = config.load()
 broker = make_broker(settings.broker_url, settings.system_database_url)
+broker.add_middleware(observability.WorkerContext())  # the message on every log line; a span each
 # Dramatiq 2 does not add its Prometheus middleware by itself. It serves on
-# dramatiq_prom_port (9191); tests running several workers on one host turn it off.
+# dramatiq_prom_port (9191), with Merci's ledger gauges; tests running several workers
+# on one host turn it off.
 if os.environ.get("MERCI_WORKER_METRICS", "1") != "0":
-    broker.add_middleware(Prometheus())
+    broker.add_middleware(observability.worker_metrics())
 dramatiq.set_broker(broker)
 
-from workers import clicks, directory, money, system  # noqa: E402,F401  (actors register on import)
+from workers import clicks, directory, discovery, money, system, webhooks  # noqa: E402,F401  (actors register on import)

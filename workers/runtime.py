@@ -4,6 +4,7 @@ its own pool of merci_system connections."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -32,7 +33,10 @@ def run(body: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     async def main() -> T:
         pool: asyncpg.Pool | None = getattr(_local, "pool", None)
         if pool is None:
-            pool = await create_pool(settings.system_database_url, max_size=4)
+            # Named after the process: pg_stat_activity and pg_locks tell which worker holds what.
+            dsn = settings.system_database_url
+            name = f"application_name=merci-worker-{os.getpid()}"
+            pool = await create_pool(f"{dsn}{'&' if '?' in dsn else '?'}{name}", max_size=4)
             _local.pool = pool
         return await body(pool)
 

@@ -150,10 +150,14 @@ create table webhook_attempts (
 );
 create index on webhook_attempts (delivery_id);
 
+-- The outbox triggers run as the tables' owner (security definer): whichever role
+-- makes the change, its events are written, and no role needs to write events itself.
+--
 -- click.accepted: for the thing's tenant, and for the partner that submitted the
 -- click (its idempotency keys are namespaced `p<tenant>:`). One statement-level
 -- trigger over the inserted rows; nothing to do (one cheap probe) without endpoints.
-create or replace function merci_webhook_clicks() returns trigger language plpgsql as $$
+create or replace function merci_webhook_clicks() returns trigger language plpgsql
+security definer set search_path = public, pg_temp as $$
 begin
   if not exists (select 1 from webhook_endpoints where active and 'click.accepted' = any(events)) then
     return null;
@@ -188,7 +192,8 @@ create trigger clicks_webhooks after insert on clicks
   for each statement execute function merci_webhook_clicks();
 
 -- month.closed: every tenant with a subscribed endpoint, once the close is done.
-create or replace function merci_webhook_month_closed() returns trigger language plpgsql as $$
+create or replace function merci_webhook_month_closed() returns trigger language plpgsql
+security definer set search_path = public, pg_temp as $$
 begin
   insert into webhook_events (tenant_id, type, payload)
   select distinct e.tenant_id, 'month.closed', jsonb_build_object('period', to_char(new.period, 'YYYY-MM'))
@@ -201,7 +206,8 @@ create trigger month_closes_webhooks after update of status on month_closes
   execute function merci_webhook_month_closed();
 
 -- payout.sent: deferred to commit, when the payout journal's entries exist.
-create or replace function merci_webhook_payout() returns trigger language plpgsql as $$
+create or replace function merci_webhook_payout() returns trigger language plpgsql
+security definer set search_path = public, pg_temp as $$
 begin
   insert into webhook_events (tenant_id, type, payload)
   select new.tenant_id, 'payout.sent',
@@ -295,6 +301,7 @@ grant select (id, tenant_id, url, events, description, active, created_at, disab
 grant insert, update on webhook_endpoints to merci_app;
 grant select on webhook_events, webhook_attempts to merci_app;
 grant select, insert on webhook_deliveries to merci_app;
+grant update (enqueued_at) on webhook_deliveries to merci_app;  -- a replay, once handed to the broker
 grant select, insert, update on oauth_clients, oauth_codes, linked_accounts, embed_grants, thing_discovery,
   webhook_endpoints, webhook_events, webhook_deliveries, webhook_attempts to merci_system;
 grant usage on all sequences in schema public to merci_app, merci_system;

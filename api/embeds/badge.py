@@ -1,0 +1,97 @@
+"""Static SVG badges with a click count, for READMEs: `/badge/thing/<id>.svg`,
+`/badge/creator/<handle>.svg` and `/badge/url.svg?url=…`. Cached by CDNs and
+image proxies, revalidated cheaply with an ETag."""
+
+from __future__ import annotations
+
+import hashlib
+from html import escape
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.embeds import web
+from api.embeds.i18n import LANGS, count
+from merci.db import scoped
+from merci.errors import UserError
+from merci.ids import from_global
+from merci.urls import normalize_url
+
+MAX_AGE = 300
+CHAR = 6.6  # average glyph width of 11px Verdana, as shields-style badges assume
+
+
+def svg(label: str, value: str, colour: str = "#e8505b") -> str:
+    left = int(len(label) * CHAR + 12)
+    right = int(len(value) * CHAR + 12)
+    width = left + right
+    label, value = escape(label), escape(value)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img"'
+        f' aria-label="{label}: {value}"><title>{label}: {value}</title>'
+        f'<rect width="{left}" height="20" fill="#555"/><rect x="{left}" width="{right}" height="20"'
+        f' fill="{colour}"/><g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif"'
+        f' font-size="11"><text x="{left / 2:.1f}" y="14">{label}</text>'
+        f'<text x="{left + right / 2:.1f}" y="14">{value}</text></g></svg>'
+    )
+
+
+def respond(request: Request, body: str, status: int = 200) -> Response:
+    etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": f"public, max-age={MAX_AGE}", "X-Content-Type-Options": "nosniff",
+               # An SVG opened directly is a document: it may not run anything.
+               "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+               "Cross-Origin-Resource-Policy": "cross-origin"}
+    inm = request.headers.get("if-none-match", "")
+    if status == 200 and etag in [t.strip().removeprefix("W/") for t in inm.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(body, status_code=status, media_type="image/svg+xml; charset=utf-8", headers=headers)
+
+
+def _lang(request: Request) -> str:
+    asked = request.query_params.get("lang", "en")[:2].lower()
+    return asked if asked in LANGS else "en"  # not Accept-Language: a README's image is shared by all
+
+
+async def _count(request: Request, sql: str, *args: object) -> int | None:
+    async with scoped(request.app.state.pool, await web.anonymous_scope(request)) as conn:
+        value = await conn.fetchval(sql, *args)  # things and their counters are public
+    return None if value is None else int(value)
+
+
+COUNT_THING = ("select (select coalesce(sum(s.clicks), 0) from thing_stats s where s.thing_id = t.id)"
+               " from things t where t.{col} = $1")
+
+
+async def thing_badge(request: Request) -> Response:
+    lang = _lang(request)
+    raw = request.path_params["id"]
+    try:
+        pk = int(raw) if raw.isdigit() else from_global(raw, expect="Thing")[1]
+    except UserError:
+        return respond(request, svg("merci", "invalid id", "#9f9f9f"), 400)
+    n = await _count(request, COUNT_THING.format(col="id"), pk)
+    if n is None:
+        return respond(request, svg("merci", "unknown", "#9f9f9f"), 404)
+    return respond(request, svg("merci", count(lang, n)))
+
+
+async def url_badge(request: Request) -> Response:
+    lang = _lang(request)
+    try:
+        url = normalize_url(request.query_params.get("url", ""))
+    except UserError:
+        return respond(request, svg("merci", "invalid url", "#9f9f9f"), 400)
+    n = await _count(request, COUNT_THING.format(col="url"), url)
+    return respond(request, svg("merci", count(lang, n or 0)))
+
+
+async def creator_badge(request: Request) -> Response:
+    lang = _lang(request)
+    handle = request.path_params["handle"].lower()
+    n = await _count(request, "select (select coalesce(sum(s.clicks), 0) from things t join thing_stats s"
+                              " on s.thing_id = t.id where t.owner_id = a.id) from accounts a where a.handle = $1",
+                     handle)
+    if n is None:
+        return respond(request, svg("merci", "unknown", "#9f9f9f"), 404)
+    return respond(request, svg("merci", count(lang, n)))

@@ -1,0 +1,82 @@
+"""The HTTP side of observability: a request id on every request (the caller's
+X-Request-Id, or a new one, returned in the response), one access-log line, HTTP
+metrics, the server span when tracing is on, and `/metrics`."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from merci import metrics, observability
+
+log = structlog.get_logger("merci.http")
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+QUIET = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: debug lines only
+
+
+class Observe:
+    """Outermost ASGI middleware of the HTTP app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        rid = observability.request_id(headers.get(observability.REQUEST_ID_HEADER))
+        observability.clear()  # nothing of another request's context
+        observability.bind(request_id=rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        method = scope["method"] if scope["method"] in METHODS else "OTHER"
+        path = scope["path"]
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        with observability.span(f"HTTP {method}", kind="server", context=observability.extract_context(headers),
+                                attributes={"http.request.method": method, "url.path": path}) as span:
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                seconds = time.perf_counter() - started
+                metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+                metrics.HTTP_DURATION.labels(route).observe(seconds)
+                (log.debug if path in QUIET else log.info)(
+                    "request", method=method, path=path, route=route, status=status,
+                    duration_ms=round(seconds * 1000, 2))
+                if span is not None:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
+
+
+class MetricsEndpoint:
+    """`/metrics`: this process's counters and histograms, then the database gauges."""
+
+    def __init__(self) -> None:
+        self.gauges = metrics.AppGauges()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.gauges)
+
+    async def serve(self, request: Request) -> Response:
+        state = request.app.state
+        pool: asyncpg.Pool = state.pool
+        await self.gauges.refresh(pool, getattr(state.queue, "broker", None))
+        return Response(metrics.render(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,275 @@
+"""The partner API's domain: bulk thing registration, clicks on behalf of linked
+supporters, and per-thing, per-month analytics of a tenant's own things.
+
+Bulk calls take at most MAX_BATCH items. Malformed input refuses the whole call
+(nothing changes); a refusal that depends on the state of one item (a URL another
+creator owns, a supporter who has not linked their account) refuses that item only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from merci.budgets import MIN_BUDGET
+from merci.clicks import Accepted, check_key, period_of
+from merci.errors import UserError
+from merci.things import THING_COLUMNS, clean_listing
+from merci.urls import host_of, normalize_url
+
+MAX_BATCH = 1000
+MAX_PARTNER_KEY = 180  # namespaced as `p<tenant>:<key>`, within the 200 a click key may have
+
+
+@dataclass
+class ItemError:
+    path: list[str]  # e.g. ["things", "3", "url"]
+    code: str
+    message: str
+
+
+class BatchRefused(UserError):
+    """Malformed items: the whole call is refused and nothing changes."""
+
+    def __init__(self, errors: list[ItemError]) -> None:
+        super().__init__(errors[0].code, errors[0].message, errors[0].path[0])
+        self.errors = errors
+
+
+def check_batch(items: list[Any], name: str) -> None:
+    if not items:
+        raise UserError("EMPTY_BATCH", f"give at least one item in `{name}`", name)
+    if len(items) > MAX_BATCH:
+        raise UserError("BATCH_TOO_LARGE", f"at most {MAX_BATCH} items per call; got {len(items)}: split the batch",
+                        name)
+
+
+def _item_error(name: str, index: int, err: UserError) -> ItemError:
+    return ItemError([name, str(index), *([err.field] if err.field else [])], err.code, err.message)
+
+
+# ---------------------------------------------------------------- registerThings
+
+
+@dataclass
+class ThingItem:
+    url: str
+    title: str
+    description: str = ""
+    category: str = "rest"
+    language: str | None = None
+    tags: list[str] = field(default_factory=list)
+    hidden: bool = False
+    owner_id: int | None = None  # a creator of the registering tenant; None: unclaimed
+
+
+REGISTER_SQL = """
+insert into things (tenant_id, owner_id, site_id, url, title, description, category, language, tags, hidden,
+                    claimed_at)
+select $1, x.owner_id,
+       (select s.id from sites s where s.owner_id = x.owner_id and s.verified_at is not null
+           and (x.host = s.host or x.host like '%.' || s.host) order by length(s.host) desc limit 1),
+       x.url, x.title, x.description, x.category, x.language,
+       array(select jsonb_array_elements_text(x.tags::jsonb)), x.hidden, case when x.owner_id is not null then now() end
+  from unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+              $10::boolean[]) as x(owner_id, url, host, title, description, category, language, tags, hidden)
+ order by x.url
+on conflict (url) do nothing
+returning id, url
+"""
+
+
+async def register_things(conn: asyncpg.Connection, *, tenant_id: int,
+                          items: list[ThingItem]) -> tuple[list[int | None], list[ItemError]]:
+    """Register things for the tenant's creators. Returns one thing id per item (None
+    where refused) and the per-item refusals. Registering a URL again for the same
+    owner returns the same thing, so a partner may safely resend a whole batch."""
+    check_batch(items, "things")
+    errors: list[ItemError] = []
+    clean: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        try:
+            url = normalize_url(item.url)
+            listing = clean_listing(title=item.title, description=item.description, category=item.category,
+                                    language=item.language, tags=item.tags)
+        except UserError as err:
+            errors.append(_item_error("things", i, err))
+            continue
+        if url in seen:
+            errors.append(ItemError(["things", str(i), "url"], "DUPLICATE_URL",
+                                    f"the same URL as item {seen[url]} (after normalization)"))
+            continue
+        seen[url] = i
+        clean.append({"i": i, "url": url, "owner_id": item.owner_id, "hidden": item.hidden, **listing})
+    owners = sorted({c["owner_id"] for c in clean if c["owner_id"] is not None})
+    if owners:
+        mine = {r["id"] for r in await conn.fetch(
+            "select id from accounts where id = any($1::bigint[]) and tenant_id = $2", owners, tenant_id)}
+        for c in clean:
+            if c["owner_id"] is not None and c["owner_id"] not in mine:
+                errors.append(ItemError(["things", str(c["i"]), "ownerId"], "UNKNOWN_OWNER",
+                                        "the owner is not a creator of your tenant"))
+    if errors:
+        raise BatchRefused(sorted(errors, key=lambda e: int(e.path[1])))
+
+    inserted = {r["url"]: r["id"] for r in await conn.fetch(
+        REGISTER_SQL, tenant_id, [c["owner_id"] for c in clean], [c["url"] for c in clean],
+        [host_of(c["url"]) for c in clean], [c["title"] for c in clean], [c["description"] for c in clean],
+        [c["category"] for c in clean], [c["language"] for c in clean], [json.dumps(c["tags"]) for c in clean],
+        [c["hidden"] for c in clean])}
+    existing = {r["url"]: dict(r) for r in await conn.fetch(
+        "select id, url, owner_id from things where url = any($1::text[])",
+        [c["url"] for c in clean if c["url"] not in inserted])}
+    ids: list[int | None] = [None] * len(items)
+    refused: list[ItemError] = []
+    for c in clean:
+        if c["url"] in inserted:
+            ids[c["i"]] = inserted[c["url"]]
+            continue
+        other = existing[c["url"]]
+        if other["owner_id"] == c["owner_id"] and c["owner_id"] is not None:
+            ids[c["i"]] = other["id"]  # registered before, for the same creator
+        elif other["owner_id"] is None:
+            refused.append(ItemError(["things", str(c["i"]), "url"], "UNCLAIMED_EXISTS",
+                                     "this URL is an unclaimed thing: its creator claims it with a verified site"))
+        else:
+            refused.append(ItemError(["things", str(c["i"]), "url"], "URL_TAKEN",
+                                     "this URL belongs to another creator"))
+    return ids, refused
+
+
+# ---------------------------------------------------------------- submitClicks
+
+
+@dataclass
+class ClickItem:
+    supporter_id: int
+    thing_id: int | None
+    url: str | None
+    idempotency_key: str
+
+
+def partner_key(tenant_id: int, key: str) -> str:
+    """Partners' keys live in their own namespace: they never collide with the
+    supporter's own clicks, and the click.accepted webhook finds its partner by it."""
+    return f"p{tenant_id}:{key}"
+
+
+def check_clicks(items: list[ClickItem]) -> list[ClickItem]:
+    check_batch(items, "clicks")
+    errors: list[ItemError] = []
+    clean: list[ClickItem] = []
+    for i, item in enumerate(items):
+        try:
+            key = check_key(item.idempotency_key)
+            if len(key) > MAX_PARTNER_KEY:
+                raise UserError("INVALID_IDEMPOTENCY_KEY",
+                                f"idempotencyKey has 1 to {MAX_PARTNER_KEY} characters", "idempotencyKey")
+            if (item.thing_id is None) == (item.url is None):
+                raise UserError("INVALID_TARGET", "give either thingId or url", "thingId")
+            url = None if item.url is None else normalize_url(item.url)
+        except UserError as err:
+            errors.append(_item_error("clicks", i, err))
+            continue
+        clean.append(ClickItem(item.supporter_id, item.thing_id, url, key))
+    if errors:
+        raise BatchRefused(errors)
+    return clean
+
+
+async def precheck_clicks(conn: asyncpg.Connection, *, tenant_id: int, items: list[ClickItem], currency: str,
+                          now: datetime) -> list[Accepted | ItemError]:
+    """The API's cheap checks for each click, in one round trip (the workers apply the
+    rules for good). Only supporters linked to this tenant are answered for."""
+    items = check_clicks(items)
+    period = period_of(now)
+    rows = await conn.fetch(
+        "select * from merci_partner_precheck($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5, $6)",
+        [c.supporter_id for c in items], [c.thing_id for c in items], [c.url for c in items],
+        [partner_key(tenant_id, c.idempotency_key) for c in items], period, currency)
+    out: list[Accepted | ItemError] = []
+    first_of_key: dict[tuple[int, str], Accepted] = {}
+    first_of_target: dict[tuple[int, object], str] = {}
+    for i, (item, row) in enumerate(zip(items, rows, strict=True)):
+        def refuse(code: str, message: str, where: str = "thingId" if item.thing_id else "url",
+                   i: int = i) -> ItemError:
+            return ItemError(["clicks", str(i), where], code, message)
+
+        key = partner_key(tenant_id, item.idempotency_key)
+        if not row["linked"]:
+            out.append(refuse("NOT_LINKED", "this supporter has not linked their Merci account to your platform",
+                              "supporterId"))
+            continue
+        if (item.supporter_id, key) in first_of_key:  # the same click twice in one call
+            out.append(first_of_key[(item.supporter_id, key)])
+            continue
+        accepted = Accepted(item.supporter_id, row["home_tenant"], row["thing_id"],
+                            None if row["thing_id"] else item.url, key, now, source="partner")
+        if row["replayed"]:
+            out.append(accepted)  # sent before: answer as before, count nothing new
+            continue
+        if item.thing_id is not None and row["thing_id"] is None:
+            out.append(refuse("UNKNOWN_THING", "no such thing"))
+        elif row["owner_id"] == item.supporter_id:
+            out.append(refuse("OWN_THING", "a supporter cannot click their own thing"))
+        elif row["clicked"] or first_of_target.get((item.supporter_id, row["thing_id"] or item.url)):
+            out.append(refuse("ALREADY_THIS_MONTH", "this supporter already clicked this thing this month"))
+        elif row["balance"] < MIN_BUDGET:
+            out.append(refuse("NO_MEANS", "this supporter has no means to click (their balance is too low)",
+                              "supporterId"))
+        else:
+            first_of_key[(item.supporter_id, key)] = accepted
+            first_of_target[(item.supporter_id, row["thing_id"] or item.url)] = key
+            out.append(accepted)
+    return out
+
+
+# ---------------------------------------------------------------- analytics
+
+
+@dataclass
+class ThingMonth:
+    thing: dict[str, Any]
+    period: date
+    clicks: int
+    earnings: int | None  # None while the month is open
+
+
+async def analytics(conn: asyncpg.Connection, *, period: date, first: int,
+                    after: int | None) -> tuple[list[ThingMonth], bool]:
+    """The tenant's own things clicked in `period`, by id; earnings once it is closed.
+    Returns `first + 1` rows at most (the extra one says there is more)."""
+    closed = await conn.fetchval("select status = 'done' from month_closes where period = $1", period) or False
+    cols = ", ".join(f"t.{c.strip()}" for c in THING_COLUMNS.split(","))
+    rows = await conn.fetch(
+        f"select {cols}, s.clicks from things t join thing_stats s on s.thing_id = t.id and s.period = $1"
+        " where t.tenant_id = merci_tenant() and s.clicks > 0 and ($2::bigint is null or t.id > $2)"
+        " order by t.id limit $3", period, after, first + 1)
+    earned: dict[int, int] = {}
+    if closed and rows:
+        earned = {r["thing_id"]: int(r["amount"]) for r in await conn.fetch(
+            "select thing_id, amount from merci_thing_earnings($1, $2::bigint[])", period, [r["id"] for r in rows])}
+    out = [ThingMonth({k: r[k] for k in r.keys() if k != "clicks"}, period, int(r["clicks"]),
+                      earned.get(r["id"], 0) if closed else None) for r in rows]
+    return out, closed
+
+
+async def analytics_totals(conn: asyncpg.Connection, *, period: date) -> tuple[int, int, int | None]:
+    """(things clicked, clicks, earnings or None while open) over all the tenant's things."""
+    row = await conn.fetchrow(
+        "select count(*)::int as things, coalesce(sum(s.clicks), 0)::bigint as clicks,"
+        " coalesce(array_agg(t.id) filter (where t.id is not null), '{}') as ids"
+        " from things t join thing_stats s on s.thing_id = t.id and s.period = $1"
+        " where t.tenant_id = merci_tenant() and s.clicks > 0", period)
+    closed = await conn.fetchval("select status = 'done' from month_closes where period = $1", period) or False
+    earnings = None
+    if closed:
+        earnings = int(await conn.fetchval(
+            "select coalesce(sum(amount), 0)::bigint from merci_thing_earnings($1, $2::bigint[])",
+            period, list(row["ids"])))
+    return int(row["things"]), int(row["clicks"]), earnings

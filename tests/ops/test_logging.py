@@ -1,0 +1,142 @@
+"""Structured logs: JSON lines with the request id, tenant and principal, and never a
+secret, whatever path it takes (our fields, a message, another library's record)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+
+from merci import observability
+from tests.conftest import GraphQLClient, Service, service_env, sign_up, unique, wait_http
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """configure_logging into a buffer; the process's logging is restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    observability.configure_logging("test", stream=stream)
+    try:
+        yield stream
+    finally:
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+        root.setLevel(level)
+
+
+def lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_redaction_of_fields_messages_and_foreign_records(captured: io.StringIO) -> None:
+    token = "ms_1_" + "A" * 43
+    key = "mk_7_" + "b" * 40
+    observability.bind_principal(1, 42, None)
+    observability.bind(request_id="req-1")
+    log = structlog.get_logger("merci.test")
+    log.info("logged in", token=token, password="hunter2", api_key_id=9,
+             user={"email": "a@b.c", "secret": "s3cr3t-value"})
+    log.warning(f"header was Bearer {token} and {key}", dsn="postgresql://merci:pw-in-url@db:5432/merci")
+    logging.getLogger("uvicorn.error").error('bad query: logIn(input: {email: "a@b.c", password: "hunter2"})')
+    try:
+        raise RuntimeError(f"could not use {token}")
+    except RuntimeError:
+        log.exception("failed")
+
+    text = captured.getvalue()
+    for secret in (token, key, "hunter2", "pw-in-url", "s3cr3t-value", "A" * 43):
+        assert secret not in text, secret
+    first, second, foreign, failed = lines(text)
+    assert first["token"] == first["password"] == "[REDACTED]"
+    assert first["user"] == {"email": "a@b.c", "secret": "[REDACTED]"}
+    assert first["api_key_id"] == 9  # an id, not a secret
+    assert (first["request_id"], first["tenant_id"], first["account_id"]) == ("req-1", 1, 42)
+    assert first["service"] == "test" and first["level"] == "info" and first["event"] == "logged in"
+    assert "Bearer [REDACTED]" in str(second["event"]) and "mk_7_[REDACTED]" in str(second["event"])
+    assert second["dsn"] == "postgresql://merci:[REDACTED]@db:5432/merci"
+    assert foreign["logger"] == "uvicorn.error" and foreign["request_id"] == "req-1"
+    assert 'password: "[REDACTED]"' in str(foreign["event"])
+    assert "RuntimeError: could not use ms_1_[REDACTED]" in str(failed["exception"])
+
+
+def test_request_ids() -> None:
+    assert observability.request_id("abc-123") == "abc-123"
+    for bad in (None, "", "x" * 200, "two words", "new\nline", '{"json": 1}'):
+        generated = observability.request_id(bad)
+        assert generated != bad and len(generated) == 32
+
+
+FLATTR = """mutation($input: FlattrInput!) { flattr(input: $input) { click { status } userErrors { code } } }"""
+
+
+def test_api_logs_json_with_request_context_and_no_secrets(database_url: str, tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    log_file = tmp_path / "api.log"
+    # Not --quiet: the access log is on, and DEBUG shows whatever the libraries say.
+    api = Service([sys.executable, "-m", "merci.cli", "serve", "all", "--port", str(port)],
+                  service_env(database_url, MERCI_LOG_LEVEL="DEBUG"), log_file)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", api)
+        gql = GraphQLClient(base)
+        user = sign_up(gql, unique("logs_"))
+        login = gql.http.post("/graphql", headers={"x-request-id": "login-req-1"}, json={
+            "query": "mutation($i: LogInInput!) { logIn(input: $i) { token } }",
+            "variables": {"i": {"email": user["email"], "password": PASSWORD}}})
+        assert login.headers["x-request-id"] == "login-req-1"
+        token = login.json()["data"]["logIn"]["token"]
+        fan = gql.as_(token)
+        fan("mutation { topUp(input: {amount: 1000}) { userErrors { code } } }")
+        clicked = fan.http.post("/graphql", json={
+            "query": FLATTR, "variables": {"input": {"url": "https://logs.example/", "idempotencyKey": "k1"}}})
+        assert clicked.json()["data"]["flattr"]["userErrors"] == []
+        generated = clicked.headers["x-request-id"]
+        assert len(generated) == 32
+        # A password inline in a document that fails validation: Strawberry logs the document's line.
+        gql.raw(f'mutation {{ logIn(input: {{email: "{user["email"]}", password: "{PASSWORD}", nope: 1}})'
+                ' { token } }')
+        me = fan("{ me { id } }")["me"]["id"]
+        assert me
+    finally:
+        api.stop()
+
+    text = log_file.read_text()
+    for secret in (token, token.split("_", 2)[2], user["token"], user["token"].split("_", 2)[2], *PASSWORD.split()):
+        assert secret not in text, f"a secret reached the log: {secret[:12]}…"
+    records = lines(text)  # every line is JSON, uvicorn's own included
+    requests = [r for r in records if r.get("event") == "request" and r.get("route") == "/graphql"]
+    login_line = next(r for r in requests if r["request_id"] == "login-req-1")
+    assert login_line["status"] == 200 and login_line["method"] == "POST" and login_line["service"] == "all"
+    click_line = next(r for r in requests if r["request_id"] == generated)
+    assert click_line["tenant_id"] == 1 and isinstance(click_line["account_id"], int)
+    assert any(r["logger"] == "uvicorn.error" for r in records)
+    assert any("strawberry" in str(r.get("logger")) for r in records), "the validation error was logged"
+
+
+def test_quiet_api_has_no_access_log(database_url: str, tmp_path: Path) -> None:
+    from tests.conftest import start_api
+
+    api, base = start_api(database_url, tmp_path)
+    try:
+        assert httpx.get(base + "/healthz").headers["x-request-id"]
+        GraphQLClient(base)("{ tenant { slug } }")
+    finally:
+        api.stop()
+    assert '"event": "request"' not in api.log.read_text()
