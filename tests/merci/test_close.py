@@ -37,7 +37,8 @@ async def test_founding_story(system_pool: asyncpg.Pool) -> None:
             assert await earnings(conn, account_id=owner, currency="EUR") == 180
         fee = await conn.fetchval(
             "select sum(e.amount) from journals j join entries e on e.journal_id = j.id"
-            " join ledger_accounts la on la.id = e.ledger_account_id where la.kind = 'platform_fee' and j.idem_key = $1",
+            " join ledger_accounts la on la.id = e.ledger_account_id"
+            " where la.kind = 'platform_fee' and j.idem_key = $1",
             f"close:{period}:{fan}")
         assert fee == 100
         assert await audit.audit(conn) == []
