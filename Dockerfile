@@ -3,7 +3,7 @@
 # Two images from one file (BuildKit builds only the stages a target needs):
 #
 #   docker build -t ghcr.io/merci/merci:0.1.0 .                      # Python: api, directory, workers, jobs
-#   docker build --target gateway -t ghcr.io/merci/gateway:0.1.0 .   # Apollo Gateway on gateway/supergraph.graphql
+#   docker build --target gateway -t ghcr.io/merci/gateway:0.1.0 .   # Hive Gateway on gateway/supergraph.graphql
 #
 # The Python image is the last stage, so a plain `docker build` makes it.
 
@@ -29,9 +29,10 @@ COPY --from=gateway-deps /app/node_modules ./node_modules
 COPY gateway/ ./
 USER 10001:10001
 EXPOSE 4000
-# serve.mjs: Apollo Gateway on supergraph.graphql; subgraph URLs from MERCI_API_URL /
-# MERCI_DIRECTORY_URL, port from PORT.
-ENTRYPOINT ["node", "serve.mjs"]
+# Hive Gateway with gateway.config.mjs: the committed supergraph.graphql, subgraph URLs from
+# MERCI_API_URL / MERCI_DIRECTORY_URL, port from PORT. /healthcheck and /readiness are its probes.
+ENTRYPOINT ["/app/node_modules/.bin/hive-gateway"]
+CMD ["supergraph", "--host", "0.0.0.0"]
 
 # ---------------------------------------------------------------- merci (Python)
 

@@ -122,11 +122,11 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
 class Service:
     """A child process (API, worker, scheduler) stopped by PID at teardown."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
         self.log = log
         self.out = log.open("ab")
         # Own session: a kill reaches Dramatiq's worker children too.
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.out, stderr=subprocess.STDOUT, cwd=ROOT,
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.out, stderr=subprocess.STDOUT, cwd=cwd,
                                      start_new_session=True)
 
     def kill_group(self) -> None:

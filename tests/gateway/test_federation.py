@@ -1,5 +1,5 @@
 """Federation for real: the api and directory subgraphs as two `merci serve` processes
-behind Apollo Gateway (gateway/serve.mjs), queries that cross both, the caller's
+behind each gateway (Hive Gateway, and Apollo Gateway in serve.mjs), queries that cross both, the caller's
 identity forwarded to each, and composition that fails on a drifted supergraph."""
 
 from __future__ import annotations
@@ -27,10 +27,21 @@ GATEWAY = ROOT / "gateway"
 def node_ready() -> None:
     need(shutil.which("node") is not None, "node is not installed")
     need((GATEWAY / "node_modules" / "@apollo" / "gateway").is_dir(), "run `npm ci` in gateway/")
+    need((GATEWAY / "node_modules" / ".bin" / "hive-gateway").exists(), "run `npm ci` in gateway/")
 
 
-@pytest.fixture(scope="module")
-def federation(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+# Both gateways serve the committed supergraph: Hive Gateway in production (k8s, the
+# image), Apollo Gateway (serve.mjs) as a second, independent implementation.
+GATEWAYS = {
+    "hive": ([str(GATEWAY / "node_modules" / ".bin" / "hive-gateway"), "supergraph", "--host", "127.0.0.1"],
+             "/graphql"),
+    "apollo": (["node", str(GATEWAY / "serve.mjs")], ""),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(GATEWAYS))
+def federation(request: pytest.FixtureRequest, database_url: str,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     node_ready()
     tmp = tmp_path_factory.mktemp("federation")
     api, api_url = start_api(database_url, tmp, face="api")
@@ -38,8 +49,9 @@ def federation(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     port = free_port()
     env = service_env(database_url, PORT=str(port), HOST="127.0.0.1", MERCI_API_URL=f"{api_url}/graphql",
                       MERCI_DIRECTORY_URL=f"{directory_url}/graphql")
-    gateway = Service(["node", str(GATEWAY / "serve.mjs")], env, tmp / "gateway.log")
-    url = f"http://127.0.0.1:{port}"
+    argv, path = GATEWAYS[request.param]
+    gateway = Service(argv, env, tmp / f"gateway-{request.param}.log", cwd=GATEWAY)
+    url = f"http://127.0.0.1:{port}{path}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -59,8 +71,12 @@ def federation(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 class Gateway(GraphQLClient):
+    def __init__(self, url: str, token: str | None = None) -> None:
+        super().__init__(url, token)
+        self.endpoint = url
+
     def raw(self, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
-        return self.http.post("/", json={"query": query, "variables": variables or {}})
+        return self.http.post(self.endpoint, json={"query": query, "variables": variables or {}})
 
 
 @pytest.fixture(scope="module")
