@@ -27,6 +27,7 @@ from bench.common import fresh_database, server
 from bench.search_data import generate
 from merci import config, search
 from merci.db import Scope, create_pool, set_scope
+from merci.progress import Progress
 
 NODE = "edges { cursor node { id title url host category language tags listedAt } } pageInfo { hasNextPage endCursor }"
 COUNTS = "totalCount facets { categories { value count } languages { value count } }"
@@ -86,6 +87,25 @@ async def raw(conn: asyncpg.Connection, args: dict[str, Any], counts: bool, afte
     return page
 
 
+GENERATE_STEPS = 17  # statements search_data.generate runs
+
+
+class _Steps:
+    """A connection that moves a progress bar (a bar on a terminal, log lines otherwise) per statement."""
+
+    def __init__(self, conn: asyncpg.Connection, bar: Progress) -> None:
+        self.conn, self.bar, self.done = conn, bar, 0
+
+    async def execute(self, *args: Any, **kw: Any) -> str:
+        result: str = await self.conn.execute(*args, **kw)
+        self.done += 1
+        self.bar.update(min(self.done, self.bar.total))
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
 def pct(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))] * 1000
@@ -95,7 +115,7 @@ async def measure(dsn: str, rows: int, runs: int) -> int:
     settings = config.Settings(database_url=dsn).derived()
     owner = await asyncpg.connect(dsn)
     started = time.perf_counter()
-    await generate(owner, rows)
+    await generate(_Steps(owner, Progress("generating listings", GENERATE_STEPS)), rows)  # type: ignore[arg-type]
     print(f"generated {rows:,} listings in {time.perf_counter() - started:.1f}s")
     tenants = {r["slug"]: r["id"] for r in await owner.fetch("select slug, id from tenants")}
     await owner.close()
