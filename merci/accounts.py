@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -228,4 +229,4 @@ class PrincipalCache:
                     self.entries.pop(key, None)
 
 
-principals = PrincipalCache(float(__import__("os").environ.get("MERCI_AUTH_CACHE_SECONDS", "5")))
+principals = PrincipalCache(float(os.environ.get("MERCI_AUTH_CACHE_SECONDS", "5")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 
@@ -46,7 +47,7 @@ async def make_tenant_world(conn: asyncpg.Connection, currency: str = "EUR") -> 
         admin, creator, supporter = await person("admin"), await person("creator"), await person("fan")
         await conn.execute("update account_private set is_tenant_admin = true where account_id = $1", admin)
         await accounts.issue_token(conn, tenant_id=tid, account_id=supporter,
-                                   ttl=__import__("datetime").timedelta(days=1))
+                                   ttl=timedelta(days=1))
         key_id, key = await tenants.create_api_key(conn, tenant_id=tid, name="k", scopes=["read"],
                                                    created_by=admin)
         site_private = await conn.fetchval(
