@@ -17,6 +17,7 @@ from directory.types import CATEGORY_NAMES
 from merci import search, sites
 from merci.db import Scope, scoped
 from merci.errors import UserError
+from merci.i18n import negotiate
 from merci.tenants import DEFAULT_TENANT
 
 LANGS = ("en", "fr")
@@ -42,23 +43,7 @@ TEXT = {
 
 
 def choose_lang(request: Request) -> str:
-    asked = request.query_params.get("lang", "").lower()
-    if asked in LANGS:
-        return asked
-    ranked: list[tuple[float, str]] = []
-    for part in request.headers.get("accept-language", "").split(","):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
-        ranked.append((q, tag.strip().lower()[:2]))
-    for _, tag in sorted(ranked, key=lambda x: -x[0]):
-        if tag in LANGS:
-            return tag
-    return "en"
+    return negotiate(request.query_params.get("lang", ""), request.headers.get("accept-language", ""), LANGS)
 
 
 async def directory_page(request: Request) -> HTMLResponse:

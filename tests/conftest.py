@@ -246,3 +246,41 @@ def sign_up(client: GraphQLClient, handle: str | None = None, tenant: str | None
     assert data["userErrors"] == [], data
     return {"handle": handle, "token": data["token"], "id": data["account"]["id"],
             "email": f"{handle}@example.org"}
+
+
+def wait_for(predicate: Any, timeout: float = 30, what: str = "condition", interval: float = 0.1) -> Any:
+    """Poll until `predicate()` is truthy; return that value, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def _system_fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(config.with_user(dsn, config.SYSTEM_ROLE))
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def system_fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Rows read as merci_system (sees every tenant), from synchronous test code."""
+    import asyncio
+
+    return asyncio.run(_system_fetch(dsn, sql, *args))
+
+
+def system_scalar(dsn: str, sql: str, *args: object) -> Any:
+    return system_fetch(dsn, sql, *args)[0][0]
+
+
+def ledger_snapshot(dsn: str) -> list[tuple[object, ...]]:
+    """Every entry by its natural keys, for comparing two ledgers whatever their ids."""
+    return [tuple(r) for r in system_fetch(dsn, """
+        select j.idem_key, la.kind, la.owner_account_id, la.thing_id, e.amount, e.thing_id
+          from journals j join entries e on e.journal_id = j.id join ledger_accounts la on la.id = e.ledger_account_id
+         order by 1, 2, 3, 4, 5, 6""")]

@@ -27,6 +27,7 @@ from merci import accounts
 from merci.accounts import Principal
 from merci.config import Settings
 from merci.db import Scope, scoped
+from merci.i18n import negotiate
 from merci.tenants import DEFAULT_TENANT
 
 EMBED_COOKIE = "merci_embed"
@@ -36,21 +37,7 @@ env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
 
 
 def choose_lang(request: Request) -> str:
-    asked = request.query_params.get("lang", "").lower()[:2]
-    if asked in LANGS:
-        return asked
-    ranked: list[tuple[float, str]] = []
-    for part in request.headers.get("accept-language", "").split(","):
-        tag, _, params = part.strip().partition(";")
-        try:
-            q = float(params.strip()[2:]) if params.strip().startswith("q=") else 1.0
-        except ValueError:
-            q = 0.0
-        ranked.append((q, tag.strip().lower()[:2]))
-    for _, tag in sorted(ranked, key=lambda x: -x[0]):
-        if tag in LANGS:
-            return tag
-    return "en"
+    return negotiate(request.query_params.get("lang", ""), request.headers.get("accept-language", ""), LANGS)
 
 
 def text(lang: str) -> dict[str, str]:

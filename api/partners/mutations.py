@@ -19,6 +19,7 @@ from api.partners.types import (
     may_see_link,
     require_partner,
 )
+from api.things.mutations import SubmitThingInput
 from api.things.types import Thing
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
@@ -62,14 +63,7 @@ def _id(raw: strawberry.ID, types: tuple[str, ...], path: list[str], errors: lis
 
 
 @strawberry.input
-class RegisterThingInput:
-    url: str
-    title: str
-    description: str = ""
-    category: str = "rest"
-    language: str | None = None
-    tags: list[str] = strawberry.field(default_factory=list)
-    hidden: bool = False
+class RegisterThingInput(SubmitThingInput):
     owner_id: strawberry.ID | None = strawberry.field(
         default=None, description="A creator of your tenant (Creator or Account id); none: unclaimed.")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from tests.conftest import (
     sign_up,
     start_api,
     unique,
+    wait_for,
 )
 
 ME_MONEY = """{ me { balance { amount formatted } monthlyBudget { amount } earnings { amount }
@@ -69,16 +69,6 @@ def env(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E
         api.stop()
         worker.stop()
         drop_database(server_url, dsn)
-
-
-def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 async def counts(dsn: str) -> dict[str, int]:

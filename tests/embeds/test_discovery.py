@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.partners.helpers import World, form_fields, http, log_in, wait_for
+from tests.conftest import wait_for
+from tests.partners.helpers import World, form_fields, http, log_in
 
 
 @dataclass

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
-import pytest
 
 from merci.config import Settings
 from tests.conftest import (
@@ -112,14 +110,6 @@ def running_world(server_url: str, tmp: Path, prefix: str, **worker_env: str) ->
         drop_database(server_url, dsn)
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def http(base: str) -> httpx.Client:

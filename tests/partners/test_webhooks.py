@@ -22,7 +22,8 @@ from merci.config import Settings
 from merci.ids import to_global
 from merci.money import Money
 from merci.queue import Queue, make_broker
-from tests.partners.helpers import World, wait_for
+from tests.conftest import wait_for
+from tests.partners.helpers import World
 
 CREATE = """mutation($url: String!, $events: [WebhookEvent!]!) { createWebhookEndpoint(input: {url: $url,
   events: $events}) { webhookEndpoint { id url events active } secret userErrors { field code message } } }"""

@@ -8,7 +8,6 @@ import asyncio
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from merci import config
 from merci.db import migrate
 from merci.queue import Queue, make_broker
 from merci.synthetic import seed_month
@@ -26,12 +24,21 @@ from tests.conftest import (
     create_database,
     drop_database,
     free_port,
+    ledger_snapshot,
     need,
     service_env,
     sign_up,
     start_api,
     start_worker,
+    system_fetch,
+    system_scalar,
+    wait_for,
 )
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    wait_for(predicate, timeout, what, interval=0.2)
+
 
 FAST = {"MERCI_BROKER_HEARTBEAT_TTL": "3"}  # a dead worker's messages return to the queue in ~3 s
 PERIOD = date(2025, 1, 1)
@@ -52,41 +59,12 @@ def fresh_db(server_url: str) -> Iterator[str]:
         drop_database(server_url, dsn)
 
 
-async def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(config.with_user(dsn, config.SYSTEM_ROLE))
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
-def scalar(dsn: str, sql: str, *args: object) -> object:
-    return asyncio.run(fetch(dsn, sql, *args))[0][0]
-
-
-def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out: {what}")
-
-
 async def seed(dsn: str, **kw: int) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     try:
         return await seed_month(conn, period=PERIOD, **kw)
     finally:
         await conn.close()
-
-
-def ledger(dsn: str) -> list[tuple[object, ...]]:
-    rows = asyncio.run(fetch(dsn, """
-        select j.idem_key, la.kind, la.owner_account_id, la.thing_id, e.amount, e.thing_id
-          from journals j join entries e on e.journal_id = j.id join ledger_accounts la on la.id = e.ledger_account_id
-         order by 1, 2, 3, 4, 5, 6"""))
-    return [tuple(r) for r in rows]
 
 
 def test_worker_killed_during_ingestion_loses_and_doubles_nothing(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -107,22 +85,22 @@ def test_worker_killed_during_ingestion_loses_and_doubles_nothing(fresh_db, tmp_
     queue.close()
 
     worker = start_worker(dsn, tmp_path / "w1.log", threads=2, **FAST)
-    wait(lambda: scalar(dsn, "select count(*) from clicks") > 2000, 60, "ingestion to start")
+    wait_until(lambda: system_scalar(dsn, "select count(*) from clicks") > 2000, 60, "ingestion to start")
     worker.kill_group()
-    stored = scalar(dsn, "select count(*) from clicks")
+    stored = system_scalar(dsn, "select count(*) from clicks")
     assert 0 < stored < len(expected), "the kill must land mid-ingestion"
 
     worker = start_worker(dsn, tmp_path / "w2.log", threads=2, **FAST)
     try:
-        wait(lambda: scalar(dsn, "select count(*) from dramatiq.queue where state <> 'rejected'"
+        wait_until(lambda: system_scalar(dsn, "select count(*) from dramatiq.queue where state <> 'rejected'"
                                  " and queue_name = 'clicks'") == 0
-             and scalar(dsn, "select count(*) from clicks") == len(expected), 120, "all clicks ingested")
+             and system_scalar(dsn, "select count(*) from clicks") == len(expected), 120, "all clicks ingested")
     finally:
         worker.stop()
-    rows = asyncio.run(fetch(dsn, "select supporter_id, thing_id from clicks"))
+    rows = system_fetch(dsn, "select supporter_id, thing_id from clicks")
     assert {(r[0], r[1]) for r in rows} == expected
-    assert scalar(dsn, "select sum(clicks) from thing_stats") == len(expected)
-    assert scalar(dsn, "select count(*) from click_rejections") == 0  # redelivery is not a refusal
+    assert system_scalar(dsn, "select sum(clicks) from thing_stats") == len(expected)
+    assert system_scalar(dsn, "select count(*) from click_rejections") == 0  # redelivery is not a refusal
 
 
 def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -139,11 +117,12 @@ def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp
                             "--timeout", "240"], env=service_env(interrupted, **FAST), cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait(lambda: scalar(interrupted, "select count(*) from month_close_shards") >= 3, 120, "shards to close")
+        wait_until(lambda: system_scalar(interrupted, "select count(*) from month_close_shards") >= 3, 120,
+                   "shards to close")
         worker.kill_group()
-        done = scalar(interrupted, "select count(*) from month_close_shards")
+        done = system_scalar(interrupted, "select count(*) from month_close_shards")
         assert done < 48, "the kill must land mid-close"
-        assert scalar(interrupted, "select status from month_closes") == "running"
+        assert system_scalar(interrupted, "select status from month_closes") == "running"
         worker = start_worker(interrupted, tmp_path / "w2.log", threads=2, **FAST)
         out, err = cli.communicate(timeout=300)
         assert cli.returncode == 0, out + err
@@ -151,10 +130,15 @@ def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp
         if cli.poll() is None:
             cli.kill()
         worker.stop()
-    assert ledger(interrupted) == ledger(reference)
+    assert ledger_snapshot(interrupted) == ledger_snapshot(reference)
     audit = subprocess.run([sys.executable, "-m", "merci.cli", "audit"], env=service_env(interrupted), cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert audit.returncode == 0, audit.stderr
+
+
+def stored_for(dsn: str, handle: str) -> int:
+    return int(system_scalar(dsn, "select count(*) from clicks c join accounts a on a.id = c.supporter_id"
+                                  " where a.handle = $1", handle))
 
 
 FLATTR = """mutation($input: FlattrInput!) { flattr(input: $input) { click { status } userErrors { code } } }"""
@@ -187,8 +171,7 @@ def test_postgres_broker_restart_keeps_accepted_clicks(tmp_path: Path) -> None:
         pg = EmbeddedPostgres(tmp_path / "own-pg")
         worker = start_worker(dsn, tmp_path / "w.log")
         try:
-            wait(lambda: scalar(dsn, "select count(*) from clicks c join accounts a on a.id = c.supporter_id"
-                                     " where a.handle = $1", handle) == len(keys), 60, "clicks after restart")
+            wait_until(lambda: stored_for(dsn, handle) == len(keys), 60, "clicks after restart")
         finally:
             worker.stop()
     finally:
@@ -208,7 +191,7 @@ def test_durable_redis_restart_keeps_accepted_clicks(database_url: str, tmp_path
         import redis
 
         client = redis.Redis(port=port)
-        wait(lambda: _pings(client), 10, "redis to start")
+        wait_until(lambda: _pings(client), 10, "redis to start")
         return proc
 
     broker = f"redis://127.0.0.1:{port}/0"
@@ -222,8 +205,7 @@ def test_durable_redis_restart_keeps_accepted_clicks(database_url: str, tmp_path
         redis_proc = start_redis()
         worker = start_worker(database_url, tmp_path / "w.log", BROKER_URL=broker)
         try:
-            wait(lambda: scalar(database_url, "select count(*) from clicks c join accounts a on a.id = c.supporter_id"
-                                              " where a.handle = $1", handle) == len(keys), 60, "clicks after restart")
+            wait_until(lambda: stored_for(database_url, handle) == len(keys), 60, "clicks after restart")
         finally:
             worker.stop()
     finally:
