@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +19,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from api.accounts.mutations import SESSION_COOKIE
+from api.clicks.mutations import FAST_MUTATIONS
 from api.embeds.routes import routes as embed_routes
 from api.observability import MetricsEndpoint, Observe
 from graph.context import Context
+from graph.fastpath import FastPath
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
-from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher
+from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher
 from merci.config import Settings
 from merci.db import Scope as DbScope
 from merci.db import create_pool, scoped
@@ -55,9 +58,23 @@ class Auth:
         except _Refused as refused:
             await refused.response(scope, receive, send)
             return
+        self._admitted(scope, principal)
+        await self.app(scope, receive, send)
+
+    async def admit(self, scope: Scope) -> bool:
+        """For graph.fastpath: the caller is resolved (True), or would be refused (False)."""
+        request = Request(scope)
+        try:
+            principal = await self.authenticate(request, request.app.state.pool)
+        except _Refused:
+            return False
+        self._admitted(scope, principal)
+        return True
+
+    @staticmethod
+    def _admitted(scope: Scope, principal: Principal) -> None:
         scope.setdefault("state", {})["principal"] = principal
         observability.bind_principal(principal.tenant_id, principal.account_id, principal.api_key_id)
-        await self.app(scope, receive, send)
 
     async def tenant_id(self, pool: asyncpg.Pool, slug: str) -> int | None:
         if slug not in self.tenant_ids:
@@ -120,6 +137,7 @@ class MerciGraphQL(GraphQL[Context, None]):
             request=request, response=response, principal=request.state.principal,
             pool=request.app.state.pool, settings=request.app.state.settings,
             queue=request.app.state.queue, clicks=request.app.state.clicks,
+            prechecks=request.app.state.prechecks,
         )
 
 
@@ -150,9 +168,13 @@ def create_app(
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         app.state.queue = queue
         app.state.clicks = None if queue is None else ClickBatcher(send_clicks)
+        app.state.prechecks = PrecheckBatcher(settings.app_database_url, currency=settings.currency)
         try:
             yield
         finally:
+            await app.state.prechecks.close()
+            if queue is not None and hasattr(queue, "aclose"):
+                await queue.aclose()
             await app.state.pool.close()
             observability.flush_tracing()
 
@@ -160,16 +182,24 @@ def create_app(
         schema, graphql_ide=None if settings.production else "graphiql",
         allow_queries_via_get=True,
     )
+    auth = Auth(graphql)
+    endpoint = Route("/graphql", auth, methods=["GET", "POST"])
+    middleware = [Middleware(Observe)]
+    mutation_type = schema._schema.mutation_type
+    fast = {name: m for name, m in FAST_MUTATIONS.items() if mutation_type is not None and name in mutation_type.fields}
+    if fast and os.environ.get("MERCI_FAST_PATH", "1") != "0":  # 0: every operation through Strawberry
+        middleware.append(Middleware(FastPath, path="/graphql", route=endpoint, schema=schema._schema,
+                                     mutations=fast, admit=auth.admit, context=graphql.get_context))
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", MetricsEndpoint().serve),
-            Route("/graphql", Auth(graphql), methods=["GET", "POST"]),
+            endpoint,
             *embed_routes(),
             *(routes or []),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(Observe)],
+        middleware=middleware,
     )
     return app

@@ -4,6 +4,7 @@ metrics, the server span when tracing is on, and `/metrics`."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import asyncpg
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from merci import metrics, observability
 
 log = structlog.get_logger("merci.http")
+_access = logging.getLogger("merci.http")  # its level decides (merci serve --quiet: no access log)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 QUIET = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: debug lines only
@@ -56,11 +58,12 @@ class Observe:
             finally:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
                 seconds = time.perf_counter() - started
-                metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-                metrics.HTTP_DURATION.labels(route).observe(seconds)
-                (log.debug if path in QUIET else log.info)(
-                    "request", method=method, path=path, route=route, status=status,
-                    duration_ms=round(seconds * 1000, 2))
+                metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
+                metrics.child(metrics.HTTP_DURATION, route).observe(seconds)
+                level = logging.DEBUG if path in QUIET else logging.INFO
+                if _access.isEnabledFor(level):
+                    log.log(level, "request", method=method, path=path, route=route, status=status,
+                            duration_ms=round(seconds * 1000, 2))
                 if span is not None:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)

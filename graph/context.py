@@ -29,6 +29,7 @@ class Context:
     settings: Settings
     queue: Any = None  # merci.queue.Queue: hands work to workers by actor name
     clicks: Any = None  # merci.clicks.ClickBatcher: group commit of accepted clicks
+    prechecks: Any = None  # merci.clicks.PrecheckBatcher: group commit of the clicks' prechecks
     loaders: dict[str, Any] = field(default_factory=dict)
 
     @asynccontextmanager

@@ -63,13 +63,13 @@ class TotalDepthRule(ValidationRule):
 
 # Strawberry's limiters make a new rule class per instance (so per request), and
 # ValidationCache keys on the rule classes: build the rules once, or it never hits.
-_RULES = [rule for proto in (QueryDepthLimiter(max_depth=MAX_DEPTH), MaxAliasesLimiter(max_alias_count=MAX_ALIASES))
+RULES = [rule for proto in (QueryDepthLimiter(max_depth=MAX_DEPTH), MaxAliasesLimiter(max_alias_count=MAX_ALIASES))
           for rule in proto.validation_rules] + [TotalDepthRule]
 
 
 class RequestLimits(AddValidationRules):
     def __init__(self) -> None:
-        super().__init__(list(_RULES))
+        super().__init__(list(RULES))
 
 
 def extensions(extra: list[type[SchemaExtension]] | None = None) -> list[object]:

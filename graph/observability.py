@@ -54,32 +54,13 @@ class Observability(SchemaExtension):
     def _record(self, started: float, span: Any, failure: Exception | None) -> None:
         ctx = self.execution_context
         operation = self._operation()
-        op_type = operation.operation.value if operation is not None else "unknown"
-        name = metrics.operation_label(operation.name.value if operation is not None and operation.name else None)
-        if operation is None:
-            name = "invalid"  # unparsable, or an operationName that names nothing in the document
-        metrics.GRAPHQL_OPERATIONS.labels(name, op_type).inc()
-        metrics.GRAPHQL_DURATION.labels(name, op_type).observe(time.perf_counter() - started)
-
         result = ctx.result if failure is None else None
         errors: list[GraphQLError] = list(getattr(result, "errors", None) or ctx.pre_execution_errors or [])
         parsed = ctx.graphql_document is not None
         codes = [_code(error, parsed) for error in errors]
         if failure is not None and not any(e is failure for e in errors):
             codes.append(_code(failure, parsed) if isinstance(failure, GraphQLError) else _failure_code(failure))
-        for code in codes:
-            metrics.GRAPHQL_ERRORS.labels(code).inc()
-        data = getattr(result, "data", None)
-        if operation is not None and isinstance(data, dict):
-            self._count_fields(operation, op_type, data)
-        if span is not None:
-            span.update_name(f"graphql {op_type} {name}")
-            span.set_attribute("graphql.operation.name", name)
-            span.set_attribute("graphql.operation.type", op_type)
-            if codes:
-                from opentelemetry.trace import Status, StatusCode
-
-                span.set_status(Status(StatusCode.ERROR, codes[0]))
+        record(operation, started, span, codes, getattr(result, "data", None))
 
     def _operation(self) -> OperationDefinitionNode | None:
         document = self.execution_context.graphql_document
@@ -91,20 +72,44 @@ class Observability(SchemaExtension):
             return operations[0] if operations else None
         return next((o for o in operations if o.name and o.name.value == wanted), None)
 
-    def _count_fields(self, operation: OperationDefinitionNode, op_type: str, data: dict[str, Any]) -> None:
-        # Root fields come from the schema (validation refused any other), so the label is bounded.
-        for key, field, node in _fields(operation.selection_set):
-            if key not in data:
+
+def record(operation: OperationDefinitionNode | None, started: float, span: Any, codes: list[str],
+           data: Any) -> None:
+    """An operation's metrics (and span attributes), as the client got its answer."""
+    op_type = operation.operation.value if operation is not None else "unknown"
+    name = metrics.operation_label(operation.name.value if operation is not None and operation.name else None)
+    if operation is None:
+        name = "invalid"  # unparsable, or an operationName that names nothing in the document
+    metrics.child(metrics.GRAPHQL_OPERATIONS, name, op_type).inc()
+    metrics.child(metrics.GRAPHQL_DURATION, name, op_type).observe(time.perf_counter() - started)
+    for code in codes:
+        metrics.child(metrics.GRAPHQL_ERRORS, code).inc()
+    if operation is not None and isinstance(data, dict):
+        _count_fields(operation, op_type, data)
+    if span is not None:
+        span.update_name(f"graphql {op_type} {name}")
+        span.set_attribute("graphql.operation.name", name)
+        span.set_attribute("graphql.operation.type", op_type)
+        if codes:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, codes[0]))
+
+
+def _count_fields(operation: OperationDefinitionNode, op_type: str, data: dict[str, Any]) -> None:
+    # Root fields come from the schema (validation refused any other), so the label is bounded.
+    for key, field, node in _fields(operation.selection_set):
+        if key not in data:
+            continue
+        metrics.child(metrics.GRAPHQL_ROOT_FIELDS, op_type, field).inc()
+        payload = data[key]
+        if op_type != "mutation" or not isinstance(payload, dict):
+            continue
+        # userErrors as the client selected them (aliases included); `code` unselected: UNKNOWN.
+        for errors_key, sub_field, sub in _fields(node.selection_set):
+            if sub_field != "userErrors" or not isinstance(payload.get(errors_key), list):
                 continue
-            metrics.GRAPHQL_ROOT_FIELDS.labels(op_type, field).inc()
-            payload = data[key]
-            if op_type != "mutation" or not isinstance(payload, dict):
-                continue
-            # userErrors as the client selected them (aliases included); `code` unselected: UNKNOWN.
-            for errors_key, sub_field, sub in _fields(node.selection_set):
-                if sub_field != "userErrors" or not isinstance(payload.get(errors_key), list):
-                    continue
-                code_key = next((k for k, f, _ in _fields(sub.selection_set) if f == "code"), None)
-                for item in payload[errors_key]:
-                    code = item.get(code_key) if code_key and isinstance(item, dict) else None
-                    metrics.USER_ERRORS.labels(field, code if isinstance(code, str) else "UNKNOWN").inc()
+            code_key = next((k for k, f, _ in _fields(sub.selection_set) if f == "code"), None)
+            for item in payload[errors_key]:
+                code = item.get(code_key) if code_key and isinstance(item, dict) else None
+                metrics.child(metrics.USER_ERRORS, field, code if isinstance(code, str) else "UNKNOWN").inc()

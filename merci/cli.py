@@ -74,7 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _queue(settings: config.Settings, dsn: str):  # type: ignore[no-untyped-def]
     from merci.queue import Queue, make_broker
 
-    return Queue(make_broker(settings.broker_url, dsn))
+    # The API sends clicks from its event loop: with the PostgreSQL broker, straight
+    # through asyncpg (merci.queue.AsyncPostgresEnqueue) on the broker's database.
+    return Queue(make_broker(settings.broker_url, dsn), database_url=settings.broker_url or dsn)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -60,83 +60,207 @@ class Accepted:
                 self.accepted_at.isoformat(), self.source]
 
 
+@dataclass(frozen=True)
+class ClickRequest:
+    """A click as the API received it, with its key checked and its URL normalized."""
+
+    supporter_id: int
+    tenant_id: int
+    thing_id: int | None
+    url: str | None
+    idempotency_key: str
+
+
+def check_request(*, supporter_id: int, tenant_id: int, thing_id: int | None, url: str | None,
+                  idempotency_key: str) -> ClickRequest:
+    """The checks that need no database; raises UserError."""
+    key = check_key(idempotency_key)
+    if (thing_id is None) == (url is None):
+        raise UserError("INVALID_TARGET", "give either thingId or url", "thingId")
+    return ClickRequest(supporter_id, tenant_id, thing_id, None if url is None else normalize_url(url), key)
+
+
+# One round trip for any number of clicks of one tenant, answered per click in order.
+PRECHECK_SQL = """
+with input as (
+    select x.i::integer as i, x.supporter_id, x.thing_id, x.url, x.key
+      from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+           with ordinality as x(supporter_id, thing_id, url, key, i)
+),
+balances as (
+    select la.owner_account_id as supporter_id, coalesce(sum(e.amount), 0)::bigint as balance
+      from ledger_accounts la join entries e on e.ledger_account_id = la.id
+     where la.kind = 'supporter' and la.currency = $6
+       and la.owner_account_id in (select supporter_id from input)
+     group by la.owner_account_id
+)
+select i.i, t.id as thing_id, t.owner_id, coalesce(b.balance, 0)::bigint as balance,
+       exists (select 1 from clicks c where c.supporter_id = i.supporter_id and c.thing_id = t.id
+                                        and c.period = $5) as clicked,
+       exists (select 1 from clicks c where c.supporter_id = i.supporter_id
+                                        and c.idempotency_key = i.key) as replayed
+  from input i
+  left join things t on t.id = coalesce(i.thing_id, (select u.id from things u where u.url = i.url))
+  left join balances b on b.supporter_id = i.supporter_id
+ order by i.i
+"""
+
+
+async def precheck_many(
+    conn: asyncpg.Connection, requests: list[ClickRequest], *, currency: str, now: datetime,
+) -> list[Accepted | UserError]:
+    """The API's cheap checks for clicks of one tenant, in one round trip. The worker
+    re-applies the rules; here a second click of a thing within one batch is already
+    refused, and the same key twice is answered twice as one click."""
+    period = period_of(now)
+    rows = await conn.fetch(PRECHECK_SQL, [r.supporter_id for r in requests], [r.thing_id for r in requests],
+                            [r.url for r in requests], [r.idempotency_key for r in requests], period, currency)
+    out: list[Accepted | UserError] = []
+    by_key: dict[tuple[int, str], Accepted] = {}
+    targets: set[tuple[int, object]] = set()
+    for r, row in zip(requests, rows, strict=True):
+        where = "thingId" if r.thing_id is not None else "url"
+        accepted = Accepted(r.supporter_id, r.tenant_id, row["thing_id"] or r.thing_id,
+                            None if row["thing_id"] else r.url, r.idempotency_key, now)
+        if row["replayed"] or (r.supporter_id, r.idempotency_key) in by_key:
+            # The same request again: answer as before, count nothing new.
+            out.append(by_key.get((r.supporter_id, r.idempotency_key), accepted))
+        elif r.thing_id is not None and row["thing_id"] is None:
+            out.append(UserError("UNKNOWN_THING", "no such thing", where))
+        elif row["owner_id"] == r.supporter_id:
+            out.append(UserError("OWN_THING", "you cannot click your own thing", where))
+        elif row["clicked"] or (r.supporter_id, row["thing_id"] or r.url) in targets:
+            out.append(UserError("ALREADY_THIS_MONTH", "you already clicked this thing this month", where))
+        elif row["balance"] < MIN_BUDGET:
+            out.append(UserError("NO_MEANS", "top up your balance before clicking", None))
+        else:
+            by_key[(r.supporter_id, r.idempotency_key)] = accepted
+            targets.add((r.supporter_id, row["thing_id"] or r.url))
+            out.append(accepted)
+    return out
+
+
 async def precheck(
     conn: asyncpg.Connection, *, supporter_id: int, tenant_id: int, thing_id: int | None, url: str | None,
     idempotency_key: str, currency: str, now: datetime,
 ) -> Accepted:
-    """The API's cheap checks, in one round trip. The worker re-applies the rules."""
-    key = check_key(idempotency_key)
-    if (thing_id is None) == (url is None):
-        raise UserError("INVALID_TARGET", "give either thingId or url", "thingId")
-    if url is not None:
-        url = normalize_url(url)
-    period = period_of(now)
-    row = await conn.fetchrow(
-        """
-        select (select coalesce(sum(e.amount), 0) from ledger_accounts la join entries e on e.ledger_account_id = la.id
-                 where la.kind = 'supporter' and la.owner_account_id = $1 and la.currency = $5)::bigint as balance,
-               t.id as thing_id, t.owner_id,
-               exists (select 1 from clicks c where c.supporter_id = $1 and c.thing_id = t.id and c.period = $4)
-                 as clicked,
-               exists (select 1 from clicks c where c.supporter_id = $1 and c.idempotency_key = $6) as replayed
-          from (select 1) as one
-          left join things t on t.id = $2 or t.url = $3
-        """,
-        supporter_id, thing_id, url, period, currency, key,
-    )
-    if row["replayed"]:
-        # The same request again: answer as before, count nothing new.
-        return Accepted(supporter_id, tenant_id, row["thing_id"] or thing_id, url, key, now)
-    if thing_id is not None and row["thing_id"] is None:
-        raise UserError("UNKNOWN_THING", "no such thing", "thingId")
-    if row["owner_id"] == supporter_id:
-        raise UserError("OWN_THING", "you cannot click your own thing", "thingId" if thing_id else "url")
-    if row["clicked"]:
-        raise UserError("ALREADY_THIS_MONTH", "you already clicked this thing this month",
-                        "thingId" if thing_id else "url")
-    if row["balance"] < MIN_BUDGET:
-        raise UserError("NO_MEANS", "top up your balance before clicking", None)
-    return Accepted(supporter_id, tenant_id, row["thing_id"], None if row["thing_id"] else url, key, now)
+    """One click's cheap checks; raises UserError."""
+    request = check_request(supporter_id=supporter_id, tenant_id=tenant_id, thing_id=thing_id, url=url,
+                            idempotency_key=idempotency_key)
+    [result] = await precheck_many(conn, [request], currency=currency, now=now)
+    if isinstance(result, UserError):
+        raise result
+    return result
 
 
-class ClickBatcher:
-    """Group commit for the API: concurrent requests share one queue message.
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
-    A request is answered only once the message holding its click is in the
-    broker, so "accepted" always means durable; under load, batches grow by
-    themselves (whatever arrives while a send is in flight goes in the next).
+
+class GroupCommit(Generic[Item, Result]):
+    """Concurrent callers share one round trip: whatever arrives while a batch is in
+    flight goes in the next, so batches grow with the load by themselves and a lone
+    caller waits for nobody. `run` answers each item of a batch, in order, with a
+    result or an exception for that item; if `run` itself fails, the whole batch fails.
     """
 
-    def __init__(self, send: Callable[[list[list[Any]]], Awaitable[object]], max_batch: int = MAX_BATCH) -> None:
-        self.send = send
+    def __init__(self, run: Callable[[list[Item]], Awaitable[list[Result | BaseException]]],
+                 max_batch: int = MAX_BATCH) -> None:
+        self.run = run
         self.max_batch = max_batch
-        self.pending: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self.pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self.flushing = False
 
-    async def submit(self, click: Accepted) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending.append((click.message(), future))
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
         if not self.flushing:
             self.flushing = True
             asyncio.get_running_loop().create_task(self._flush())
-        await future
+        return await future
 
     async def _flush(self) -> None:
         try:
             while self.pending:
                 batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch:]
                 try:
-                    await self.send([c for c, _ in batch])
-                except Exception as exc:  # the broker is down: these clicks are not accepted
+                    results = await self.run([item for item, _ in batch])
+                except Exception as exc:  # e.g. the broker or the database is down: nobody is answered "yes"
                     for _, f in batch:
                         if not f.done():
                             f.set_exception(exc)
-                else:
-                    for _, f in batch:
-                        if not f.done():
-                            f.set_result(None)
+                    continue
+                for (_, f), result in zip(batch, results, strict=True):
+                    if f.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        f.set_exception(result)
+                    else:
+                        f.set_result(result)
         finally:
             self.flushing = False
+
+
+class ClickBatcher(GroupCommit[Accepted, None]):
+    """Group commit of accepted clicks: one queue message per batch.
+
+    A request is answered only once the message holding its click is in the
+    broker, so "accepted" always means durable.
+    """
+
+    def __init__(self, send: Callable[[list[list[Any]]], Awaitable[object]], max_batch: int = MAX_BATCH) -> None:
+        async def run(batch: list[Accepted]) -> list[None | BaseException]:
+            await send([c.message() for c in batch])
+            return [None] * len(batch)
+
+        super().__init__(run, max_batch)
+
+
+class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
+    """Group commit of the API's prechecks, on a connection of its own.
+
+    A batch is one read-only statement per tenant, so it needs no transaction: the
+    tenant is set for the session (RLS reads it) and only changed when the next
+    batch is another tenant's. The connection serves nothing else.
+    """
+
+    def __init__(self, dsn: str, *, currency: str, max_batch: int = MAX_BATCH) -> None:
+        self.dsn = dsn
+        self.conn: asyncpg.Connection | None = None
+        self.tenant_id: int | None = None
+
+        async def run(batch: list[ClickRequest]) -> list[Accepted | BaseException]:
+            now = datetime.now(UTC)
+            results: list[Accepted | BaseException] = [UserError("UNAVAILABLE", "try again", None)] * len(batch)
+            try:
+                for tenant_id in sorted({r.tenant_id for r in batch}):
+                    at = [i for i, r in enumerate(batch) if r.tenant_id == tenant_id]
+                    conn = await self._connection(tenant_id)
+                    answers = await precheck_many(conn, [batch[i] for i in at], currency=currency, now=now)
+                    for i, answer in zip(at, answers, strict=True):
+                        results[i] = answer
+            except BaseException:
+                await self.close()  # whatever state it is in, the next batch starts afresh
+                raise
+            return results
+
+        super().__init__(run, max_batch)
+
+    async def _connection(self, tenant_id: int) -> asyncpg.Connection:
+        if self.conn is None or self.conn.is_closed():
+            self.conn = await asyncpg.connect(self.dsn)
+            self.tenant_id = None
+        if self.tenant_id != tenant_id:
+            await self.conn.execute(
+                "select set_config('merci.tenant_id', $1, false), set_config('merci.account_id', '', false),"
+                " set_config('merci.platform_admin', 'off', false)", str(tenant_id))
+            self.tenant_id = tenant_id
+        return self.conn
+
+    async def close(self) -> None:
+        conn, self.conn, self.tenant_id = self.conn, None, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
 
 
 # ----------------------------------------------------------------- ingestion

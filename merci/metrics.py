@@ -18,6 +18,7 @@ so that a scrape costs a few indexed queries at most.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import threading
@@ -36,6 +37,13 @@ from prometheus_client.registry import Collector
 from merci.clicks import period_of
 from merci.queue import QUEUES
 
+
+@functools.lru_cache(maxsize=4096)
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once: label sets are few, requests are many."""
+    return metric.labels(*labels)
+
+
 log = structlog.get_logger("merci.metrics")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the output for nothing here
 
@@ -51,6 +59,8 @@ GRAPHQL_DURATION = Histogram("merci_graphql_operation_duration_seconds",
                              "Time to run a GraphQL operation (parse, validate, execute).", ["operation", "type"])
 GRAPHQL_ROOT_FIELDS = Counter("merci_graphql_root_fields", "Root fields executed, by operation type and field.",
                               ["type", "field"])
+GRAPHQL_FAST_PATH = Counter("merci_graphql_fast_path", "Mutations answered by a precompiled plan (graph.fastpath), "
+                            "by root field.", ["field"])
 GRAPHQL_ERRORS = Counter("merci_graphql_errors", "Errors in GraphQL responses, by extensions.code "
                          "(INTERNAL_SERVER_ERROR: masked unexpected errors).", ["code"])
 USER_ERRORS = Counter("merci_user_errors", "userErrors returned by mutations, by mutation and code.",

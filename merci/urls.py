@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from merci.errors import UserError
@@ -14,6 +16,8 @@ TRACKING_PARAMS = frozenset({
 })
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL = 2048
+_BAD_CHARS = re.compile(r"[\s\x00-\x1f]")
+_IP_CHARS = re.compile(r"[0-9A-Fa-f.:%]+[0-9A-Za-z._~-]*")  # IPv4, IPv6 (with a zone id)
 
 
 def normalize_url(raw: str, *, field: str = "url") -> str:
@@ -21,7 +25,7 @@ def normalize_url(raw: str, *, field: str = "url") -> str:
     if not isinstance(raw, str):
         raise UserError("INVALID_URL", "a URL is a string", field)
     text = raw.strip()
-    if not text or len(text) > MAX_URL or any(c.isspace() or ord(c) < 32 for c in text):
+    if not text or len(text) > MAX_URL or _BAD_CHARS.search(text):
         raise UserError("INVALID_URL", "not a valid http(s) URL", field)
     try:
         parts = urlsplit(text)
@@ -34,27 +38,40 @@ def normalize_url(raw: str, *, field: str = "url") -> str:
     host = (parts.hostname or "").rstrip(".")
     if not host or parts.username is not None or parts.password is not None:
         raise UserError("INVALID_URL", "not a valid http(s) URL", field)
+    ip = _is_ip(host)
     try:
-        host = host.encode("idna").decode("ascii").lower() if not _is_ip(host) else host.lower()
+        host = host.lower() if ip else _ascii_host(host)
     except UnicodeError as exc:
         raise UserError("INVALID_URL", "not a valid host name", field) from exc
-    if "." not in host and host != "localhost" and not _is_ip(host):
+    if "." not in host and host != "localhost" and not ip:
         raise UserError("INVALID_URL", "not a valid host name", field)
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc += f":{port}"
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if not k.lower().startswith(TRACKING_PREFIXES) and k.lower() not in TRACKING_PARAMS]
+    query = ""
+    if parts.query:
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                           if not k.lower().startswith(TRACKING_PREFIXES) and k.lower() not in TRACKING_PARAMS],
+                          doseq=True)
     path = parts.path or "/"
-    url = urlunsplit((scheme, netloc, path, urlencode(query, doseq=True), ""))
+    url = urlunsplit((scheme, netloc, path, query, ""))
     if len(url) > MAX_URL:
         raise UserError("INVALID_URL", "this URL is too long", field)
     return url
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
+def _ascii_host(host: str) -> str:
+    """The host in ASCII (IDNA), lowercased; raises UnicodeError as the idna codec does."""
+    if host.isascii():  # the codec's only check on ASCII: every label has 1 to 63 characters
+        if not all(0 < len(label) < 64 for label in host.split(".")):
+            raise UnicodeError("label empty or too long")
+        return host.lower()
+    return host.encode("idna").decode("ascii").lower()
 
+
+def _is_ip(host: str) -> bool:
+    if not _IP_CHARS.fullmatch(host):  # most hosts are names: no need to parse them
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:

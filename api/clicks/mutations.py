@@ -1,15 +1,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
 import strawberry
+import structlog
 
 from api.clicks.types import ClickReceipt, ClickStatus
-from graph.context import Info
+from graph.context import Context, Info
 from graph.errors import UserErrorType, attempt, user_errors_only
+from graph.fastpath import FastMutation
 from merci import clicks
+from merci.clicks import Accepted
 from merci.errors import UserError
 from merci.ids import from_global
+
+log = structlog.get_logger(__name__)
 
 
 @strawberry.input
@@ -25,31 +32,65 @@ class FlattrPayload:
     user_errors: list[UserErrorType]
 
 
+async def accept(ctx: Context, *, thing_id: str | None, url: str | None, idempotency_key: str) -> Accepted:
+    """Check one click and hand it to the broker; raises UserError."""
+    me = ctx.require_account()
+    pk = None if thing_id is None else from_global(thing_id, expect="Thing", field="thingId")[1]
+    request = clicks.check_request(supporter_id=me, tenant_id=ctx.principal.tenant_id, thing_id=pk, url=url,
+                                   idempotency_key=idempotency_key)
+    if ctx.prechecks is not None:  # concurrent clicks share one round trip
+        try:
+            accepted = await ctx.prechecks.submit(request)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("click precheck failed", exc_info=exc)
+            raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
+    else:
+        async with ctx.tx() as conn:
+            [answer] = await clicks.precheck_many(conn, [request], currency=ctx.settings.currency,
+                                                  now=datetime.now(UTC))
+        if isinstance(answer, UserError):
+            raise answer
+        accepted = answer
+    if ctx.clicks is None:
+        raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
+    try:
+        await ctx.clicks.submit(accepted)
+    except Exception as exc:  # broker down: not accepted, and the client may retry safely
+        raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
+    return accepted
+
+
 @strawberry.type
 class ClickMutations:
     @strawberry.mutation(description="Click (flattr) a thing: answered at once, counted by the workers.")
     async def flattr(self, info: Info, input: FlattrInput) -> FlattrPayload:
-        ctx = info.context
-
         async def work() -> FlattrPayload:
-            me = ctx.require_account()
-            thing_id = None
-            if input.thing_id is not None:
-                thing_id = from_global(input.thing_id, expect="Thing", field="thingId")[1]
-            now = datetime.now(UTC)
-            async with ctx.tx() as conn:
-                accepted = await clicks.precheck(
-                    conn, supporter_id=me, tenant_id=ctx.principal.tenant_id, thing_id=thing_id, url=input.url,
-                    idempotency_key=input.idempotency_key, currency=ctx.settings.currency, now=now)
-            batcher = ctx.clicks
-            if batcher is None:
-                raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
-            try:
-                await batcher.submit(accepted)
-            except Exception as exc:  # broker down: not accepted, and the client may retry safely
-                raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
+            accepted = await accept(info.context, thing_id=input.thing_id, url=input.url,
+                                    idempotency_key=input.idempotency_key)
             return FlattrPayload(click=ClickReceipt(
                 idempotency_key=accepted.idempotency_key, status=ClickStatus.PENDING, reason=None,
-                period=f"{clicks.period_of(now):%Y-%m}", thing_pk=accepted.thing_id), user_errors=[])
+                period=f"{clicks.period_of(accepted.accepted_at):%Y-%m}", thing_pk=accepted.thing_id),
+                user_errors=[])
 
         return await attempt(work, user_errors_only(FlattrPayload))
+
+
+async def flattr_fast(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    """`flattr` for graph.fastpath: the same work as the resolver, the payload as data."""
+    given = args["input"]
+    try:
+        accepted = await accept(ctx, thing_id=given.get("thingId"), url=given.get("url"),
+                                idempotency_key=given["idempotencyKey"])
+    except UserError as err:
+        return {"click": None, "userErrors": [
+            {"field": [err.field] if err.field else None, "message": err.message, "code": err.code}]}
+    return {"click": {"idempotencyKey": accepted.idempotency_key, "status": ClickStatus.PENDING.name,
+                      "reason": None, "period": f"{clicks.period_of(accepted.accepted_at):%Y-%m}"},
+            "userErrors": []}
+
+
+FAST_MUTATIONS = {"flattr": FastMutation(flattr_fast, {
+    "FlattrPayload": frozenset({"click", "userErrors"}),
+    "ClickReceipt": frozenset({"idempotencyKey", "status", "reason", "period"}),
+    "UserError": frozenset({"field", "message", "code"}),
+})}

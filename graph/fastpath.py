@@ -1,0 +1,290 @@
+"""Precompiled plans for the hottest mutations.
+
+A click is one small mutation sent thousands of times a second, and Strawberry's
+general execution (resolver wrapping, extensions' hooks, result completion) costs
+several times what the click's own work does. For root fields registered here, the
+API answers a document it has already planned:
+
+- the document is parsed and validated once, with graphql-core and the same rules
+  Strawberry applies (graph.limits), then kept in a bounded cache by its text;
+- a plan exists only for a single mutation operation whose one root field is
+  registered and whose selection is plain fields (aliases and `__typename` allowed;
+  no fragments, no directives) of types the handler fills in full;
+- variables and arguments are coerced by graphql-core, as in a normal execution;
+- the handler returns the whole payload (GraphQL field names, output values already
+  serialized), and the response is shaped from the selection.
+
+Anything else (another document, bad variables, a field the handler does not fill)
+goes the normal way, so a client cannot tell the two paths apart; a test sends the
+same requests through both and compares the answers byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from graphql import (
+    FieldNode,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    get_named_type,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.execution.values import get_argument_values, get_variable_values
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from graph.limits import MAX_TOKENS, RULES
+from graph.observability import record
+from merci import metrics, observability
+
+log = logging.getLogger("strawberry.execution")  # where Strawberry logs what it masks
+
+# (context, coerced arguments) -> payload as a dict of GraphQL field names
+Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str  # the response key (alias or name)
+    name: str
+    children: tuple[Field, ...] | None  # None for a leaf
+    typename: str  # of the object this field is selected on
+    is_list: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    root: FieldNode
+    root_key: str
+    root_name: str
+    operation: OperationDefinitionNode
+    selection: tuple[Field, ...]
+
+
+@dataclass(frozen=True)
+class FastMutation:
+    handler: Handler
+    fills: dict[str, frozenset[str]]  # per object type, the fields the handler's payload always has
+
+
+class Planner:
+    def __init__(self, schema: GraphQLSchema, mutations: dict[str, FastMutation], cache_size: int = 256) -> None:
+        self.schema = schema
+        self.mutations = mutations
+        self.rules = [*specified_rules, *RULES]
+        self.cache: OrderedDict[str, Plan | None] = OrderedDict()
+        self.cache_size = cache_size
+
+    def plan(self, query: str, operation_name: str | None) -> Plan | None:
+        key = f"{operation_name}\0{query}"
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        plan = self._compile(query, operation_name)
+        self.cache[key] = plan
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return plan
+
+    def _compile(self, query: str, operation_name: str | None) -> Plan | None:
+        try:
+            document = parse(query, max_tokens=MAX_TOKENS)
+        except Exception:  # a syntax error: the normal path words it
+            return None
+        if validate(self.schema, document, self.rules):
+            return None
+        if len(document.definitions) != 1 or not isinstance(document.definitions[0], OperationDefinitionNode):
+            return None
+        operation = document.definitions[0]
+        if operation.operation is not OperationType.MUTATION or operation.directives:
+            return None
+        if operation_name is not None and (operation.name is None or operation.name.value != operation_name):
+            return None
+        selections = operation.selection_set.selections
+        if len(selections) != 1 or not isinstance(selections[0], FieldNode):
+            return None
+        root = selections[0]
+        fast = self.mutations.get(root.name.value)
+        mutation_type = self.schema.mutation_type
+        if fast is None or root.directives or mutation_type is None:
+            return None
+        field_def = mutation_type.fields[root.name.value]
+        selection = self._selection(root, field_def.type, fast)
+        if selection is None:
+            return None
+        return Plan(root, (root.alias or root.name).value, root.name.value, operation, selection)
+
+    def _selection(self, node: FieldNode, type_: Any, fast: FastMutation) -> tuple[Field, ...] | None:
+        named = get_named_type(type_)
+        if not isinstance(named, GraphQLObjectType) or node.selection_set is None:
+            return None
+        fills = fast.fills.get(named.name, frozenset())
+        out: list[Field] = []
+        for sel in node.selection_set.selections:
+            if not isinstance(sel, FieldNode) or sel.directives or sel.arguments:
+                return None
+            name = sel.name.value
+            key = (sel.alias or sel.name).value
+            if name == "__typename":
+                out.append(Field(key, name, None, named.name, False))
+                continue
+            if name not in fills:
+                return None
+            sub_type = named.fields[name].type
+            children = None
+            if sel.selection_set is not None:
+                children = self._selection(sel, sub_type, fast)
+                if children is None:
+                    return None
+            inner = sub_type.of_type if isinstance(sub_type, GraphQLNonNull) else sub_type
+            out.append(Field(key, name, children, named.name, isinstance(inner, GraphQLList)))
+        return tuple(out)
+
+
+def shape(fields: tuple[Field, ...], value: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f.name == "__typename":
+            out[f.key] = f.typename
+            continue
+        v = value[f.name]
+        if f.children is None or v is None:
+            out[f.key] = v
+        elif f.is_list:
+            out[f.key] = [None if item is None else shape(f.children, item) for item in v]
+        else:
+            out[f.key] = shape(f.children, v)
+    return out
+
+
+class FastPath:
+    """ASGI middleware: answers planned POSTs to `path` directly, hands everything
+    else (and anything it is unsure of) to `app`, the rest of the stack.
+
+    It sits inside the request-id/metrics/access-log middleware and outside
+    Starlette's routing, so a planned request skips only the layers that have
+    nothing to do for it. `admit` authenticates the request as the normal path
+    would (it returns False when the normal path would refuse it, so that path
+    words the refusal); `context` builds the resolvers' context.
+    """
+
+    def __init__(self, app: ASGIApp, *, path: str, route: Any, schema: GraphQLSchema,
+                 mutations: dict[str, FastMutation], admit: Callable[[Scope], Awaitable[bool]],
+                 context: Callable[[Request], Awaitable[Any]]) -> None:
+        self.app = app
+        self.path = path
+        self.route = route
+        self.planner = Planner(schema, mutations)
+        self.mutations = mutations
+        self.admit = admit
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+        if not content_type.startswith(b"application/json"):
+            await self.app(scope, receive, send)
+            return
+        body, more, gone = await _read(receive)
+        if gone:
+            return  # the client left before sending its request: nobody to answer
+        if not more and await self._try(scope, body, send):
+            return
+        await self.app(scope, _replay(body, more, receive), send)
+
+    async def _try(self, scope: Scope, body: bytes, send: Send) -> bool:
+        try:
+            request = orjson.loads(body)
+        except ValueError:
+            return False
+        if not isinstance(request, dict) or not isinstance(request.get("query"), str) or request.get("extensions"):
+            return False
+        operation_name = request.get("operationName")
+        variables = request.get("variables")
+        if operation_name is not None and not isinstance(operation_name, str):
+            return False
+        if variables is not None and not isinstance(variables, dict):
+            return False
+        plan = self.planner.plan(request["query"], operation_name)
+        if plan is None:
+            return False
+        schema = self.planner.schema
+        coerced = get_variable_values(schema, plan.operation.variable_definitions or (), variables or {})
+        if isinstance(coerced, list):  # bad variables: the normal path words the errors
+            return False
+        assert schema.mutation_type is not None
+        args = get_argument_values(schema.mutation_type.fields[plan.root_name], plan.root, coerced)
+        if not await self.admit(scope):
+            return False
+        scope["route"] = self.route  # as the router would have set it, for the access log and metrics
+        started = time.perf_counter()
+        with observability.span("graphql") as span:
+            try:
+                context = await self.context(Request(scope))
+                payload = await self.mutations[plan.root_name].handler(context, args)
+            except Exception:
+                log.exception("unexpected error in %s (fast path)", plan.root_name)
+                loc = plan.root.loc
+                location = [{"line": loc.source.get_location(loc.start).line,
+                             "column": loc.source.get_location(loc.start).column}] if loc else []
+                result: dict[str, Any] = {"data": None, "errors": [
+                    {"message": "Unexpected error.", "locations": location, "path": [plan.root_key]}]}
+                failed = True
+            else:
+                result = {"data": {plan.root_key: shape(plan.selection, payload)}}
+                failed = False
+            metrics.child(metrics.GRAPHQL_FAST_PATH, plan.root_name).inc()
+            record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"])
+        data = orjson.dumps(result)
+        if not data.isascii():  # Strawberry writes JSON with \u escapes (json.dumps); so do we, then
+            data = json.dumps(result, separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+        return True
+
+
+async def _read(receive: Receive, limit: int = 1 << 16) -> tuple[bytes, bool, bool]:
+    """(the body up to about `limit` bytes, whether more follows, whether the client left)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"", False, True
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False, False
+        if size > limit:  # not a click: hand the rest over unread
+            return b"".join(chunks), True, False
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay

@@ -1,0 +1,126 @@
+"""The precompiled `flattr` (graph.fastpath) answers exactly as Strawberry does: the
+same requests go to an API with the fast path and one without it (MERCI_FAST_PATH=0),
+on one database, and the answers are compared byte for byte. /metrics shows which
+requests the fast path took, so a plan that silently never matches fails here."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import GraphQLClient, create_database, drop_database, sign_up, start_api, unique
+
+FLATTR = """mutation Click($input: FlattrInput!) { flattr(input: $input) {
+  click { status idempotencyKey period reason } userErrors { field code message } } }"""
+SUBMIT = """mutation($input: SubmitThingInput!) { submitThing(input: $input) { thing { id } userErrors { code } } }"""
+TOP_UP = "mutation { topUp(input: {amount: 5000}) { userErrors { code } } }"
+
+
+@pytest.fixture(scope="module")
+def apis(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    from merci.db import migrate
+
+    dsn = create_database(server_url, "merci_fast")
+    asyncio.run(migrate(dsn))
+    tmp = tmp_path_factory.mktemp("fast")
+    fast, fast_url = start_api(dsn, tmp)
+    slow, slow_url = start_api(dsn, tmp, MERCI_FAST_PATH="0")
+    try:
+        yield fast_url, slow_url
+    finally:
+        fast.stop()
+        slow.stop()
+        drop_database(server_url, dsn)
+
+
+def fast_count(base: str) -> float:
+    text = httpx.get(base + "/metrics").text
+    m = re.search(r'^merci_graphql_fast_path_total\{field="flattr"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def cases(thing: str, own: str) -> list[tuple[dict[str, Any], bool, str]]:
+    """(request body, whether the fast path takes it, token: fan | poor | anon)"""
+    def flattr(input: dict[str, Any], query: str = FLATTR, **extra: Any) -> dict[str, Any]:
+        return {"query": query, "variables": {"input": input}, **extra}
+
+    return [
+        (flattr({"thingId": thing, "idempotencyKey": "a1"}), True, "fan"),
+        (flattr({"thingId": thing, "idempotencyKey": "a1"}, operationName="Click"), True, "fan"),
+        (flattr({"url": "https://Example.org:443/p?utm_source=x#top", "idempotencyKey": "u1"}), True, "fan"),
+        (flattr({"thingId": own, "idempotencyKey": "o1"}), True, "fan"),  # OWN_THING
+        (flattr({"thingId": "VGhpbmc6OTk5OTk5OQ", "idempotencyKey": "x"}), True, "fan"),  # UNKNOWN_THING
+        (flattr({"thingId": "not-an-id", "idempotencyKey": "x"}), True, "fan"),
+        (flattr({"url": "notaurl", "idempotencyKey": "x"}), True, "fan"),  # INVALID_URL
+        (flattr({"url": "ftp://x.example/", "idempotencyKey": "x"}), True, "fan"),
+        (flattr({"idempotencyKey": "x"}), True, "fan"),  # INVALID_TARGET
+        (flattr({"url": "https://a.example/", "thingId": thing, "idempotencyKey": "x"}), True, "fan"),
+        (flattr({"url": "https://a.example/", "idempotencyKey": ""}), True, "fan"),
+        (flattr({"url": "https://a.example/", "idempotencyKey": "k" * 201}), True, "fan"),
+        (flattr({"url": "https://a.example/", "idempotencyKey": "p1"}), True, "poor"),  # NO_MEANS
+        (flattr({"url": "https://a.example/", "idempotencyKey": "n1"}), True, "anon"),  # UNAUTHENTICATED
+        # aliases and __typename at every level
+        (flattr({"thingId": thing, "idempotencyKey": "a2"},
+                "mutation($input: FlattrInput!) { __typename f: flattr(input: $input) { __typename "
+                "c: click { __typename s: status k: idempotencyKey } e: userErrors { __typename code } } }"),
+         False, "fan"),  # a root __typename beside flattr: not planned
+        (flattr({"thingId": thing, "idempotencyKey": "a2"},
+                "mutation($input: FlattrInput!) { f: flattr(input: $input) { __typename "
+                "c: click { __typename s: status k: idempotencyKey } e: userErrors { __typename code } } }"),
+         True, "fan"),
+        # input written inline
+        ({"query": 'mutation { flattr(input: {url: "https://inline.example/", idempotencyKey: "i1"}) '
+                   "{ click { status } userErrors { code } } }"}, True, "fan"),
+        # not planned: a field the plan does not fill, fragments, directives, bad variables, wrong name
+        (flattr({"thingId": thing, "idempotencyKey": "a3"},
+                "mutation($input: FlattrInput!) { flattr(input: $input) { click { thing { id } } } }"), False, "fan"),
+        (flattr({"thingId": thing, "idempotencyKey": "a3"},
+                "mutation($input: FlattrInput!) { flattr(input: $input) { ...P } } "
+                "fragment P on FlattrPayload { click { status } }"), False, "fan"),
+        (flattr({"thingId": thing, "idempotencyKey": "a3"},
+                "mutation($input: FlattrInput!, $no: Boolean = false) { flattr(input: $input) "
+                "{ click { status @skip(if: $no) } } }"), False, "fan"),
+        (flattr({"thingId": 7, "idempotencyKey": "a3"}), True, "fan"),  # an ID may be sent as an Int
+        (flattr({"thingId": thing, "idempotencyKey": 5}), False, "fan"),
+        (flattr({"thingId": thing}), False, "fan"),
+        (flattr({"thingId": thing, "idempotencyKey": "a3"}, operationName="Other"), False, "fan"),
+        (flattr({"thingId": thing, "idempotencyKey": "a3"},
+                "mutation($input: FlattrInput!) { flattr(input: $input) { click { nope } } }"), False, "fan"),
+        ({"query": "mutation { flattr(input: {}) { click { status } } }"}, False, "fan"),
+        ({"query": "mutation { flattr("}, False, "fan"),
+    ]
+
+
+def test_the_fast_path_answers_as_strawberry_does(apis: tuple[str, str]) -> None:
+    fast_url, slow_url = apis
+    gql = GraphQLClient(fast_url)
+    fan, poor, maker = sign_up(gql), sign_up(gql), sign_up(gql)
+    GraphQLClient(fast_url, fan["token"])(TOP_UP)
+    submit = GraphQLClient(fast_url, maker["token"])
+    thing = submit(SUBMIT, {"input": {"url": f"https://{unique('blog')}.example/", "title": "A blog"}})
+    thing = thing["submitThing"]["thing"]["id"]
+    own = GraphQLClient(fast_url, fan["token"])(
+        SUBMIT, {"input": {"url": f"https://{unique('mine')}.example/", "title": "Mine"}})["submitThing"]["thing"]["id"]
+    tokens = {"fan": fan["token"], "poor": poor["token"], "anon": None}
+    taken = 0
+    for body, planned, who in cases(thing, own):
+        headers = {"authorization": f"Bearer {tokens[who]}"} if tokens[who] else {}
+        before = fast_count(fast_url)
+        answers = [httpx.post(base + "/graphql", json=body, headers=headers, timeout=30)
+                   for base in (fast_url, slow_url)]
+        assert answers[0].status_code == answers[1].status_code, body
+        if planned:
+            assert answers[0].content == answers[1].content, body
+        elif answers[1].headers["content-type"].startswith("application/json"):
+            assert answers[0].json() == answers[1].json(), body
+        else:  # e.g. a syntax error
+            assert answers[0].text == answers[1].text, body
+        assert fast_count(fast_url) - before == (1 if planned else 0), body
+        taken += planned
+    assert fast_count(slow_url) == 0
+    assert taken >= 15
