@@ -168,11 +168,14 @@ def create_app(
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         app.state.queue = queue
         app.state.clicks = None if queue is None else ClickBatcher(send_clicks)
-        app.state.prechecks = PrecheckBatcher(settings.app_database_url, currency=settings.currency)
+        # Clicks: checked and handed to the broker in batches (group commit).
+        app.state.prechecks = None if queue is None else PrecheckBatcher(
+            settings.app_database_url, currency=settings.currency, send=send_clicks)
         try:
             yield
         finally:
-            await app.state.prechecks.close()
+            if app.state.prechecks is not None:
+                await app.state.prechecks.close()
             if queue is not None and hasattr(queue, "aclose"):
                 await queue.aclose()
             await app.state.pool.close()

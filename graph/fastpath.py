@@ -32,15 +32,22 @@ from typing import Any
 import orjson
 from graphql import (
     FieldNode,
+    GraphQLError,
+    GraphQLID,
+    GraphQLInputObjectType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
+    GraphQLString,
     OperationDefinitionNode,
     OperationType,
+    Undefined,
+    VariableNode,
     get_named_type,
     parse,
     specified_rules,
+    type_from_ast,
     validate,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
@@ -48,7 +55,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from graph.limits import MAX_TOKENS, RULES
-from graph.observability import record
+from graph.observability import Shape, fields_shape, record
 from merci import metrics, observability
 
 log = logging.getLogger("strawberry.execution")  # where Strawberry logs what it masks
@@ -67,12 +74,77 @@ class Field:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """A variable of an input object type whose fields are all String or ID."""
+
+    name: str
+    required: bool
+    fields: dict[str, tuple[bool, Any]]  # field name -> (required, default or Undefined)
+
+
+@dataclass(frozen=True)
 class Plan:
     root: FieldNode
     root_key: str
     root_name: str
     operation: OperationDefinitionNode
     selection: tuple[Field, ...]
+    inputs: tuple[InputSpec, ...] | None  # None: coerce with graphql-core every time
+    argument_variables: dict[str, str] | None  # root argument -> the variable it is, if all are
+    counted: Shape  # what graph.observability counts in the answer
+
+    def arguments(self, schema: GraphQLSchema, variables: dict[str, Any]) -> dict[str, Any] | None:
+        """The root field's arguments as graphql-core would coerce them, or None when
+        the variables are invalid (then the normal path words the errors)."""
+        quick = self.quick_arguments(variables)
+        if quick is not None:
+            return quick
+        values = get_variable_values(schema, self.operation.variable_definitions or (), variables)
+        if isinstance(values, list):
+            return None
+        assert schema.mutation_type is not None
+        try:
+            return get_argument_values(schema.mutation_type.fields[self.root_name], self.root, values)
+        except GraphQLError:
+            return None
+
+    def quick_arguments(self, variables: dict[str, Any]) -> dict[str, Any] | None:
+        """The usual case (strings where strings are due, every argument a variable),
+        checked without graphql-core; None when unsure."""
+        if self.inputs is None or self.argument_variables is None:
+            return None
+        coerced = _quick_coerce(self.inputs, variables)
+        if coerced is None or any(coerced.get(v) is None for v in self.argument_variables.values()):
+            return None
+        return {arg: coerced[var] for arg, var in self.argument_variables.items()}
+
+
+def _quick_coerce(inputs: tuple[InputSpec, ...], variables: dict[str, Any]) -> dict[str, Any] | None:
+    if len(variables) > len(inputs):
+        return None
+    out: dict[str, Any] = {}
+    for spec in inputs:
+        value = variables.get(spec.name, Undefined)
+        if value is Undefined or value is None:
+            if spec.required or spec.name in variables:
+                return None  # an error, or an explicit null: graphql-core decides
+            continue
+        if not isinstance(value, dict) or not value.keys() <= spec.fields.keys():
+            return None
+        fields: dict[str, Any] = {}
+        for name, (required, default) in spec.fields.items():
+            given = value.get(name, Undefined)
+            if given is Undefined:
+                if required:
+                    return None
+                if default is not Undefined:
+                    fields[name] = default
+            elif isinstance(given, str) or (given is None and not required):
+                fields[name] = given
+            else:
+                return None
+        out[spec.name] = fields
+    return out
 
 
 @dataclass(frozen=True)
@@ -126,7 +198,26 @@ class Planner:
         selection = self._selection(root, field_def.type, fast)
         if selection is None:
             return None
-        return Plan(root, (root.alias or root.name).value, root.name.value, operation, selection)
+        arguments = {a.name.value: a.value.name.value for a in root.arguments if isinstance(a.value, VariableNode)}
+        return Plan(root, (root.alias or root.name).value, root.name.value, operation, selection,
+                    self._inputs(operation), arguments if len(arguments) == len(root.arguments) else None,
+                    fields_shape(operation))
+
+    def _inputs(self, operation: OperationDefinitionNode) -> tuple[InputSpec, ...] | None:
+        specs: list[InputSpec] = []
+        for definition in operation.variable_definitions or ():
+            type_ = type_from_ast(self.schema, definition.type)
+            inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+            if definition.default_value is not None or not isinstance(inner, GraphQLInputObjectType):
+                return None
+            fields: dict[str, tuple[bool, Any]] = {}
+            for name, field in inner.fields.items():
+                field_type = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
+                if field.out_name not in (None, name) or field_type not in (GraphQLString, GraphQLID):
+                    return None
+                fields[name] = (isinstance(field.type, GraphQLNonNull), field.default_value)
+            specs.append(InputSpec(definition.variable.name.value, isinstance(type_, GraphQLNonNull), fields))
+        return tuple(specs)
 
     def _selection(self, node: FieldNode, type_: Any, fast: FastMutation) -> tuple[Field, ...] | None:
         named = get_named_type(type_)
@@ -225,11 +316,9 @@ class FastPath:
         if plan is None:
             return False
         schema = self.planner.schema
-        coerced = get_variable_values(schema, plan.operation.variable_definitions or (), variables or {})
-        if isinstance(coerced, list):  # bad variables: the normal path words the errors
+        args = plan.arguments(schema, variables or {})
+        if args is None:  # bad variables: the normal path words the errors
             return False
-        assert schema.mutation_type is not None
-        args = get_argument_values(schema.mutation_type.fields[plan.root_name], plan.root, coerced)
         if not await self.admit(scope):
             return False
         scope["route"] = self.route  # as the router would have set it, for the access log and metrics
@@ -250,7 +339,8 @@ class FastPath:
                 result = {"data": {plan.root_key: shape(plan.selection, payload)}}
                 failed = False
             metrics.child(metrics.GRAPHQL_FAST_PATH, plan.root_name).inc()
-            record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"])
+            record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"],
+                   plan.counted)
         data = orjson.dumps(result)
         if not data.isascii():  # Strawberry writes JSON with \u escapes (json.dumps); so do we, then
             data = json.dumps(result, separators=(",", ":")).encode()

@@ -73,8 +73,22 @@ class Observability(SchemaExtension):
         return next((o for o in operations if o.name and o.name.value == wanted), None)
 
 
+# (root response key, root field, ((userErrors key, its `code` key or None), ...)) per root field
+Shape = tuple[tuple[str, str, tuple[tuple[str, str | None], ...]], ...]
+
+
+def fields_shape(operation: OperationDefinitionNode) -> Shape:
+    """What record() counts in an operation's data, read off the document once."""
+    out = []
+    for key, field, node in _fields(operation.selection_set):
+        errors = tuple((errors_key, next((k for k, f, _ in _fields(sub.selection_set) if f == "code"), None))
+                       for errors_key, sub_field, sub in _fields(node.selection_set) if sub_field == "userErrors")
+        out.append((key, field, errors))
+    return tuple(out)
+
+
 def record(operation: OperationDefinitionNode | None, started: float, span: Any, codes: list[str],
-           data: Any) -> None:
+           data: Any, shape: Shape | None = None) -> None:
     """An operation's metrics (and span attributes), as the client got its answer."""
     op_type = operation.operation.value if operation is not None else "unknown"
     name = metrics.operation_label(operation.name.value if operation is not None and operation.name else None)
@@ -85,7 +99,7 @@ def record(operation: OperationDefinitionNode | None, started: float, span: Any,
     for code in codes:
         metrics.child(metrics.GRAPHQL_ERRORS, code).inc()
     if operation is not None and isinstance(data, dict):
-        _count_fields(operation, op_type, data)
+        _count_fields(shape if shape is not None else fields_shape(operation), op_type, data)
     if span is not None:
         span.update_name(f"graphql {op_type} {name}")
         span.set_attribute("graphql.operation.name", name)
@@ -96,9 +110,9 @@ def record(operation: OperationDefinitionNode | None, started: float, span: Any,
             span.set_status(Status(StatusCode.ERROR, codes[0]))
 
 
-def _count_fields(operation: OperationDefinitionNode, op_type: str, data: dict[str, Any]) -> None:
+def _count_fields(shape: Shape, op_type: str, data: dict[str, Any]) -> None:
     # Root fields come from the schema (validation refused any other), so the label is bounded.
-    for key, field, node in _fields(operation.selection_set):
+    for key, field, errors in shape:
         if key not in data:
             continue
         metrics.child(metrics.GRAPHQL_ROOT_FIELDS, op_type, field).inc()
@@ -106,10 +120,9 @@ def _count_fields(operation: OperationDefinitionNode, op_type: str, data: dict[s
         if op_type != "mutation" or not isinstance(payload, dict):
             continue
         # userErrors as the client selected them (aliases included); `code` unselected: UNKNOWN.
-        for errors_key, sub_field, sub in _fields(node.selection_set):
-            if sub_field != "userErrors" or not isinstance(payload.get(errors_key), list):
+        for errors_key, code_key in errors:
+            if not isinstance(payload.get(errors_key), list):
                 continue
-            code_key = next((k for k, f, _ in _fields(sub.selection_set) if f == "code"), None)
             for item in payload[errors_key]:
                 code = item.get(code_key) if code_key and isinstance(item, dict) else None
                 metrics.child(metrics.USER_ERRORS, field, code if isinstance(code, str) else "UNKNOWN").inc()

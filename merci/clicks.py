@@ -14,10 +14,13 @@ from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+import structlog
 
 from merci.budgets import MIN_BUDGET
 from merci.errors import UserError
 from merci.urls import normalize_url
+
+log = structlog.get_logger(__name__)
 
 INGEST_ACTOR = "clicks.ingest"
 CLICK_QUEUE = "clicks"
@@ -217,34 +220,53 @@ class ClickBatcher(GroupCommit[Accepted, None]):
 
 
 class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
-    """Group commit of the API's prechecks, on a connection of its own.
+    """Group commit of the API's clicks: checked together, then (with `send`) handed
+    to the broker together, and only then answered; a click whose message could not
+    be sent is answered UNAVAILABLE (not accepted: the client may retry safely).
 
-    A batch is one read-only statement per tenant, so it needs no transaction: the
-    tenant is set for the session (RLS reads it) and only changed when the next
-    batch is another tenant's. The connection serves nothing else.
+    The checks are one read-only statement per tenant on a connection of its own, so
+    they need no transaction: the tenant is set for the session (RLS reads it) and only
+    changed when the next batch is another tenant's. The connection serves nothing else.
     """
 
-    def __init__(self, dsn: str, *, currency: str, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, dsn: str, *, currency: str, send: Callable[[list[list[Any]]], Awaitable[object]] | None = None,
+                 max_batch: int = MAX_BATCH) -> None:
         self.dsn = dsn
         self.conn: asyncpg.Connection | None = None
         self.tenant_id: int | None = None
 
         async def run(batch: list[ClickRequest]) -> list[Accepted | BaseException]:
-            now = datetime.now(UTC)
-            results: list[Accepted | BaseException] = [UserError("UNAVAILABLE", "try again", None)] * len(batch)
-            try:
-                for tenant_id in sorted({r.tenant_id for r in batch}):
-                    at = [i for i, r in enumerate(batch) if r.tenant_id == tenant_id]
-                    conn = await self._connection(tenant_id)
-                    answers = await precheck_many(conn, [batch[i] for i in at], currency=currency, now=now)
-                    for i, answer in zip(at, answers, strict=True):
-                        results[i] = answer
-            except BaseException:
-                await self.close()  # whatever state it is in, the next batch starts afresh
-                raise
+            results = await self._check(batch, currency)
+            accepted = [r for r in results if isinstance(r, Accepted)]
+            if send is not None and accepted:
+                try:
+                    await send([c.message() for c in accepted])
+                except Exception as exc:  # the broker is down: none of these is accepted
+                    log.warning("clicks could not be handed to the broker", exc_info=exc, clicks=len(accepted))
+                    return [UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
+                            if isinstance(r, Accepted) else r for r in results]
             return results
 
         super().__init__(run, max_batch)
+
+    async def _check(self, batch: list[ClickRequest], currency: str) -> list[Accepted | BaseException]:
+        now = datetime.now(UTC)
+        tenants = {r.tenant_id for r in batch}
+        try:
+            if len(tenants) == 1:
+                conn = await self._connection(batch[0].tenant_id)
+                return list(await precheck_many(conn, batch, currency=currency, now=now))
+            results: list[Accepted | BaseException] = list(batch)  # type: ignore[arg-type]  # all replaced
+            for tenant_id in sorted(tenants):
+                at = [i for i, r in enumerate(batch) if r.tenant_id == tenant_id]
+                conn = await self._connection(tenant_id)
+                answers = await precheck_many(conn, [batch[i] for i in at], currency=currency, now=now)
+                for i, answer in zip(at, answers, strict=True):
+                    results[i] = answer
+            return results
+        except BaseException:
+            await self.close()  # whatever state it is in, the next batch starts afresh
+            raise
 
     async def _connection(self, tenant_id: int) -> asyncpg.Connection:
         if self.conn is None or self.conn.is_closed():

@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import sys
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -154,7 +153,7 @@ def request_id(incoming: str | None) -> str:
     """The caller's X-Request-Id when it is a sane token (it ends up in logs), else a new one."""
     if incoming and _REQUEST_ID.fullmatch(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
 
 
 def bind(**values: Any) -> None:

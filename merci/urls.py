@@ -16,8 +16,9 @@ TRACKING_PARAMS = frozenset({
 })
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL = 2048
+_SIMPLE = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)+)(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f]")
-_IP_CHARS = re.compile(r"[0-9A-Fa-f.:%]+[0-9A-Za-z._~-]*")  # IPv4, IPv6 (with a zone id)
+_IP_CHARS = re.compile(r"[0-9A-Fa-f.:]+(%[0-9A-Za-z._~-]+)?")  # IPv4, IPv6 (with a zone id)
 
 
 def normalize_url(raw: str, *, field: str = "url") -> str:
@@ -25,6 +26,14 @@ def normalize_url(raw: str, *, field: str = "url") -> str:
     if not isinstance(raw, str):
         raise UserError("INVALID_URL", "a URL is a string", field)
     text = raw.strip()
+    simple = _SIMPLE.fullmatch(text)
+    if simple and len(text) <= MAX_URL and all(len(label) < 64 for label in simple[2].split(".")):
+        # Already normal (most links are): lowercase http(s), a plain host name, a path at most.
+        return f"{simple[1]}://{simple[2]}{simple[3] or '/'}"
+    return _normalize(text, field)
+
+
+def _normalize(text: str, field: str) -> str:
     if not text or len(text) > MAX_URL or _BAD_CHARS.search(text):
         raise UserError("INVALID_URL", "not a valid http(s) URL", field)
     try:

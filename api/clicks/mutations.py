@@ -38,26 +38,23 @@ async def accept(ctx: Context, *, thing_id: str | None, url: str | None, idempot
     pk = None if thing_id is None else from_global(thing_id, expect="Thing", field="thingId")[1]
     request = clicks.check_request(supporter_id=me, tenant_id=ctx.principal.tenant_id, thing_id=pk, url=url,
                                    idempotency_key=idempotency_key)
-    if ctx.prechecks is not None:  # concurrent clicks share one round trip
+    if ctx.prechecks is not None:  # concurrent clicks share their checks and their broker message
         try:
-            accepted = await ctx.prechecks.submit(request)
+            return await ctx.prechecks.submit(request)  # type: ignore[no-any-return]
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             log.warning("click precheck failed", exc_info=exc)
             raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
-    else:
-        async with ctx.tx() as conn:
-            [answer] = await clicks.precheck_many(conn, [request], currency=ctx.settings.currency,
-                                                  now=datetime.now(UTC))
-        if isinstance(answer, UserError):
-            raise answer
-        accepted = answer
+    async with ctx.tx() as conn:
+        [answer] = await clicks.precheck_many(conn, [request], currency=ctx.settings.currency, now=datetime.now(UTC))
+    if isinstance(answer, UserError):
+        raise answer
     if ctx.clicks is None:
         raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
     try:
-        await ctx.clicks.submit(accepted)
+        await ctx.clicks.submit(answer)
     except Exception as exc:  # broker down: not accepted, and the client may retry safely
         raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
-    return accepted
+    return answer
 
 
 @strawberry.type

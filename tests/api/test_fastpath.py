@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import GraphQLClient, create_database, drop_database, sign_up, start_api, unique
 
@@ -124,3 +126,40 @@ def test_the_fast_path_answers_as_strawberry_does(apis: tuple[str, str]) -> None
         taken += planned
     assert fast_count(slow_url) == 0
     assert taken >= 15
+
+
+values = st.none() | st.text(max_size=3) | st.integers() | st.booleans() | st.floats(allow_nan=False)
+inputs = st.dictionaries(st.sampled_from(["thingId", "url", "idempotencyKey", "other"]), values, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(variables=st.dictionaries(st.sampled_from(["i", "j"]), st.none() | inputs | values, max_size=2))
+def test_quick_variable_coercion_agrees_with_graphql_core(variables: dict[str, Any]) -> None:
+    from graphql.execution.values import get_argument_values, get_variable_values
+
+    from api.clicks.mutations import FAST_MUTATIONS
+    from graph.fastpath import Planner
+    from merci.faces import build_schema
+
+    schema = _schema(build_schema)
+    plan = Planner(schema, FAST_MUTATIONS).plan(
+        "mutation($i: FlattrInput!) { flattr(input: $i) { click { status } } }", None)
+    assert plan is not None and plan.inputs is not None
+    values = get_variable_values(schema, plan.operation.variable_definitions or (), variables)
+    expected = None if isinstance(values, list) else get_argument_values(
+        schema.mutation_type.fields["flattr"], plan.root, values)
+    quick = plan.quick_arguments(variables)
+    assert quick is None or quick == expected  # when sure, right
+    assert plan.arguments(schema, variables) == expected
+    if isinstance(variables.get("i"), dict) and all(isinstance(v, str) for v in variables["i"].values()) \
+            and "idempotencyKey" in variables["i"] and "other" not in variables["i"] and "j" not in variables:
+        assert quick is not None  # the usual case is the quick one
+
+
+_schemas: dict[str, Any] = {}
+
+
+def _schema(build: Any) -> Any:
+    if "all" not in _schemas:
+        _schemas["all"] = build("all")._schema
+    return _schemas["all"]
