@@ -133,11 +133,11 @@ class _Refused(Exception):
 
 class MerciGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Request, response: Response | None = None) -> Context:  # type: ignore[override]
+        state = request.app.state
         return Context(
-            request=request, response=response, principal=request.state.principal,
-            pool=request.app.state.pool, settings=request.app.state.settings,
-            queue=request.app.state.queue, clicks=request.app.state.clicks,
-            prechecks=request.app.state.prechecks,
+            request=request, response=response, principal=request.scope["state"]["principal"],
+            pool=state.pool, settings=state.settings, queue=state.queue, clicks=state.clicks,
+            prechecks=state.prechecks,
         )
 
 
