@@ -23,6 +23,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 
 from bench.common import fresh_database, report, server
 from merci import accounts
@@ -113,15 +114,20 @@ def main() -> None:
             try:
                 wait_up(f"http://127.0.0.1:{port}/graphql")
                 wrk(port, 2, args.connections, script)  # warm-up
-                results[name] = wrk(port, args.seconds, args.connections, script)
+                served = psutil.Process(proc.pid)
+                before = served.cpu_times()
+                rps, p99 = wrk(port, args.seconds, args.connections, script)
+                after = served.cpu_times()
+                cpu = (after.user + after.system - before.user - before.system) / (rps * args.seconds)
+                results[name] = (rps, p99, cpu)
             finally:
                 proc.terminate()
                 proc.wait(30)
         stored = asyncio.run(_queued(dsn))
         bare, flattr = results["bare Starlette (limit)"], results["flattr mutation"]
         report("flattr HTTP path", [
-            ("bare Starlette", f"{bare[0]:,.0f} req/s (p99 {bare[1]})"),
-            ("flattr mutation", f"{flattr[0]:,.0f} req/s (p99 {flattr[1]})"),
+            ("bare Starlette", f"{bare[0]:,.0f} req/s (p99 {bare[1]}), {bare[2] * 1e6:.0f} µs CPU/request"),
+            ("flattr mutation", f"{flattr[0]:,.0f} req/s (p99 {flattr[1]}), {flattr[2] * 1e6:.0f} µs CPU/request"),
             ("clicks queued in the broker", f"{stored:,}"),
             ("ratio flattr / bare", f"{flattr[0] / bare[0]:.0%} (goal >= 40%)"),
         ])
