@@ -81,9 +81,13 @@ async def flattr_fast(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     except UserError as err:
         return {"click": None, "userErrors": [
             {"field": [err.field] if err.field else None, "message": err.message, "code": err.code}]}
-    return {"click": {"idempotencyKey": accepted.idempotency_key, "status": ClickStatus.PENDING.name,
-                      "reason": None, "period": f"{clicks.period_of(accepted.accepted_at):%Y-%m}"},
+    at = accepted.accepted_at  # UTC
+    return {"click": {"idempotencyKey": accepted.idempotency_key, "status": _PENDING, "reason": None,
+                      "period": f"{at.year:04d}-{at.month:02d}"},
             "userErrors": []}
+
+
+_PENDING = ClickStatus.PENDING.name
 
 
 FAST_MUTATIONS = {"flattr": FastMutation(flattr_fast, {
