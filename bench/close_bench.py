@@ -26,7 +26,7 @@ import asyncpg
 import psutil
 
 from bench.common import Timer, fresh_database, report, server
-from merci import close
+from merci import audit, close
 from merci.config import Settings
 from merci.progress import Progress
 from merci.synthetic import seed_month
@@ -146,6 +146,16 @@ def close_on_workers(dsn: str, shards: int, workers: int) -> tuple[float, float]
     return t.seconds, peak
 
 
+async def audited(settings: Settings) -> str:
+    """`merci audit` over the closed ledger (untimed): the speed must not cost a cent."""
+    conn = await asyncpg.connect(settings.system_database_url)
+    try:
+        violations = await audit.audit(conn)
+    finally:
+        await conn.close()
+    return "; ".join(map(str, violations)) or f"sound ({len(audit.CHECKS)} checks)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--supporters", type=int, default=100_000)
@@ -172,6 +182,7 @@ def main() -> None:
             seconds = asyncio.run(close_inline(settings, args.shards, concurrency=2))
             rows += [("close (2 connections)", f"{seconds:.2f} s"),
                      ("ratio close / raw", f"{seconds / limit:.2f}x (goal <= 5x)")]
+        rows.append(("audit after the close", asyncio.run(audited(Settings(database_url=dsn).derived()))))
         report("month close", rows)
 
 
