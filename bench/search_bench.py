@@ -5,6 +5,8 @@ in one run. The raw figure is the limit the API can approach; the ratio is its c
 
     python -m bench.search_bench --rows 20000        # quick
     python -m bench.search_bench                     # 1M listings (a few minutes)
+    python -m bench.search_bench --keep NAME         # ... and keep the database NAME afterwards
+    python -m bench.search_bench --reuse NAME        # measure again on it (migrated, not regenerated)
 
 DATABASE_URL (a superuser) is used when set, else an embedded PostgreSQL.
 """
@@ -22,11 +24,13 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psycopg
 
 from bench.common import fresh_database, server
 from bench.search_data import generate
 from merci import config, search
-from merci.db import Scope, create_pool, set_scope
+from merci.config import with_database
+from merci.db import Scope, create_pool, migrate, set_scope
 from merci.progress import Progress
 
 NODE = "edges { cursor node { id title url host category language tags listedAt } } pageInfo { hasNextPage endCursor }"
@@ -87,7 +91,7 @@ async def raw(conn: asyncpg.Connection, args: dict[str, Any], counts: bool, afte
     return page
 
 
-GENERATE_STEPS = 17  # statements search_data.generate runs
+GENERATE_STEPS = 19  # statements search_data.generate runs
 
 
 class _Steps:
@@ -111,14 +115,20 @@ def pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))] * 1000
 
 
-async def measure(dsn: str, rows: int, runs: int) -> int:
+async def measure(dsn: str, rows: int, runs: int, *, reuse: bool = False) -> int:
     settings = config.Settings(database_url=dsn).derived()
     owner = await asyncpg.connect(dsn)
-    started = time.perf_counter()
-    await generate(_Steps(owner, Progress("generating listings", GENERATE_STEPS)), rows)  # type: ignore[arg-type]
-    print(f"generated {rows:,} listings in {time.perf_counter() - started:.1f}s")
+    if reuse:
+        rows = await owner.fetchval("select count(*) from site_search")
+        print(f"reusing {rows:,} listings")
+    else:
+        started = time.perf_counter()
+        await generate(_Steps(owner, Progress("generating listings", GENERATE_STEPS)), rows)  # type: ignore[arg-type]
+        print(f"generated {rows:,} listings in {time.perf_counter() - started:.1f}s")
     tenants = {r["slug"]: r["id"] for r in await owner.fetch("select slug, id from tenants")}
     await owner.close()
+    if runs <= 0:
+        return 0  # --keep NAME --runs 0: generate only, measure later (under the bench lock) with --reuse
 
     port = 18000 + os.getpid() % 1000
     env = {**os.environ, "DATABASE_URL": dsn, "MERCI_ENV": "test", "PYTHONUNBUFFERED": "1"}
@@ -181,9 +191,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=40, help="timed runs per kind and path")
+    parser.add_argument("--keep", metavar="NAME", help="generate into database NAME and keep it (development)")
+    parser.add_argument("--reuse", metavar="NAME", help="measure on database NAME kept earlier (migrated first)")
     args = parser.parse_args()
-    with server() as url, fresh_database(url, prefix="merci_search_bench") as dsn:
-        return asyncio.run(measure(dsn, args.rows, args.runs))
+    with server() as url:
+        if args.reuse:
+            dsn = with_database(url, args.reuse)
+            asyncio.run(migrate(dsn))
+            return asyncio.run(measure(dsn, args.rows, args.runs, reuse=True))
+        if args.keep:
+            dsn = kept_database(url, args.keep)
+            return asyncio.run(measure(dsn, args.rows, args.runs))
+        with fresh_database(url, prefix="merci_search_bench") as dsn:
+            return asyncio.run(measure(dsn, args.rows, args.runs))
+
+
+def kept_database(server_url: str, name: str) -> str:
+    """A new database NAME (an old one of that name is dropped), migrated, left in place afterwards."""
+    if not name.isidentifier():
+        raise SystemExit(f"--keep: {name!r} is not a plain database name")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+        conn.execute(f'create database "{name}"')
+    dsn = with_database(server_url, name)
+    asyncio.run(migrate(dsn))
+    return dsn
 
 
 if __name__ == "__main__":

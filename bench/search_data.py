@@ -97,12 +97,14 @@ async def generate(conn: asyncpg.Connection, rows: int, *, tenants: int = 5, mad
                     where host like '%.bench.example') s""")
     await conn.execute("insert into search_lexemes select distinct unnest(tsvector_to_array(document)) from site_search"
                        " on conflict do nothing")
+    await conn.execute("select merci_refresh_search_top()")
     await conn.execute("delete from listing_counts")
     await conn.execute("insert into listing_counts (tenant_id, category, language, n)"
                        " select tenant_id, category, language, count(*) from site_search group by 1, 2, 3")
     await conn.execute("set session_replication_role = default")
     await conn.execute("vacuum analyze sites")
     await conn.execute("vacuum analyze site_search")
+    await conn.execute("vacuum analyze site_search_top")
     await conn.execute("vacuum analyze search_lexemes")
     await conn.execute("vacuum analyze listing_counts")
     await conn.execute("vacuum analyze accounts")

@@ -77,5 +77,5 @@ class DirectoryQueries:
         return SiteSearchConnection(
             edges=edges,
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=edges[-1].cursor if edges else None),
-            corrected_query=page.corrected_query, query=q, match=page.match, counted={},
+            corrected_query=page.corrected_query, query=q, match=page.match, counting=[],
         )

@@ -3,6 +3,7 @@ contribution to the Creator entity (`sites`), verification and search results.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -171,7 +172,9 @@ class SearchFacets:
 
 @strawberry.enum(description="How search results are ordered.")
 class SiteSort(Enum):
-    RELEVANCE = "RELEVANCE"
+    RELEVANCE = strawberry.enum_value("RELEVANCE", description=(
+        "Best match first (titles above tags above descriptions). Words that match very many sites are "
+        "ranked among the most popular sites, which come first; their other matches follow, most popular first."))
     POPULAR = "POPULAR"
     NEWEST = "NEWEST"
     TRENDING = "TRENDING"
@@ -184,19 +187,23 @@ class SiteSearchConnection:
     corrected_query: str | None = strawberry.field(
         description="Set when the words as typed matched nothing and similar indexed words were searched instead.")
     query: strawberry.Private[search.SearchQuery]
-    match: strawberry.Private[tuple[str, str] | None]
-    counted: strawberry.Private[dict[str, search.Facets]]
+    match: strawberry.Private[str | None]
+    counting: strawberry.Private[list[asyncio.Task[search.Facets]]]
 
     @strawberry.field
     def nodes(self) -> list[Site]:
         return [e.node for e in self.edges]
 
     async def _facets(self, info: Info) -> search.Facets:
-        # totalCount and facets come from one statement, run only if either is asked for.
-        if "facets" not in self.counted:
-            async with info.context.tx() as conn:
-                self.counted["facets"] = await search.facets(conn, self.query, self.match)
-        return self.counted["facets"]
+        # totalCount, facets and countsAreEstimates come from one count, made only if one
+        # of them is asked for (they resolve concurrently: the first starts it).
+        if not self.counting:
+            async def count() -> search.Facets:
+                async with info.context.tx() as conn:
+                    return await search.facets(conn, self.query, self.match)
+
+            self.counting.append(asyncio.ensure_future(count()))
+        return await self.counting[0]
 
     @strawberry.field(description="How many listed sites match (all pages).")
     async def total_count(self, info: Info) -> int:
@@ -207,6 +214,11 @@ class SiteSearchConnection:
         f = await self._facets(info)
         return SearchFacets(categories=[FacetCount(value=v, count=c) for v, c in f.categories],
                             languages=[FacetCount(value=v, count=c) for v, c in f.languages])
+
+    @strawberry.field(description="True when the words match so many sites that totalCount and facets are "
+                                  "estimated (from the most popular sites that match) rather than counted.")
+    async def counts_are_estimates(self, info: Info) -> bool:
+        return (await self._facets(info)).estimated
 
 
 @strawberry.type(description="One of Flattr's categories.")

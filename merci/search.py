@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,11 +31,18 @@ from merci.sites import CATEGORIES, SITE_COLUMNS
 SORTS = ("RELEVANCE", "POPULAR", "NEWEST", "TRENDING")
 MAX_QUERY = 200
 MAX_WORDS = 12
-# Below this similarity a lexeme is no correction of a word, just another word.
+# Below this similarity a lexeme is no correction of a word, just another word. It is also
+# pg_trgm's default similarity_threshold, which `%` (and so the lexeme index) applies.
 MIN_SIMILARITY = 0.3
 RANKINGS_ACTOR = "directory.refresh_rankings"
 RANKING_WINDOW_DAYS = 30
 TRENDING_HALF_LIFE_DAYS = 7
+# Matches that can be ranked, or counted, one by one within a few milliseconds. Words that
+# match more are broad: see `_relevance_page` and `facets`.
+EXACT_LIMIT = 1000
+# How much of the directory the relevance tier (`site_search_top`) is: 1/scale.
+SCALE = "greatest(1, (select coalesce(sum(n), 0) from listing_counts)::real / merci_search_top_size())"
+PARSED_CACHE = 4096
 
 # (cursor tag, SQL expression, SQL type of the cursor value)
 _ORDER = {
@@ -83,31 +91,45 @@ def clean_query(*, text: str | None, category: str | None, language: str | None,
 
 # ------------------------------------------------------------------ cursors
 
+# A RELEVANCE page comes from one of three orders (see `_relevance_page`); its cursor
+# says which, so the next page continues in the same one.
+ALL, TOP, OTHERS = "", "t", "o"
 
-def encode_cursor(tag: str, value: Any, site_id: int, fuzzy: bool) -> str:
+
+@dataclass(frozen=True)
+class Position:
+    value: Any  # the sort value of the last row shown
+    site_id: int
+    fuzzy: bool = False  # the words were corrected
+    phase: str = ALL
+
+
+def encode_cursor(tag: str, value: Any, site_id: int, fuzzy: bool, phase: str = ALL) -> str:
     shown = value.isoformat() if isinstance(value, datetime) else repr(value)
-    raw = f"{tag}{'f' if fuzzy else ''}|{shown}|{site_id}"
+    raw = f"{tag}{phase}{'f' if fuzzy else ''}|{shown}|{site_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, tag: str) -> tuple[Any, int, bool]:
+def decode_cursor(cursor: str, tag: str) -> Position:
     bad = UserError("BAD_CURSOR", "`after` is not a cursor of this search", "after")
     try:
         raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
         kind, value, site = raw.split("|")
         site_id = int(site)
-        if kind.rstrip("f") != tag:
+        fuzzy = kind.endswith("f")
+        phase = kind.removesuffix("f")[1:]
+        if kind[:1] != tag or phase not in ((ALL, TOP, OTHERS) if tag == "r" else (ALL,)):
             raise bad
         parsed: Any
         if tag == "n":
             parsed = datetime.fromisoformat(value)
-        elif tag == "p":
+        elif tag == "p" or phase == OTHERS:
             parsed = int(value)
         else:
             parsed = float(value)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise bad from exc
-    return parsed, site_id, kind.endswith("f")
+    return Position(parsed, site_id, fuzzy, phase)
 
 
 # ------------------------------------------------------------------ words
@@ -122,6 +144,25 @@ def _tsquery_literal(lexemes: Sequence[str]) -> str:
     return " & ".join("'" + w.replace("\\", "\\\\").replace("'", "''") + "'" for w in lexemes)
 
 
+_parsed: OrderedDict[str, str] = OrderedDict()
+
+
+async def parse_words(conn: asyncpg.Connection, text: str) -> str:
+    """The tsquery (as text) that `text` searches for, parsed by PostgreSQL once per
+    process and text (merci_search_query is immutable). Statements then take it as a
+    plain parameter: the planner sees the real words (so it can tell a rare word from a
+    common one), and no plan reparses the text for every row it looks at."""
+    found = _parsed.get(text)
+    if found is None:
+        found = await conn.fetchval("select merci_search_query($1)::text", text)
+        _parsed[text] = found
+        if len(_parsed) > PARSED_CACHE:
+            _parsed.popitem(last=False)
+    else:
+        _parsed.move_to_end(text)
+    return found
+
+
 async def correct(conn: asyncpg.Connection, text: str) -> tuple[str, str] | None:
     """(tsquery text, corrected words) made of the indexed lexemes nearest to each word."""
     words = [w for w in words_of(text) if len(w) >= 3]
@@ -130,8 +171,8 @@ async def correct(conn: asyncpg.Connection, text: str) -> tuple[str, str] | None
     rows = await conn.fetch(
         "select q.w, best.lexeme, similarity(best.lexeme, q.w) as sim"
         "  from unnest($1::text[]) with ordinality q(w, n)"
-        "  cross join lateral (select lexeme from search_lexemes"
-        "                       order by lexeme <-> merci_unaccent(q.w) limit 1) best"
+        "  cross join lateral (select lexeme from search_lexemes where lexeme % merci_unaccent(q.w)"
+        "                       order by lexeme <-> merci_unaccent(q.w), lexeme limit 1) best"
         " order by q.n", words)
     lexemes = [r["lexeme"] for r in rows if r["sim"] >= MIN_SIMILARITY]
     if len(lexemes) != len(words):
@@ -148,104 +189,175 @@ class SearchPage:
     cursors: list[str]
     has_next_page: bool
     corrected_query: str | None = None
-    # The match condition of the page, for facets: ("words", text) or ("tsquery", literal).
-    match: tuple[str, str] | None = None
+    # The tsquery (as text) the page matched, for facets; None without words.
+    match: str | None = None
 
 
-def _filters(q: SearchQuery, args: list[Any], *, facets: bool = False) -> list[str]:
+class _Args(list[Any]):
+    """Statement parameters: `args.add(value)` appends one and returns its `$n`."""
+
+    def add(self, value: Any) -> str:
+        self.append(value)
+        return f"${len(self)}"
+
+
+def _filters(q: SearchQuery, args: _Args, *, tenant: bool = True, facets: bool = True) -> list[str]:
     where: list[str] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    if q.tenant_id is not None:
-        where.append(f"ss.tenant_id = {arg(q.tenant_id)}")
-    if not facets:
+    if tenant and q.tenant_id is not None:
+        where.append(f"ss.tenant_id = {args.add(q.tenant_id)}")
+    if facets:
         if q.category is not None:
-            where.append(f"ss.category = {arg(q.category)}")
+            where.append(f"ss.category = {args.add(q.category)}")
         if q.language is not None:
-            where.append(f"ss.language = {arg(q.language)}")
+            where.append(f"ss.language = {args.add(q.language)}")
     return where
 
 
-def _match_sql(match: tuple[str, str], args: list[Any]) -> str:
-    kind, value = match
-    args.append(value)
-    return f"merci_search_query(${len(args)})" if kind == "words" else f"${len(args)}::tsquery"
-
-
-def page_sql(q: SearchQuery, match: tuple[str, str] | None, *, first: int,
-             after: tuple[Any, int] | None) -> tuple[str, list[Any]]:
-    """One statement: the page's site rows, in order, with their sort values."""
-    sort = q.effective_sort
-    _, key, sql_type = _ORDER[sort]
-    args: list[Any] = []
-    where = _filters(q, args)
-    rank = "0::real"
-    if match is not None:
-        tsq = _match_sql(match, args)
-        where.append(f"ss.document @@ {tsq}")
-        if sort == "RELEVANCE":
-            # Normalization 1: long descriptions do not outweigh a title that says it.
-            rank = f"ts_rank(ss.document, {tsq}, 1)"
-    inner = (f"select ss.site_id, ss.popularity, ss.trending, ss.listed_at, {rank} as rank"
-             f" from site_search ss{' where ' + ' and '.join(where) if where else ''}")
-    outer_where = ""
-    if after is not None:
-        args.extend(after)
-        value_col = "rank" if sort == "RELEVANCE" else key.removeprefix("ss.")
-        outer_where = f" where (m.{value_col}, m.site_id) < (${len(args) - 1}::{sql_type}, ${len(args)}::bigint)"
-    order_col = "rank" if sort == "RELEVANCE" else key.removeprefix("ss.")
-    args.append(first + 1)
-    if sort == "RELEVANCE":
-        ranked = (f"select * from ({inner}) m{outer_where} order by m.rank desc, m.site_id desc"
-                  f" limit ${len(args)}")
-    else:
-        # Without a rank to compute, the sort index drives the scan and stops at the page.
-        inner_where = list(where)
-        if after is not None:
-            inner_where.append(f"({key}, ss.site_id) < (${len(args) - 2}::{sql_type}, ${len(args) - 1}::bigint)")
-        ranked = (f"select ss.site_id, ss.popularity, ss.trending, ss.listed_at, 0::real as rank from site_search ss"
-                  f"{' where ' + ' and '.join(inner_where) if inner_where else ''}"
-                  f" order by {key} desc, ss.site_id desc limit ${len(args)}")
+def _with_sites(ranked: str) -> str:
+    """The site rows of `ranked` (site_id, sort_value), in its order."""
     columns = ", ".join(f"s.{c.strip()}" for c in SITE_COLUMNS.split(","))
-    sql = (f"select {columns}, m.rank, m.popularity as sort_popularity, m.trending as sort_trending,"
-           f" m.listed_at as sort_listed_at from ({ranked}) m join sites s on s.id = m.site_id"
-           f" order by m.{order_col} desc, m.site_id desc")
-    return sql, args
+    return (f"select {columns}, m.sort_value from ({ranked}) m join sites s on s.id = m.site_id"
+            " order by m.sort_value desc, m.site_id desc")
+
+
+def _where(conditions: list[str]) -> str:
+    return f" where {' and '.join(conditions)}" if conditions else ""
+
+
+def sorted_sql(q: SearchQuery, match: str | None, *, first: int, after: Position | None) -> tuple[str, list[Any]]:
+    """POPULAR, TRENDING, NEWEST: the sort index drives the scan and stops at the page
+    (or, for rare words, the few matches are sorted)."""
+    _, key, sql_type = _ORDER[q.effective_sort]
+    args = _Args()
+    where = _filters(q, args)
+    if match is not None:
+        where.append(f"ss.document @@ {args.add(match)}::tsquery")
+    if after is not None:
+        where.append(f"({key}, ss.site_id) < ({args.add(after.value)}::{sql_type}, {args.add(after.site_id)}::bigint)")
+    ranked = (f"select ss.site_id, {key} as sort_value from site_search ss{_where(where)}"
+              f" order by {key} desc, ss.site_id desc limit {args.add(first + 1)}")
+    return _with_sites(ranked), args
+
+
+def _ranked_sql(table: str, where: list[str], rank: str, after: Position | None, args: _Args, limit: int) -> str:
+    """Matches of `table` in `rank` order (ts_rank computed once per match)."""
+    ranked = f"select ss.site_id, {rank} as sort_value from {table} ss{_where(where)}"
+    if after is not None:
+        # offset 0 keeps the subquery whole, so the cursor's test reuses each rank.
+        ranked = (f"select * from ({ranked} offset 0) r where (r.sort_value, r.site_id)"
+                  f" < ({args.add(after.value)}::real, {args.add(after.site_id)}::bigint)")
+    return f"select * from ({ranked}) r order by r.sort_value desc, r.site_id desc limit {args.add(limit)}"
+
+
+def exact_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -> tuple[str, list[Any]]:
+    """Every match, ranked: for words that match few listings."""
+    args = _Args()
+    tsq = f"{args.add(match)}::tsquery"
+    where = [f"ss.document @@ {tsq}", *_filters(q, args)]
+    return _with_sites(_ranked_sql("site_search", where, f"ts_rank(ss.document, {tsq}, 1)", after, args, limit)), args
+
+
+def top_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -> tuple[str, list[Any]]:
+    """The matches among the most popular listings, ranked. A first page also says how
+    many of them match regardless of category and language, and how much of the directory
+    the tier is (`top_matches`, `scale` on every row, or on a row of nulls when none is
+    shown): together they tell whether the words are broad (`is_broad`)."""
+    args = _Args()
+    tsq = f"{args.add(match)}::tsquery"
+    rank = f"ts_rank(ss.document, {tsq}, 1)"
+    if after is not None:
+        where = [f"ss.document @@ {tsq}", *_filters(q, args)]
+        return _with_sites(_ranked_sql("site_search_top", where, rank, after, args, limit)), args
+    # The tier's matches are read once; the count and the page both come from them.
+    tier = f"select ss.* from site_search_top ss{_where([f'ss.document @@ {tsq}', *_filters(q, args, facets=False)])}"
+    ranked = _ranked_sql("tier", _filters(q, args, tenant=False), rank, None, args, limit)
+    return (f"with tier as materialized ({tier})"
+            f" select c.top_matches, {SCALE} as scale, p.* from (select count(*) as top_matches from tier) c"
+            f" left join ({_with_sites(ranked)}) p on true order by p.sort_value desc, p.id desc"), args
+
+
+def others_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -> tuple[str, list[Any]]:
+    """The matches outside the most popular listings, most popular first."""
+    args = _Args()
+    where = [f"ss.document @@ {args.add(match)}::tsquery", *_filters(q, args),
+             "not exists (select 1 from site_search_top t where t.site_id = ss.site_id)"]
+    if after is not None:
+        value, site_id = args.add(after.value), args.add(after.site_id)
+        where.append(f"(ss.popularity, ss.site_id) < ({value}::bigint, {site_id}::bigint)")
+    ranked = (f"select ss.site_id, ss.popularity as sort_value from site_search ss{_where(where)}"
+              f" order by ss.popularity desc, ss.site_id desc limit {args.add(limit)}")
+    return _with_sites(ranked), args
+
+
+async def _rows(conn: asyncpg.Connection, built: tuple[str, list[Any]], phase: str) -> list[dict[str, Any]]:
+    sql, args = built
+    return [dict(r) | {"phase": phase} for r in await conn.fetch(sql, *args)]
+
+
+def is_broad(top_matches: int, scale: float) -> bool:
+    """Whether words that match `top_matches` of the most popular listings (the tier being
+    1/`scale` of the directory) match too many listings in all to rank or count each one."""
+    return top_matches * scale >= EXACT_LIMIT
+
+
+async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, *, first: int,
+                          after: Position | None) -> list[dict[str, Any]]:
+    """RELEVANCE over words. Ranking reads every match's document, so it is bounded:
+
+    - words that match few listings (fewer than about EXACT_LIMIT) rank all their matches;
+    - broad words rank their matches among the most popular listings (`site_search_top`,
+      a small table that stays in memory) first, then list the other matches most
+      popular first, which needs no ranking and stops at the page.
+
+    Which applies is decided on the first page by counting the tier's matches (the
+    tenant filter applied, not category and language: they narrow what is shown, not
+    what has to be searched); later pages follow their cursor's phase."""
+    n = first + 1
+    if after is not None and after.phase == ALL:
+        return await _rows(conn, exact_sql(q, match, limit=n, after=after), ALL)
+    if after is not None and after.phase == OTHERS:
+        return await _rows(conn, others_sql(q, match, limit=n, after=after), OTHERS)
+    rows = await _rows(conn, top_sql(q, match, limit=n, after=after), TOP)
+    if after is None:
+        if not is_broad(rows[0]["top_matches"], rows[0]["scale"]):
+            return await _rows(conn, exact_sql(q, match, limit=n, after=None), ALL)
+        rows = [r for r in rows if r["id"] is not None]
+    if len(rows) < n:
+        rows += await _rows(conn, others_sql(q, match, limit=n - len(rows), after=None), OTHERS)
+    return rows
+
+
+async def _page(conn: asyncpg.Connection, q: SearchQuery, match: str | None, *, first: int,
+                after: Position | None) -> list[dict[str, Any]]:
+    if match is not None and q.effective_sort == "RELEVANCE":
+        return await _relevance_page(conn, q, match, first=first, after=after)
+    return await _rows(conn, sorted_sql(q, match, first=first, after=after), ALL)
 
 
 async def search(conn: asyncpg.Connection, q: SearchQuery, *, first: int, after: str | None) -> SearchPage:
-    sort = q.effective_sort
-    tag = _ORDER[sort][0]
-    position: tuple[Any, int] | None = None
-    fuzzy = False
-    if after is not None:
-        value, site_id, fuzzy = decode_cursor(after, tag)
-        position = (value, site_id)
-    match: tuple[str, str] | None = None
+    tag = _ORDER[q.effective_sort][0]
+    position = decode_cursor(after, tag) if after is not None else None
+    fuzzy = position is not None and position.fuzzy
+    match: str | None = None
     corrected: str | None = None
     if q.text:
-        match = ("words", q.text)
         if fuzzy:
             fixed = await correct(conn, q.text)
             if fixed is None:
                 return SearchPage([], [], False)
-            match, corrected = ("tsquery", fixed[0]), fixed[1]
-    sql, args = page_sql(q, match, first=first, after=position)
-    rows = [dict(r) for r in await conn.fetch(sql, *args)]
+            match, corrected = fixed
+        else:
+            match = await parse_words(conn, q.text)
+    rows = await _page(conn, q, match, first=first, after=position)
     if not rows and q.text and position is None and not fuzzy:
         fixed = await correct(conn, q.text)
         if fixed is not None and fixed[1] != " ".join(words_of(q.text)):
-            match, corrected, fuzzy = ("tsquery", fixed[0]), fixed[1], True
-            sql, args = page_sql(q, match, first=first, after=None)
-            rows = [dict(r) for r in await conn.fetch(sql, *args)]
+            (match, corrected), fuzzy = fixed, True
+            rows = await _page(conn, q, match, first=first, after=None)
     page = rows[:first]
-    value_of = {"r": "rank", "p": "sort_popularity", "t": "sort_trending", "n": "sort_listed_at"}[tag]
     return SearchPage(
         rows=page,
-        cursors=[encode_cursor(tag, r[value_of], r["id"], fuzzy) for r in page],
+        cursors=[encode_cursor(tag, r["sort_value"], r["id"], fuzzy, r["phase"]) for r in page],
         has_next_page=len(rows) > first,
         corrected_query=corrected,
         match=match,
@@ -260,21 +372,35 @@ class Facets:
     total: int
     categories: list[tuple[str, int]] = field(default_factory=list)
     languages: list[tuple[str, int]] = field(default_factory=list)
+    # Broad words: counted among the most popular listings and scaled up to the directory.
+    estimated: bool = False
 
 
-async def facets(conn: asyncpg.Connection, q: SearchQuery, match: tuple[str, str] | None) -> Facets:
+async def facets(conn: asyncpg.Connection, q: SearchQuery, match: str | None) -> Facets:
     """Counts per category and language. Each facet ignores its own filter (so one can
-    switch category and see how many each has) and applies the others."""
-    args: list[Any] = []
-    where = _filters(q, args, facets=True)
+    switch category and see how many each has) and applies the others.
+
+    Without words the counts come from `listing_counts`. Words that match few listings
+    are counted exactly; broad ones (see `_relevance_page`) would mean reading a hundred
+    thousand rows, so their counts are the tier's, scaled to the whole directory, and
+    say they are estimates."""
+    args = _Args()
+    where = _filters(q, args, facets=False)
+    estimated = False
     if match is None:
-        sql = ("select ss.category, ss.language, sum(ss.n)::bigint as n from listing_counts ss"
-               f"{' where ' + ' and '.join(where) if where else ''} group by 1, 2")
+        sql = (f"select ss.category, ss.language, sum(ss.n)::bigint as n from listing_counts ss{_where(where)}"
+               " group by 1, 2")
+        cells = [(r["category"], r["language"], int(r["n"])) for r in await conn.fetch(sql, *args)]
     else:
-        where.append(f"ss.document @@ {_match_sql(match, args)}")
-        sql = ("select ss.category, ss.language, count(*) as n from site_search ss"
-               f" where {' and '.join(where)} group by 1, 2")
-    cells = [(r["category"], r["language"], int(r["n"])) for r in await conn.fetch(sql, *args)]
+        where.append(f"ss.document @@ {args.add(match)}::tsquery")
+        top = await conn.fetch(f"select ss.category, ss.language, count(*) as n, {SCALE} as scale"
+                               f" from site_search_top ss{_where(where)} group by 1, 2", *args)
+        if top and is_broad(sum(r["n"] for r in top), top[0]["scale"]):
+            cells = [(r["category"], r["language"], round(r["n"] * r["scale"])) for r in top]
+            estimated = True
+        else:
+            sql = f"select ss.category, ss.language, count(*) as n from site_search ss{_where(where)} group by 1, 2"
+            cells = [(r["category"], r["language"], int(r["n"])) for r in await conn.fetch(sql, *args)]
     by_category: dict[str, int] = {}
     by_language: dict[str, int] = {}
     total = 0
@@ -291,7 +417,7 @@ async def facets(conn: asyncpg.Connection, q: SearchQuery, match: tuple[str, str
     def ordered(counts: dict[str, int]) -> list[tuple[str, int]]:
         return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
-    return Facets(total, ordered(by_category), ordered(by_language))
+    return Facets(total, ordered(by_category), ordered(by_language), estimated)
 
 
 # ------------------------------------------------------------------ rankings
@@ -299,7 +425,8 @@ async def facets(conn: asyncpg.Connection, q: SearchQuery, match: tuple[str, str
 
 async def refresh_rankings(conn: asyncpg.Connection, *, now: datetime | None = None) -> int:
     """Recompute POPULAR (clicks of the last 30 days) and TRENDING (the same clicks, each
-    worth half as much per week of age) for every listed site; returns sites changed.
+    worth half as much per week of age) for every listed site, and with them the relevance
+    tier (the most popular listings); returns sites changed.
 
     Set-based and idempotent; the advisory lock keeps two workers from doing it at once.
     Reads clicks directly (the money core owns them) and touches only changed rows.
@@ -327,5 +454,7 @@ async def refresh_rankings(conn: asyncpg.Connection, *, now: datetime | None = N
                 where ss.site_id = t.site_id
                   and (ss.popularity, ss.trending) is distinct from (t.popularity, t.trending)""",
             now, RANKING_WINDOW_DAYS, TRENDING_HALF_LIFE_DAYS)
+        # The relevance tier follows the new popularity.
+        await conn.execute("select merci_refresh_search_top()")
         await conn.execute("update directory_state set rankings_at = coalesce($1, now())", now)
     return int(status.split()[-1])

@@ -189,3 +189,48 @@ async def test_unlisting_and_editing_reindex(system_pool: asyncpg.Pool, gql: Gra
         result = gql(SEARCH, {"q": "jam", "tenant": slug})["searchSites"]
         assert result["edges"] == [] and result["totalCount"] == 0
         assert gql(SEARCH, {"tenant": slug})["searchSites"]["totalCount"] == 0
+
+
+async def test_broad_words_rank_the_popular_tier_first(system_pool: asyncpg.Pool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Words matching more than EXACT_LIMIT listings are ranked among the most popular
+    listings (site_search_top) first, the other matches following most popular first;
+    paging crosses from one to the other without losing or repeating a site, and the
+    counts say they are estimates."""
+    from merci import search as domain
+
+    async with system_pool.acquire() as conn:
+        tid, _ = await new_tenant(conn)
+        owner = await person(conn, tid, "creator")
+        ids = [await listed_site(conn, tid, owner, title=f"Zither {'zither ' * (i % 3)}notes {i}",
+                                 description="Tunes." if i % 2 else "Tunes for the zither.", tags=["strings"])
+               for i in range(14)]
+        # A full tier would not have these: the six least popular stay outside it.
+        for rank, site in enumerate(ids):
+            await conn.execute("update site_search set popularity = $2 where site_id = $1", site, 100 - rank)
+        outside = ids[8:]
+        await conn.execute("delete from site_search_top where site_id = any($1::bigint[])", outside)
+        monkeypatch.setattr(domain, "EXACT_LIMIT", 5)  # 8 matches in the tier: broad
+        q = domain.clean_query(text="zither", category=None, language=None, sort="RELEVANCE", tenant_id=tid)
+        seen: list[int] = []
+        after = None
+        while True:
+            page = await domain.search(conn, q, first=3, after=after)
+            seen += [r["id"] for r in page.rows]
+            if not page.has_next_page:
+                break
+            after = page.cursors[-1]
+        assert len(seen) == len(set(seen)) == 14
+        assert set(seen[:8]) == set(ids[:8]) and seen[8:] == outside  # the rest by popularity
+        ranks = [await conn.fetchval("select ts_rank(document, merci_search_query('zither'), 1) from site_search"
+                                     " where site_id = $1", s) for s in seen[:8]]
+        assert ranks == sorted(ranks, reverse=True)
+        counts = await domain.facets(conn, q, page.match)
+        assert counts.estimated and counts.total == 8  # the tier's 8, scaled by 1 in so small a directory
+        monkeypatch.setattr(domain, "EXACT_LIMIT", 1000)
+        exact = await domain.facets(conn, q, page.match)
+        assert not exact.estimated and exact.total == 14
+        # Refreshing the rankings puts them back (the tier is not full here).
+        await conn.execute("select merci_refresh_search_top()")
+        assert await conn.fetchval("select count(*) from site_search_top where site_id = any($1::bigint[])",
+                                   outside) == 6
