@@ -130,12 +130,33 @@ set local jit = off
 #   would not know the shard's id range and could read the whole month's clicks.
 # jit: compiling costs more than it saves on statements of a few tens of thousands of rows.
 
+# Each clicked thing's creator or escrow account, looked up by its key once per thing
+# (not once per click; and not joined: a join here is planned on guesses, and a wrong
+# guess once turned milliseconds into minutes). Null: the account is still missing.
+THING_ACCOUNT = """
+case when t.owner_id is null
+     then (select la.id from ledger_accounts la
+            where la.kind = 'escrow' and la.tenant_id = t.thing_tenant and la.owner_account_id is null
+              and la.thing_id = t.thing_id and la.currency = $1::text)
+     else (select la.id from ledger_accounts la
+            where la.kind = 'creator' and la.tenant_id = t.thing_tenant and la.owner_account_id = t.owner_id
+              and la.thing_id is null and la.currency = $1::text)
+end"""
+
+THING_ACCOUNTS_TABLE = f"""
+create temp table close_account on commit drop as
+select t.thing_id, t.thing_tenant, t.owner_id, {THING_ACCOUNT} as id
+  from (select distinct thing_id, thing_tenant, owner_id from close_split) t
+"""
+
+# The accounts still missing: made at start for the things and owners of that moment,
+# so normally none (a thing claimed since, a tenant's partner share switched on...).
 ACCOUNTS_SQL = """
 insert into ledger_accounts (kind, tenant_id, currency, owner_account_id, thing_id)
 select kind, tenant_id, $1::text, owner_account_id, thing_id from (
     select case when owner_id is null then 'escrow' else 'creator' end as kind, thing_tenant as tenant_id,
            owner_id as owner_account_id, case when owner_id is null then thing_id end as thing_id
-      from (select distinct thing_id, owner_id, thing_tenant from close_split) t
+      from close_account where id is null
     union select 'partner_share', supporter_tenant, null::bigint, null::bigint from close_split
            where rank = 1 and partner > 0
     union select 'platform_fee', $2::bigint, null::bigint, null::bigint
@@ -144,11 +165,13 @@ order by kind, tenant_id, owner_account_id, thing_id
 on conflict do nothing
 """
 
+FILL_ACCOUNTS_SQL = f"update close_account t set id = {THING_ACCOUNT} where t.id is null"
+
 # One statement writes the shard's journals and entries and reads back what it wrote
 # (RETURNING), so the self-check costs no second pass over the ledger.
 POST_SQL = """
 with sup as (
-    select supporter_id, supporter_tenant, supporter_account, charge, fee, partner from close_split where rank = 1
+    select supporter_id, supporter_tenant, supporter_account, n, charge, fee, partner from close_split where rank = 1
 ),
 j as (
     insert into journals (tenant_id, kind, idem_key, period, memo)
@@ -168,18 +191,6 @@ fee_account as (
      where kind = 'platform_fee' and tenant_id = $2::bigint and currency = $3::text
        and owner_account_id is null and thing_id is null
 ),
-share_account as (
-    -- each thing's creator or escrow account, looked up once per thing, not once per click
-    select t.thing_id, la.id, la.tenant_id
-      from (select distinct thing_id, thing_tenant, owner_id from close_split where owner_id is not null) t
-      join ledger_accounts la on la.kind = 'creator' and la.tenant_id = t.thing_tenant
-                             and la.owner_account_id = t.owner_id and la.currency = $3 and la.thing_id is null
-    union all
-    select t.thing_id, la.id, la.tenant_id
-      from (select distinct thing_id, thing_tenant from close_split where owner_id is null) t
-      join ledger_accounts la on la.kind = 'escrow' and la.tenant_id = t.thing_tenant
-                             and la.thing_id = t.thing_id and la.currency = $3 and la.owner_account_id is null
-),
 lines as (
     -- the supporter's balance account: found by the split (a charge needs a balance)
     select p.journal_id, p.journal_tenant, p.supporter_account as account, p.supporter_tenant as tenant_id,
@@ -190,14 +201,16 @@ lines as (
       from posted p cross join fee_account fa
      where p.fee - p.partner > 0
     union all
-    select p.journal_id, p.journal_tenant, la.id, la.tenant_id, p.partner, null
+    select p.journal_id, p.journal_tenant,
+           (select la.id from ledger_accounts la
+             where la.kind = 'partner_share' and la.tenant_id = p.supporter_tenant and la.owner_account_id is null
+               and la.thing_id is null and la.currency = $3),
+           p.supporter_tenant, p.partner, null
       from posted p
-      join ledger_accounts la on la.kind = 'partner_share' and la.tenant_id = p.supporter_tenant
-                             and la.currency = $3 and la.owner_account_id is null and la.thing_id is null
      where p.partner > 0
     union all
-    select p.journal_id, p.journal_tenant, sa.id, sa.tenant_id, s.amount, s.thing_id
-      from close_split s join posted p using (supporter_id) join share_account sa using (thing_id)
+    select p.journal_id, p.journal_tenant, sa.id, sa.thing_tenant, s.amount, s.thing_id
+      from close_split s join posted p using (supporter_id) join close_account sa using (thing_id)
      where s.amount > 0
 ),
 written as (
@@ -206,21 +219,22 @@ written as (
     -- In journal order, each entry's journal_id goes to the end of its index, the cheap place.
     select journal_id, account, tenant_id, amount, (select $3::merci_currency), thing_id, journal_tenant
       from lines order by journal_id
-    returning ledger_account_id, amount
-),
-by_account as (
-    select ledger_account_id, sum(amount)::bigint as amount from written group by ledger_account_id
+    returning ledger_account_id, amount, thing_id
 )
+-- What was written, read back: the shard's debits (its only negative entries), the
+-- shares (entries naming a thing), the platform's fees and the partners' shares of them.
 select (select count(*) from sup)::int as supporters,
-       (select count(*) from close_split)::bigint as clicks,
+       (select coalesce(sum(n), 0) from sup)::bigint as clicks,
        (select coalesce(sum(charge), 0) from sup)::bigint as charged,
        (select count(*) from j)::bigint as journals,
-       coalesce(-sum(b.amount) filter (where la.kind = 'supporter'), 0)::bigint as debited,
-       coalesce(sum(b.amount) filter (where la.kind in ('creator', 'escrow')), 0)::bigint as shares,
-       coalesce(sum(b.amount) filter (where la.kind = 'platform_fee'), 0)::bigint as fees,
-       coalesce(sum(b.amount) filter (where la.kind = 'partner_share'), 0)::bigint as partner,
-       coalesce(sum(b.amount), 0)::bigint as imbalance
-  from by_account b join ledger_accounts la on la.id = b.ledger_account_id
+       coalesce(-sum(amount) filter (where amount < 0), 0)::bigint as debited,
+       coalesce(sum(amount) filter (where amount > 0 and thing_id is not null), 0)::bigint as shares,
+       coalesce(sum(amount) filter (where amount > 0 and thing_id is null
+                                      and ledger_account_id in (select id from fee_account)), 0)::bigint as fees,
+       coalesce(sum(amount) filter (where amount > 0 and thing_id is null
+                                      and ledger_account_id not in (select id from fee_account)), 0)::bigint as partner,
+       coalesce(sum(amount), 0)::bigint as imbalance
+  from written
 """
 
 # The figures a shard checks and records; finish sums them.
@@ -280,7 +294,9 @@ async def _close_shard(conn: asyncpg.Connection, *, period: date, shard: int) ->
         # as much as writing the shard's journals.
         await conn.execute("insert into close_split " + SPLIT_SQL, period, close["default_budget"], currency,
                            None, bounds[shard], upper)
+        await conn.execute(THING_ACCOUNTS_TABLE, currency)
         await conn.execute(ACCOUNTS_SQL, currency, platform)
+        await conn.execute(FILL_ACCOUNTS_SQL, currency)
         figures = {k: int(v) for k, v in dict(await conn.fetchrow(POST_SQL, period, platform, currency)).items()}
         problems = problems_in(figures)
         if problems:

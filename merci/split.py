@@ -23,13 +23,16 @@ import asyncpg
 SPLIT_SQL = """
 with c as (
     select c.supporter_id, c.thing_id, t.owner_id, t.tenant_id as thing_tenant,
-           row_number() over (partition by c.supporter_id order by c.accepted_at, c.thing_id)::int as rank,
-           count(*) over (partition by c.supporter_id)::int as n
+           (row_number() over w)::int as rank, (count(*) over w)::int as n
       from clicks c
       join things t on t.id = c.thing_id
      where c.period = $1::date
        and ($4::bigint[] is null or c.supporter_id = any($4::bigint[]))
        and c.supporter_id >= $5::bigint and ($6::bigint is null or c.supporter_id < $6::bigint)
+    -- One window for both (one pass): the frame is the whole supporter's month, so
+    -- count(*) is N; row_number() ignores frames.
+    window w as (partition by c.supporter_id order by c.accepted_at, c.thing_id
+                 rows between unbounded preceding and unbounded following)
 ),
 s as materialized (
     select c.supporter_id, c.n, (select a.tenant_id from accounts a where a.id = c.supporter_id) as tenant_id

@@ -119,3 +119,21 @@ async def test_escrow_released_on_claim_and_returned_after_hold(system_pool: asy
         assert await escrow.return_due(conn, period=period) == 0
         assert await balance(conn, account_id=fan, currency="EUR") == 450
         assert await audit.audit(conn) == []
+
+
+async def test_thing_claimed_while_the_month_closes_pays_its_new_owner(system_pool: asyncpg.Pool) -> None:
+    period = date(2030, 5, 1)
+    async with system_pool.acquire() as conn:
+        tenant = await f.merci_tenant(conn)
+        fan = await f.supporter(conn, tenant, budget=1000, funds=1000)
+        unclaimed = await f.thing(conn, tenant, None)
+        await f.click(conn, tenant, fan, unclaimed, "2030-05-02T00:00:00Z")
+        # The start makes the accounts the month will credit: here, the thing's escrow.
+        await close.start(conn, period=period, shards=1, currency="EUR", default_budget=500)
+        creator = await f.person(conn, tenant, "c")
+        await conn.execute("update things set owner_id = $1, claimed_at = now() where id = $2", creator, unclaimed)
+        # The shard finds the owner it reads now, and makes the account it lacks.
+        assert await close.close_inline(conn, period=period, shards=1) == "done"
+        assert await earnings(conn, account_id=creator, currency="EUR") == 900
+        assert await balance(conn, account_id=fan, currency="EUR") == 0
+        assert await audit.audit(conn) == []
