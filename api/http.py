@@ -23,7 +23,7 @@ from api.clicks.mutations import FAST_MUTATIONS
 from api.embeds.routes import routes as embed_routes
 from api.observability import MetricsEndpoint, Observe
 from graph.context import Context
-from graph.fastpath import FastPath
+from graph.fastpath import FastPath, FastQuery
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher
@@ -156,7 +156,7 @@ async def readyz(request: Request) -> Response:
 
 def create_app(
     settings: Settings, schema: strawberry.Schema, *, routes: list[Any] | None = None,
-    queue: Any = None, pool_size: int = 20,
+    queue: Any = None, pool_size: int = 20, fast_queries: dict[str, FastQuery] | None = None,
 ) -> Starlette:
     async def send_clicks(batch: list[list[Any]]) -> None:
         await queue.asend(INGEST_ACTOR, batch, queue_name=CLICK_QUEUE)
@@ -190,9 +190,13 @@ def create_app(
     middleware = [Middleware(Observe)]
     mutation_type = schema._schema.mutation_type
     fast = {name: m for name, m in FAST_MUTATIONS.items() if mutation_type is not None and name in mutation_type.fields}
-    if fast and os.environ.get("MERCI_FAST_PATH", "1") != "0":  # 0: every operation through Strawberry
+    # Query fields planned likewise (the directory's search): the caller says which.
+    query_type = schema._schema.query_type
+    queries = {name: q for name, q in (fast_queries or {}).items()
+               if query_type is not None and name in query_type.fields}
+    if (fast or queries) and os.environ.get("MERCI_FAST_PATH", "1") != "0":  # 0: every operation through Strawberry
         middleware.append(Middleware(FastPath, path="/graphql", route=endpoint, schema=schema._schema,
-                                     mutations=fast, admit=auth.admit, context=graphql.get_context))
+                                     mutations=fast, queries=queries, admit=auth.admit, context=graphql.get_context))
     app = Starlette(
         routes=[
             Route("/healthz", healthz),

@@ -1,4 +1,4 @@
-"""Precompiled plans for the hottest mutations.
+"""Precompiled plans for the hottest mutations (and a few queries).
 
 A click is one small mutation sent thousands of times a second, and Strawberry's
 general execution (resolver wrapping, extensions' hooks, result completion) costs
@@ -7,8 +7,8 @@ API answers a document it has already planned:
 
 - the document is parsed and validated once, with graphql-core and the same rules
   Strawberry applies (graph.limits), then kept in a bounded cache by its text;
-- a plan exists only for a single mutation operation whose one root field is
-  registered and whose selection is plain fields (aliases and `__typename` allowed;
+- a plan exists only for a single mutation (or query) operation whose one root field
+  is registered and whose selection is plain fields (aliases and `__typename` allowed;
   no fragments, no directives) of types the handler fills in full;
 - variables and arguments are coerced by graphql-core, as in a normal execution;
 - the handler returns the whole payload (GraphQL field names, output values already
@@ -16,7 +16,9 @@ API answers a document it has already planned:
 
 Anything else (another document, bad variables, a field the handler does not fill)
 goes the normal way, so a client cannot tell the two paths apart; a test sends the
-same requests through both and compares the answers byte for byte.
+same requests through both and compares the answers byte for byte. A query handler
+may also decline (raise Decline) before answering, e.g. on a client error: queries
+change nothing, so the normal path simply runs it again and words the error.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +64,12 @@ log = logging.getLogger("strawberry.execution")  # where Strawberry logs what it
 
 # (context, coerced arguments) -> payload as a dict of GraphQL field names
 Handler = Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]]
+# (context, coerced arguments, names of the fields selected at any depth) -> payload
+QueryHandler = Callable[[Any, dict[str, Any], frozenset[str]], Awaitable[dict[str, Any]]]
+
+
+class Decline(Exception):
+    """Raised by a query handler: answer this request the normal way."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +95,13 @@ class Plan:
     root: FieldNode
     root_key: str
     root_name: str
+    root_type: GraphQLObjectType  # Mutation or Query
     operation: OperationDefinitionNode
     selection: tuple[Field, ...]
     inputs: tuple[InputSpec, ...] | None  # None: coerce with graphql-core every time
     argument_variables: dict[str, str] | None  # root argument -> the variable it is, if all are
     counted: Shape  # what graph.observability counts in the answer
+    names: frozenset[str]  # of the fields selected, at any depth: a query handler fills only those
 
     def arguments(self, schema: GraphQLSchema, variables: dict[str, Any]) -> dict[str, Any] | None:
         """The root field's arguments as graphql-core would coerce them, or None when
@@ -102,9 +112,8 @@ class Plan:
         values = get_variable_values(schema, self.operation.variable_definitions or (), variables)
         if isinstance(values, list):
             return None
-        assert schema.mutation_type is not None
         try:
-            return get_argument_values(schema.mutation_type.fields[self.root_name], self.root, values)
+            return get_argument_values(self.root_type.fields[self.root_name], self.root, values)
         except GraphQLError:
             return None
 
@@ -153,10 +162,18 @@ class FastMutation:
     fills: dict[str, frozenset[str]]  # per object type, the fields the handler's payload always has
 
 
+@dataclass(frozen=True)
+class FastQuery:
+    handler: QueryHandler  # fills the selected fields of `fills`; may raise Decline
+    fills: dict[str, frozenset[str]]
+
+
 class Planner:
-    def __init__(self, schema: GraphQLSchema, mutations: dict[str, FastMutation], cache_size: int = 256) -> None:
+    def __init__(self, schema: GraphQLSchema, mutations: dict[str, FastMutation],
+                 queries: dict[str, FastQuery] | None = None, cache_size: int = 256) -> None:
         self.schema = schema
         self.mutations = mutations
+        self.queries = queries or {}
         self.rules = [*specified_rules, *RULES]
         self.cache: OrderedDict[str, Plan | None] = OrderedDict()
         self.cache_size = cache_size
@@ -182,7 +199,13 @@ class Planner:
         if len(document.definitions) != 1 or not isinstance(document.definitions[0], OperationDefinitionNode):
             return None
         operation = document.definitions[0]
-        if operation.operation is not OperationType.MUTATION or operation.directives:
+        if operation.operation is OperationType.MUTATION:
+            fields, root_type = self.mutations, self.schema.mutation_type
+        elif operation.operation is OperationType.QUERY:
+            fields, root_type = self.queries, self.schema.query_type  # type: ignore[assignment]
+        else:
+            return None
+        if operation.directives:
             return None
         if operation_name is not None and (operation.name is None or operation.name.value != operation_name):
             return None
@@ -190,18 +213,17 @@ class Planner:
         if len(selections) != 1 or not isinstance(selections[0], FieldNode):
             return None
         root = selections[0]
-        fast = self.mutations.get(root.name.value)
-        mutation_type = self.schema.mutation_type
-        if fast is None or root.directives or mutation_type is None:
+        fast = fields.get(root.name.value)
+        if fast is None or root.directives or root_type is None:
             return None
-        field_def = mutation_type.fields[root.name.value]
+        field_def = root_type.fields[root.name.value]
         selection = self._selection(root, field_def.type, fast)
         if selection is None:
             return None
         arguments = {a.name.value: a.value.name.value for a in root.arguments if isinstance(a.value, VariableNode)}
-        return Plan(root, (root.alias or root.name).value, root.name.value, operation, selection,
+        return Plan(root, (root.alias or root.name).value, root.name.value, root_type, operation, selection,
                     self._inputs(operation), arguments if len(arguments) == len(root.arguments) else None,
-                    fields_shape(operation))
+                    fields_shape(operation), frozenset(_names(selection)))
 
     def _inputs(self, operation: OperationDefinitionNode) -> tuple[InputSpec, ...] | None:
         specs: list[InputSpec] = []
@@ -219,7 +241,7 @@ class Planner:
             specs.append(InputSpec(definition.variable.name.value, isinstance(type_, GraphQLNonNull), fields))
         return tuple(specs)
 
-    def _selection(self, node: FieldNode, type_: Any, fast: FastMutation) -> tuple[Field, ...] | None:
+    def _selection(self, node: FieldNode, type_: Any, fast: FastMutation | FastQuery) -> tuple[Field, ...] | None:
         named = get_named_type(type_)
         if not isinstance(named, GraphQLObjectType) or node.selection_set is None:
             return None
@@ -244,6 +266,12 @@ class Planner:
             inner = sub_type.of_type if isinstance(sub_type, GraphQLNonNull) else sub_type
             out.append(Field(key, name, children, named.name, isinstance(inner, GraphQLList)))
         return tuple(out)
+
+
+def _names(fields: tuple[Field, ...]) -> Iterator[str]:
+    for f in fields:
+        yield f.name
+        yield from _names(f.children or ())
 
 
 def shape(fields: tuple[Field, ...], value: dict[str, Any]) -> dict[str, Any]:
@@ -275,12 +303,13 @@ class FastPath:
 
     def __init__(self, app: ASGIApp, *, path: str, route: Any, schema: GraphQLSchema,
                  mutations: dict[str, FastMutation], admit: Callable[[Scope], Awaitable[bool]],
-                 context: Callable[[Request], Awaitable[Any]]) -> None:
+                 context: Callable[[Request], Awaitable[Any]], queries: dict[str, FastQuery] | None = None) -> None:
         self.app = app
         self.path = path
         self.route = route
-        self.planner = Planner(schema, mutations)
+        self.planner = Planner(schema, mutations, queries)
         self.mutations = mutations
+        self.queries = queries or {}
         self.admit = admit
         self.context = context
 
@@ -326,7 +355,12 @@ class FastPath:
         with observability.span("graphql") as span:
             try:
                 context = await self.context(Request(scope))
-                payload = await self.mutations[plan.root_name].handler(context, args)
+                if plan.operation.operation is OperationType.QUERY:
+                    payload = await self.queries[plan.root_name].handler(context, args, plan.names)
+                else:
+                    payload = await self.mutations[plan.root_name].handler(context, args)
+            except Decline:
+                return False  # nothing sent yet: the normal path answers (and counts) it
             except Exception:
                 log.exception("unexpected error in %s (fast path)", plan.root_name)
                 loc = plan.root.loc

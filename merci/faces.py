@@ -14,6 +14,7 @@ from strawberry.types.union import StrawberryUnion
 
 import api.schema
 import directory.page
+import directory.queries
 import directory.schema
 from api.http import create_app
 from graph.limits import extensions
@@ -88,6 +89,7 @@ def subgraph_sdl(face: Face) -> str:
 
 
 def app(settings: Settings, face: Face = "all", **kwargs: object) -> Starlette:
-    if face != "api":  # the directory's server-rendered page comes with its subgraph
+    if face != "api":  # the directory's server-rendered page and planned search come with its subgraph
         kwargs["routes"] = [*kwargs.get("routes", []), *directory.page.routes()]  # type: ignore[misc]
+        kwargs["fast_queries"] = directory.queries.FAST_QUERIES
     return create_app(settings, build_schema(face), **kwargs)  # type: ignore[arg-type]

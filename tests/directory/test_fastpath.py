@@ -1,0 +1,118 @@
+"""searchSites through graph.fastpath answers exactly as Strawberry does: the same
+requests go to an API with the fast path and one without it (MERCI_FAST_PATH=0), on
+one database, and the answers are compared byte for byte. /metrics shows which requests
+the fast path took, so a plan that silently never matches fails here."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import create_database, drop_database, start_api
+from tests.directory.helpers import listed_site, new_tenant, person
+
+PAGE = ("query($q: String, $category: String, $language: String, $tenant: String, $sort: SiteSort, $first: Int,"
+        " $after: String) { searchSites(query: $q, category: $category, language: $language, tenant: $tenant,"
+        " sort: $sort, first: $first, after: $after) { %s } }")
+EVERYTHING = ("edges { cursor node { id url host verified listed title description language category tags feedUrl"
+              " createdAt listedAt buttonUrl } } nodes { id title } pageInfo { hasNextPage endCursor }"
+              " correctedQuery totalCount countsAreEstimates facets { categories { value count }"
+              " languages { value count } }")
+
+
+@pytest.fixture(scope="module")
+def apis(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    from merci.db import migrate
+
+    dsn = create_database(server_url, "merci_fast_search")
+    asyncio.run(migrate(dsn))
+
+    async def world() -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            tid, slug = await new_tenant(conn)
+            owner = await person(conn, tid, "creator")
+            for i, (title, language, category) in enumerate([
+                    ("Café des lyonnais", "fr", "text"), ("Chansons d’été 🎵", "fr", "audio"),
+                    ("The zither podcast", "en", "audio"), ("Zither \"quotes\" and \\ slashes", "en", "software"),
+                    ("Zither lessons", "de", "video"), ("Zither building", "en", "text")]):
+                await listed_site(conn, tid, owner, title=title, language=language, category=category,
+                                  description=f"Notes on the zither, part {i}.", tags=["zither", f"t{i}"],
+                                  listed_at=f"2024-01-0{i + 1}T10:00:00Z")
+            return slug
+        finally:
+            await conn.close()
+
+    slug = asyncio.run(world())
+    tmp = tmp_path_factory.mktemp("fast_search")
+    fast, fast_url = start_api(dsn, tmp)
+    slow, slow_url = start_api(dsn, tmp, MERCI_FAST_PATH="0")
+    try:
+        yield fast_url, slow_url, slug
+    finally:
+        fast.stop()
+        slow.stop()
+        drop_database(server_url, dsn)
+
+
+def fast_count(base: str) -> float:
+    text = httpx.get(base + "/metrics").text
+    m = re.search(r'^merci_graphql_fast_path_total\{field="searchSites"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def post(base: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(base + "/graphql", json=body, timeout=30)
+
+
+def test_search_through_the_fast_path_answers_as_strawberry_does(apis: tuple[str, str, str]) -> None:
+    fast_url, slow_url, tenant = apis
+
+    def page(selection: str = EVERYTHING, **variables: Any) -> dict[str, Any]:
+        return {"query": PAGE % selection, "variables": {"tenant": tenant, **variables}}
+
+    cursor = post(slow_url, page(q="zither", first=2)).json()["data"]["searchSites"]["pageInfo"]["endCursor"]
+    newest = post(slow_url, page(sort="NEWEST", first=2)).json()["data"]["searchSites"]["pageInfo"]["endCursor"]
+    cases: list[tuple[dict[str, Any], bool]] = [
+        (page(), True),
+        (page(q="zither"), True),
+        (page(q="zither", first=2), True),
+        (page(q="zither", first=2, after=cursor), True),
+        (page(sort="NEWEST", first=2, after=newest), True),
+        (page(q="cafe"), True),  # accents: the answer has non-ASCII text
+        (page(q="chanson", language="fr"), True),
+        (page(q="zihter"), True),  # a typo: correctedQuery
+        (page(q="nothing-like-this"), True),
+        (page(category="audio", sort="POPULAR"), True),
+        (page("edges { node { title } }", sort="TRENDING"), True),
+        (page("__typename e: edges { __typename c: cursor n: node { __typename t: title } } totalCount"), True),
+        ({"query": 'query { searchSites(query: "zither", first: 3) { nodes { title tags } totalCount } }'}, True),
+        # client errors: Strawberry words them
+        (page(q="zither", after="bm90LWEtY3Vyc29y"), False),
+        (page(q="zither", sort="POPULAR", after=cursor), False),
+        (page(tenant="no-such-tenant"), False),
+        (page(first=0), False),
+        (page(category="cooking"), False),
+        # not planned: fields the plan does not fill, fragments, another root field
+        (page("edges { node { owner { handle } } }"), False),
+        (page("edges { node { verification { status } } }"), False),
+        ({"query": PAGE % "...P" + " fragment P on SiteSearchConnection { totalCount }",
+          "variables": {"tenant": tenant}}, False),
+        ({"query": "query { searchSites { totalCount } categories { id } }"}, False),
+    ]
+    taken = 0
+    for body, planned in cases:
+        before = fast_count(fast_url)
+        answers = [post(base, body) for base in (fast_url, slow_url)]
+        assert answers[0].status_code == answers[1].status_code, body
+        assert answers[0].content == answers[1].content, body
+        assert fast_count(fast_url) - before == (1 if planned else 0), body
+        taken += planned
+    assert fast_count(slow_url) == 0
+    assert taken == 13
