@@ -23,8 +23,8 @@ change nothing, so the normal path simply runs it again and words the error.
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -375,32 +375,13 @@ class FastPath:
             metrics.child(metrics.GRAPHQL_FAST_PATH, plan.root_name).inc()
             record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"],
                    plan.counted)
-        data = _json(result)
+        data = orjson.dumps(result)
+        if not data.isascii():  # Strawberry writes JSON with \u escapes (json.dumps); so do we, then
+            data = json.dumps(result, separators=(",", ":")).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
         return True
-
-
-# What json.dumps (so Strawberry) writes as \u escapes and orjson writes as it is.
-_UNESCAPED = re.compile("[\x7f-\U0010ffff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    code -= 0x10000  # beyond the BMP: a surrogate pair, as json.dumps writes it
-    return f"\\u{0xd800 | code >> 10:04x}\\u{0xdc00 | code & 0x3ff:04x}"
-
-
-def _json(result: dict[str, Any]) -> bytes:
-    """The bytes Strawberry sends (json.dumps, compact, ASCII only), made by orjson: the
-    same but for non-ASCII characters (and DEL), escaped here afterwards."""
-    data = orjson.dumps(result)
-    if data.isascii() and b"\x7f" not in data:
-        return data
-    return _UNESCAPED.sub(_escape, data.decode()).encode()
 
 
 async def _read(receive: Receive, limit: int = 1 << 16) -> tuple[bytes, bool, bool]:

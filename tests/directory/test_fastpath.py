@@ -13,8 +13,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tests.conftest import create_database, drop_database, start_api
 from tests.directory.helpers import listed_site, new_tenant, person
@@ -118,15 +116,3 @@ def test_search_through_the_fast_path_answers_as_strawberry_does(apis: tuple[str
         taken += planned
     assert fast_count(slow_url) == 0
     assert taken == 13
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers(-(2**31), 2**31 - 1) | st.text(),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3)))
-def test_answers_are_written_as_json_dumps_writes_them(value: Any) -> None:
-    """The fast path writes with orjson, then escapes what json.dumps (so Strawberry) would."""
-    import json
-
-    from graph.fastpath import _json
-
-    assert _json({"data": value}) == json.dumps({"data": value}, separators=(",", ":")).encode()
