@@ -7,9 +7,15 @@ nobody says which language they type in. When the words match nothing, each word
 replaced by its nearest indexed lexeme (trigram similarity over `search_lexemes`) and
 the search runs again: "podcsat" finds "podcast".
 
+Ranking reads each match's document, so RELEVANCE is bounded: words that match few
+listings rank all their matches; broad words rank their matches among the most popular
+listings (`site_search_top`, small enough to stay in memory) first, and list the rest
+most popular first (`_relevance_page`).
+
 Pages use keyset cursors on (sort value, site id): stable however deep one pages, and
-never a large OFFSET. Facets read `listing_counts` when there are no words, and count
-the matches otherwise.
+never a large OFFSET. Facets read `listing_counts` when there are no words, count the
+matches of words that match few listings, and estimate the counts of broad words from
+the popular tier (saying so).
 """
 
 from __future__ import annotations
