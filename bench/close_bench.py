@@ -160,7 +160,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--supporters", type=int, default=100_000)
     ap.add_argument("--clicks-per-supporter", type=int, default=10)
-    ap.add_argument("--shards", type=int, default=32)
+    ap.add_argument("--shards", type=int, default=close.DEFAULT_SHARDS,
+                    help="default: what the scheduler closes a month with (fewer, larger shards cost less each)")
     ap.add_argument("--big", action="store_true", help="1M supporters / 10M clicks on worker processes")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
