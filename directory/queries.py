@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
 from typing import Annotated, Any
 
 import asyncpg
+import orjson
 import strawberry
 
 from directory.types import (
@@ -104,22 +106,33 @@ async def _search(conn: asyncpg.Connection, *, query: str | None, category: str 
 # searchSites is the directory's hottest query, and Strawberry's execution of a page of
 # twenty sites costs several times the search itself. graph.fastpath answers it from a
 # plan when the selection is plain fields of these (anything else goes through Strawberry).
+
+
+def _text(s: str | None) -> Any:
+    """A string as the fast path's orjson must write it to match json.dumps (so Strawberry):
+    ASCII as it is, anything else already written with \\u escapes (an orjson.Fragment), so
+    the page is never encoded twice."""
+    if s is None or (s.isascii() and "\x7f" not in s):
+        return s
+    return orjson.Fragment(encode_basestring_ascii(s))
+
+
 # A Site's fields from its row, as Strawberry serializes them (DateTime: isoformat).
 _SITE_FIELDS: dict[str, Callable[[dict[str, Any], Settings], Any]] = {
     "id": lambda r, _: to_global("Site", r["id"]),
-    "url": lambda r, _: r["url"],
-    "host": lambda r, _: r["host"],
+    "url": lambda r, _: _text(r["url"]),
+    "host": lambda r, _: _text(r["host"]),
     "verified": lambda r, _: r["verified_at"] is not None,
     "listed": lambda r, _: r["listed"],
-    "title": lambda r, _: r["title"],
-    "description": lambda r, _: r["description"],
-    "language": lambda r, _: r["language"],
-    "category": lambda r, _: r["category"],
-    "tags": lambda r, _: list(r["tags"]),
-    "feedUrl": lambda r, _: r["feed_url"],
+    "title": lambda r, _: _text(r["title"]),
+    "description": lambda r, _: _text(r["description"]),
+    "language": lambda r, _: _text(r["language"]),
+    "category": lambda r, _: _text(r["category"]),
+    "tags": lambda r, _: [_text(t) for t in r["tags"]],
+    "feedUrl": lambda r, _: _text(r["feed_url"]),
     "createdAt": lambda r, _: r["created_at"].isoformat(),
     "listedAt": lambda r, _: r["listed_at"].isoformat() if r["listed_at"] else None,
-    "buttonUrl": lambda r, settings: sites.button_href(settings.public_url, r["url"]),
+    "buttonUrl": lambda r, settings: _text(sites.button_href(settings.public_url, r["url"])),
 }
 _COUNTED = frozenset({"totalCount", "facets", "countsAreEstimates"})
 
@@ -145,12 +158,12 @@ async def search_sites_fast(ctx: Context, args: dict[str, Any], wanted: frozense
         "edges": [{"cursor": c, "node": node} for c, node in zip(page.cursors, nodes, strict=True)],
         "nodes": nodes,
         "pageInfo": {"hasNextPage": page.has_next_page, "endCursor": page.cursors[-1] if page.cursors else None},
-        "correctedQuery": page.corrected_query,
+        "correctedQuery": _text(page.corrected_query),
     }
     if counts is not None:
         out |= {"totalCount": counts.total, "countsAreEstimates": counts.estimated, "facets": {
-            "categories": [{"value": v, "count": c} for v, c in counts.categories],
-            "languages": [{"value": v, "count": c} for v, c in counts.languages]}}
+            "categories": [{"value": _text(v), "count": c} for v, c in counts.categories],
+            "languages": [{"value": _text(v), "count": c} for v, c in counts.languages]}}
     return out
 
 
