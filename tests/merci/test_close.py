@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import asyncpg
 
-from merci import audit, close, escrow
+from merci import audit, close, config, escrow
 from merci.budgets import balance, earnings
+from merci.db import migrate
 from merci.things import claim_thing
 from tests import factories as f
+from tests.conftest import create_database, drop_database
 
 
 async def ledger_snapshot(conn: asyncpg.Connection) -> list[tuple[object, ...]]:
@@ -137,3 +140,56 @@ async def test_thing_claimed_while_the_month_closes_pays_its_new_owner(system_po
         assert await earnings(conn, account_id=creator, currency="EUR") == 900
         assert await balance(conn, account_id=fan, currency="EUR") == 0
         assert await audit.audit(conn) == []
+
+
+async def test_close_resumed_across_an_upgrade_checks_older_shards_by_the_ledger(system_pool: asyncpg.Pool) -> None:
+    period = date(2030, 6, 1)
+    async with system_pool.acquire() as conn:
+        tenant = await f.merci_tenant(conn)
+        owner = await f.person(conn, tenant, "c")
+        t = await f.thing(conn, tenant, owner)
+        for i in range(3):
+            fan = await f.supporter(conn, tenant, budget=1000, funds=1000)
+            await f.click(conn, tenant, fan, t, f"2030-06-0{i + 1}T00:00:00Z")
+        await close.start(conn, period=period, shards=3, currency="EUR", default_budget=500)
+        await close.close_shard(conn, period=period, shard=0)
+        # As a shard closed by a version that did not record its figures.
+        await conn.execute("update month_close_shards set journals = null, debited = null, shares = null,"
+                           " fees = null, partner = null where period = $1", period)
+        assert await close.close_inline(conn, period=period, shards=3) == "done"
+        summary = json.loads(await conn.fetchval("select summary::text from month_closes where period = $1", period))
+        assert summary["journals"] == summary["supporters"] == 3
+        assert summary["debited"] == summary["charged"] == 3000
+        assert summary["shares"] + summary["fees"] + summary["partner"] == 3000
+
+
+async def test_a_shard_that_fails_its_self_check_posts_nothing_and_fails_the_close(server_url: str) -> None:
+    # A database of its own: a failed close stops every later close (and the audit).
+    dsn = create_database(server_url, "merci_failclose")
+    try:
+        await migrate(dsn)
+        conn = await asyncpg.connect(config.with_user(dsn, config.SYSTEM_ROLE))
+        try:
+            await _fail_a_shard(conn)
+        finally:
+            await conn.close()
+    finally:
+        drop_database(server_url, dsn)
+
+
+async def _fail_a_shard(conn: asyncpg.Connection) -> None:
+    period = date(2030, 7, 1)
+    tenant = await f.merci_tenant(conn)
+    owner = await f.person(conn, tenant, "c")
+    t = await f.thing(conn, tenant, owner)
+    fans = [await f.supporter(conn, tenant, budget=1000, funds=1000) for _ in range(2)]
+    for fan in fans:
+        await f.click(conn, tenant, fan, t, "2030-07-02T00:00:00Z")
+    # A close journal that is not the close's own: the shard must not charge around it.
+    await conn.execute("insert into journals (tenant_id, kind, idem_key, period) values ($1, 'month_close', $2, $3)",
+                       tenant, f"close:{period}:{fans[0]}", period)
+    assert await close.close_inline(conn, period=period, shards=1) == "failed"
+    error = await conn.fetchval("select error from month_closes where period = $1", period)
+    assert "shard 0" in error and "debited" in error
+    assert await conn.fetchval("select count(*) from month_close_shards where period = $1", period) == 0
+    assert await balance(conn, account_id=fans[1], currency="EUR") == 1000  # rolled back with the shard
