@@ -1,16 +1,17 @@
 """The month close: exactly-once, set-based, sharded across workers.
 
 start  : take the month's lock exclusively (in-flight click ingestion drains
-         first; later clicks of the month are refused), count subscriptions, and
-         record the close with its shard count.
+         first; later clicks of the month are refused), count subscriptions, make
+         the ledger accounts the month will credit, and record the close with its
+         shard count.
 shard  : a range of supporter ids (cut at start); one transaction computes the split
          (merci.split.SPLIT_SQL), posts one journal per supporter and marks the
          shard done. Journals are keyed close:<period>:<supporter>, the shard is
          advisory-locked, so a rerun, a crash half-way or two racing workers all
          end with the same ledger.
-         Before it counts as done, the shard checks what it wrote (its journals
-         balance; debited = shares + fees = what the split charged) and records
-         those figures with its done-marker.
+         Before it counts as done, the shard checks what it wrote (every journal
+         balances; debited = shares + fees = what the split charged; one journal
+         per charged supporter) and records those figures with its done-marker.
 finish : once every shard is done, a self-check over the shards' figures, then the
          close is 'done'.
 """
@@ -260,11 +261,12 @@ class ShardCheckFailed(CloseError):
 
 
 async def close_shard(conn: asyncpg.Connection, *, period: date, shard: int) -> dict[str, int] | None:
-    """Close one shard; None if it was already closed (by this or another worker).
+    """Close one shard; None if it was already closed (by this or another worker), or
+    if it failed its self-check.
 
     The shard checks itself before it counts as done, in its own transaction: the
     entries it wrote balance and add up to what the split charged. A shard that fails
-    posts nothing and marks the close failed."""
+    posts nothing and marks the close failed (`merci audit` reports failed closes)."""
     try:
         return await _close_shard(conn, period=period, shard=shard)
     except ShardCheckFailed as exc:
@@ -304,7 +306,7 @@ async def _close_shard(conn: asyncpg.Connection, *, period: date, shard: int) ->
         await conn.execute(
             "insert into month_close_shards (period, shard, supporters, clicks, charged, journals, debited, shares,"
             " fees, partner) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            period, shard, *(figures[k] for k in FIGURES[:-1]),
+            period, shard, *(figures[k] for k in FIGURES if k != "imbalance"),  # 0, checked above
         )
     return figures
 
