@@ -7,6 +7,7 @@ in one run. The raw figure is the limit the API can approach; the ratio is its c
     python -m bench.search_bench                     # 1M listings (a few minutes)
     python -m bench.search_bench --keep NAME         # ... and keep the database NAME afterwards
     python -m bench.search_bench --reuse NAME        # measure again on it (migrated, not regenerated)
+    python -m bench.search_bench --lock /tmp/merci-bench.lock   # measure while holding the shared bench lock
 
 DATABASE_URL (a superuser) is used when set, else an embedded PostgreSQL.
 """
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import hashlib
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -126,7 +130,21 @@ def pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))] * 1000
 
 
-async def measure(dsn: str, rows: int, runs: int, *, reuse: bool = False) -> int:
+@contextmanager
+def held(path: str | None) -> Iterator[None]:
+    """An exclusive flock(2) on `path` (as `flock PATH …` takes it), or nothing without one."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+async def measure(dsn: str, rows: int, runs: int, *, reuse: bool = False, lock: str | None = None) -> int:
     settings = config.Settings(database_url=dsn).derived()
     owner = await asyncpg.connect(dsn)
     if reuse:
@@ -140,7 +158,11 @@ async def measure(dsn: str, rows: int, runs: int, *, reuse: bool = False) -> int
     await owner.close()
     if runs <= 0:
         return 0  # --keep NAME --runs 0: generate only, measure later (under the bench lock) with --reuse
+    with held(lock):  # other benchmarks wait while this one measures (not while it generates)
+        return await timed(settings, dsn, rows, runs, tenants)
 
+
+async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenants: dict[str, int]) -> int:
     port = 18000 + os.getpid() % 1000
     env = {**os.environ, "DATABASE_URL": dsn, "MERCI_ENV": "test", "PYTHONUNBUFFERED": "1"}
     env.pop("BROKER_URL", None)
@@ -207,17 +229,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=40, help="timed runs per kind and path")
     parser.add_argument("--keep", metavar="NAME", help="generate into database NAME and keep it (development)")
     parser.add_argument("--reuse", metavar="NAME", help="measure on database NAME kept earlier (migrated first)")
+    parser.add_argument("--lock", metavar="PATH", help="hold an exclusive flock on PATH while measuring, "
+                                                       "e.g. /tmp/merci-bench.lock (generating goes unlocked)")
     args = parser.parse_args()
     with server() as url:
         if args.reuse:
             dsn = with_database(url, args.reuse)
             asyncio.run(migrate(dsn))
-            return asyncio.run(measure(dsn, args.rows, args.runs, reuse=True))
+            return asyncio.run(measure(dsn, args.rows, args.runs, reuse=True, lock=args.lock))
         if args.keep:
             dsn = kept_database(url, args.keep)
-            return asyncio.run(measure(dsn, args.rows, args.runs))
+            return asyncio.run(measure(dsn, args.rows, args.runs, lock=args.lock))
         with fresh_database(url, prefix="merci_search_bench") as dsn:
-            return asyncio.run(measure(dsn, args.rows, args.runs))
+            return asyncio.run(measure(dsn, args.rows, args.runs, lock=args.lock))
 
 
 def kept_database(server_url: str, name: str) -> str:
