@@ -46,8 +46,16 @@ TRENDING_HALF_LIFE_DAYS = 7
 # Matches that can be ranked, or counted, one by one within a few milliseconds. Words that
 # match more are broad: see `_relevance_page` and `facets`.
 EXACT_LIMIT = 1000
+# A page in a keyset order (POPULAR, NEWEST, TRENDING, and the rest of a broad RELEVANCE
+# search) either collects every match and sorts them, or walks the order's index until a
+# page of matches turns up: for a rare word that walk reads most of the index (seconds on a
+# million listings), for a broad one a few hundred rows. `Reach` chooses; reading more
+# rows than this either way is slow.
+COLLECT_LIMIT = 20000
+LISTINGS = "(select coalesce(sum(n), 0)::bigint from listing_counts)"
 # How much of the directory the relevance tier (`site_search_top`) is: 1/scale.
 SCALE = "greatest(1, (select coalesce(sum(n), 0) from listing_counts)::real / merci_search_top_size())"
+
 PARSED_CACHE = 4096
 
 # (cursor tag, SQL expression, SQL type of the cursor value)
@@ -230,19 +238,64 @@ def _where(conditions: list[str]) -> str:
     return f" where {' and '.join(conditions)}" if conditions else ""
 
 
-def sorted_sql(q: SearchQuery, match: str | None, *, first: int, after: Position | None) -> tuple[str, list[Any]]:
-    """POPULAR, TRENDING, NEWEST: the sort index drives the scan and stops at the page
-    (or, for rare words, the few matches are sorted)."""
+@dataclass(frozen=True)
+class Reach:
+    """What it costs to find a page of words' matches in a keyset order, in rows read,
+    estimated from the popular tier's matches scaled up to the whole directory:
+    collecting all the words' matches reads `words` rows; walking the order's index until
+    a page of matches that pass the filters turns up reads about `walk`."""
+
+    words: float
+    walk: float
+
+    @classmethod
+    def of(cls, word_matches: int, filtered_matches: int, scale: float, listings: int, page: int) -> Reach:
+        return cls(word_matches * scale, page * listings / max(filtered_matches * scale, 1))
+
+    @property
+    def strategy(self) -> str:
+        """How a page in a keyset order finds its matches (`_matches`): by collecting
+        them when that reads fewer rows than walking would, and not many; otherwise as
+        the planner sees fit (which, the page being short, is mostly a walk). The walk's
+        estimate assumes it reads the whole order, the filters being checked row by row;
+        an index on a filter makes it shorter, and the planner knows those well."""
+        return WORDS if self.words <= self.walk and self.words < COLLECT_LIMIT else PLANNED
+
+
+# Collect the words' matches (through their index), then filter and sort them; or leave it
+# to the planner (for broad words and a short page: walking the order's index).
+WORDS, PLANNED = "words", "planned"
+
+
+def _matches(words: str, filters: list[str], strategy: str) -> tuple[str, list[str]]:
+    """(source, conditions) for `select … from {source} ss where {conditions}` over the
+    listings that match `words` and `filters`. Collected, the source is fenced (`offset 0`
+    keeps the planner from pushing conditions in or walking an index through it) and
+    read whole."""
+    if strategy == WORDS:
+        return f"(select * from site_search ss where {words} offset 0)", filters
+    return "site_search", [words, *filters]
+
+
+def _keyset(source: str, key: str, where: list[str], limit: str) -> str:
+    """(site_id, sort_value) of `source`'s rows matching `where`, in `key` order."""
+    return (f"select ss.site_id, {key} as sort_value from {source} ss{_where(where)}"
+            f" order by {key} desc, ss.site_id desc limit {limit}")
+
+
+def sorted_sql(q: SearchQuery, match: str | None, *, first: int, after: Position | None,
+               strategy: str = PLANNED) -> tuple[str, list[Any]]:
+    """POPULAR, TRENDING, NEWEST: the sort index drives the scan and stops at the page,
+    or, for words that match few listings (`Reach.strategy`), their matches are sorted."""
     _, key, sql_type = _ORDER[q.effective_sort]
     args = _Args()
-    where = _filters(q, args)
+    filters = _filters(q, args)
+    source, where = "site_search", filters
     if match is not None:
-        where.append(f"ss.document @@ {args.add(match)}::tsquery")
+        source, where = _matches(f"ss.document @@ {args.add(match)}::tsquery", filters, strategy)
     if after is not None:
         where.append(f"({key}, ss.site_id) < ({args.add(after.value)}::{sql_type}, {args.add(after.site_id)}::bigint)")
-    ranked = (f"select ss.site_id, {key} as sort_value from site_search ss{_where(where)}"
-              f" order by {key} desc, ss.site_id desc limit {args.add(first + 1)}")
-    return _with_sites(ranked), args
+    return _with_sites(_keyset(source, key, where, args.add(first + 1))), args
 
 
 def _ranked_sql(table: str, where: list[str], rank: str, after: Position | None, args: _Args, limit: int) -> str:
@@ -255,44 +308,65 @@ def _ranked_sql(table: str, where: list[str], rank: str, after: Position | None,
     return f"select * from ({ranked}) r order by r.sort_value desc, r.site_id desc limit {args.add(limit)}"
 
 
-def exact_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -> tuple[str, list[Any]]:
+def exact_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None,
+              strategy: str = PLANNED) -> tuple[str, list[Any]]:
     """Every match, ranked: for words that match few listings."""
     args = _Args()
     tsq = f"{args.add(match)}::tsquery"
-    where = [f"ss.document @@ {tsq}", *_filters(q, args)]
-    return _with_sites(_ranked_sql("site_search", where, f"ts_rank(ss.document, {tsq}, 1)", after, args, limit)), args
+    source, where = _matches(f"ss.document @@ {tsq}", _filters(q, args), strategy)
+    return _with_sites(_ranked_sql(source, where, f"ts_rank(ss.document, {tsq}, 1)", after, args, limit)), args
+
+
+def _all(conditions: list[str]) -> str:
+    return " and ".join(conditions) or "true"
 
 
 def top_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -> tuple[str, list[Any]]:
-    """The matches among the most popular listings, ranked. A first page also says how
-    many of them match regardless of category and language, and how much of the directory
-    the tier is (`top_matches`, `scale` on every row, or on a row of nulls when none is
-    shown): together they tell whether the words are broad (`is_broad`)."""
+    """The matches among the most popular listings, ranked. A first page also counts the
+    tier's matches (on every row, or on a row of nulls when none is shown): all of them
+    (`word_matches`), those of the tenant asked for (`top_matches`, which with `scale`,
+    how much of the directory the tier is, tells whether the words are broad: `is_broad`),
+    and those every filter leaves (`filtered_matches`)."""
     args = _Args()
     tsq = f"{args.add(match)}::tsquery"
     rank = f"ts_rank(ss.document, {tsq}, 1)"
     if after is not None:
         where = [f"ss.document @@ {tsq}", *_filters(q, args)]
         return _with_sites(_ranked_sql("site_search_top", where, rank, after, args, limit)), args
-    # The tier's matches are read once; the count and the page both come from them.
-    tier = f"select ss.* from site_search_top ss{_where([f'ss.document @@ {tsq}', *_filters(q, args, facets=False)])}"
-    ranked = _ranked_sql("tier", _filters(q, args, tenant=False), rank, None, args, limit)
-    return (f"with tier as materialized ({tier})"
-            f" select c.top_matches, {SCALE} as scale, p.* from (select count(*) as top_matches from tier) c"
+    # The tier's matches are read once; the counts and the page all come from them.
+    tenant, every = _all(_filters(q, args, facets=False)), _filters(q, args)
+    ranked = _ranked_sql("tier", every, rank, None, args, limit)
+    return (f"with tier as materialized (select ss.* from site_search_top ss where ss.document @@ {tsq})"
+            f" select c.*, {SCALE} as scale, {LISTINGS} as listings, p.* from (select count(*) as word_matches,"
+            f" count(*) filter (where {tenant}) as top_matches, count(*) filter (where {_all(every)})"
+            f" as filtered_matches from tier ss) c"
             f" left join ({_with_sites(ranked)}) p on true order by p.sort_value desc, p.id desc"), args
 
 
-def others_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -> tuple[str, list[Any]]:
+def others_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None,
+               strategy: str = PLANNED) -> tuple[str, list[Any]]:
     """The matches outside the most popular listings, most popular first."""
     args = _Args()
-    where = [f"ss.document @@ {args.add(match)}::tsquery", *_filters(q, args),
-             "not exists (select 1 from site_search_top t where t.site_id = ss.site_id)"]
+    source, where = _matches(f"ss.document @@ {args.add(match)}::tsquery", _filters(q, args), strategy)
+    where.append("not exists (select 1 from site_search_top t where t.site_id = ss.site_id)")
     if after is not None:
         value, site_id = args.add(after.value), args.add(after.site_id)
         where.append(f"(ss.popularity, ss.site_id) < ({value}::bigint, {site_id}::bigint)")
-    ranked = (f"select ss.site_id, ss.popularity as sort_value from site_search ss{_where(where)}"
-              f" order by ss.popularity desc, ss.site_id desc limit {args.add(limit)}")
-    return _with_sites(ranked), args
+    return _with_sites(_keyset(source, "ss.popularity", where, args.add(limit))), args
+
+
+def reach_sql(q: SearchQuery, match: str) -> tuple[str, list[Any]]:
+    """The tier's matches of words, all and filtered, and what `Reach.of` needs besides."""
+    args = _Args()
+    words = f"ss.document @@ {args.add(match)}::tsquery"
+    return (f"select count(*) as word_matches, count(*) filter (where {_all(_filters(q, args))}) as filtered_matches,"
+            f" {SCALE} as scale, {LISTINGS} as listings from site_search_top ss where {words}"), args
+
+
+async def reach(conn: asyncpg.Connection, q: SearchQuery, match: str, page: int) -> Reach:
+    sql, args = reach_sql(q, match)
+    r = await conn.fetchrow(sql, *args)
+    return Reach.of(r["word_matches"], r["filtered_matches"], r["scale"], r["listings"], page)
 
 
 async def _rows(conn: asyncpg.Connection, built: tuple[str, list[Any]], phase: str) -> list[dict[str, Any]]:
@@ -320,24 +394,36 @@ async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, 
     what has to be searched); later pages follow their cursor's phase."""
     n = first + 1
     if after is not None and after.phase == ALL:
-        return await _rows(conn, exact_sql(q, match, limit=n, after=after), ALL)
+        how = (await reach(conn, q, match, n)).strategy
+        return await _rows(conn, exact_sql(q, match, limit=n, after=after, strategy=how), ALL)
     if after is not None and after.phase == OTHERS:
-        return await _rows(conn, others_sql(q, match, limit=n, after=after), OTHERS)
+        how = (await reach(conn, q, match, n)).strategy
+        return await _rows(conn, others_sql(q, match, limit=n, after=after, strategy=how), OTHERS)
     rows = await _rows(conn, top_sql(q, match, limit=n, after=after), TOP)
+    strategy: str | None = None
     if after is None:
-        if not is_broad(rows[0]["top_matches"], rows[0]["scale"]):
-            return await _rows(conn, exact_sql(q, match, limit=n, after=None), ALL)
+        first_row = rows[0]
+        scale = first_row["scale"]
+        strategy = Reach.of(first_row["word_matches"], first_row["filtered_matches"], scale,
+                            first_row["listings"], n).strategy
+        if not is_broad(first_row["top_matches"], scale):
+            return await _rows(conn, exact_sql(q, match, limit=n, after=None, strategy=strategy), ALL)
         rows = [r for r in rows if r["id"] is not None]
     if len(rows) < n:
-        rows += await _rows(conn, others_sql(q, match, limit=n - len(rows), after=None), OTHERS)
+        if strategy is None:
+            strategy = (await reach(conn, q, match, n)).strategy
+        rows += await _rows(conn, others_sql(q, match, limit=n - len(rows), after=None, strategy=strategy), OTHERS)
     return rows
 
 
 async def _page(conn: asyncpg.Connection, q: SearchQuery, match: str | None, *, first: int,
                 after: Position | None) -> list[dict[str, Any]]:
-    if match is not None and q.effective_sort == "RELEVANCE":
+    if match is None:
+        return await _rows(conn, sorted_sql(q, None, first=first, after=after), ALL)
+    if q.effective_sort == "RELEVANCE":
         return await _relevance_page(conn, q, match, first=first, after=after)
-    return await _rows(conn, sorted_sql(q, match, first=first, after=after), ALL)
+    strategy = (await reach(conn, q, match, first + 1)).strategy
+    return await _rows(conn, sorted_sql(q, match, first=first, after=after, strategy=strategy), ALL)
 
 
 async def search(conn: asyncpg.Connection, q: SearchQuery, *, first: int, after: str | None) -> SearchPage:

@@ -234,3 +234,63 @@ async def test_broad_words_rank_the_popular_tier_first(system_pool: asyncpg.Pool
         await conn.execute("select merci_refresh_search_top()")
         assert await conn.fetchval("select count(*) from site_search_top where site_id = any($1::bigint[])",
                                    outside) == 6
+
+
+def test_reach_collects_rare_words_and_walks_for_broad_ones() -> None:
+    """A page in a keyset order collects and sorts the matches of words that match few
+    listings (a walk of the order's index would read most of it before a page of them
+    turns up), and leaves broad words to the planner (a short walk)."""
+    from merci.search import COLLECT_LIMIT, PLANNED, WORDS, Reach
+
+    # A million listings, the tier 1/100 of them, a page of 21.
+    assert Reach.of(0, 0, 100.0, 1_000_000, 21).strategy == WORDS  # no match at all: nothing to walk to
+    assert Reach.of(10, 10, 100.0, 1_000_000, 21).strategy == WORDS  # ~1,000 matches vs a 21,000-row walk
+    assert Reach.of(1000, 1000, 100.0, 1_000_000, 21).strategy == PLANNED  # ~100,000 matches, a 210-row walk
+    # A word of ~7,800 matches with a filter leaving 1,700 of them: collecting reads fewer rows.
+    assert Reach.of(78, 17, 100.0, 1_000_000, 21).strategy == WORDS
+    # Too many matches to collect, however few pass the filters: the planner uses the filters' indexes.
+    assert Reach.of(COLLECT_LIMIT // 100 + 1, 0, 100.0, 1_000_000, 21).strategy == PLANNED
+
+
+@pytest.mark.parametrize("sort", ["RELEVANCE", "POPULAR", "NEWEST", "TRENDING"])
+async def test_collecting_and_walking_page_alike(system_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
+                                                 sort: str) -> None:
+    """Whichever way a page finds its matches (collected and sorted, or as planned), every
+    sort pages through the same sites in the same order, with and without filters, on both
+    sides of the popular tier."""
+    from merci import search as domain
+
+    async with system_pool.acquire() as conn:
+        tid, _ = await new_tenant(conn)
+        owner = await person(conn, tid, "creator")
+        ids = [await listed_site(conn, tid, owner, title=f"Kazoo {'kazoo ' * (i % 4)}session {i}",
+                                 description="Humming." if i % 3 else "Humming on a kazoo, daily.",
+                                 language="fr" if i % 2 else "en", category=("audio", "video", "text")[i % 3],
+                                 tags=["kazoo"] if i % 5 == 0 else ["reeds"])
+               for i in range(23)]
+        for i, site in enumerate(ids):  # ties in popularity and trending, so site ids break them
+            await conn.execute("update site_search set popularity = $2, trending = $3 where site_id = $1",
+                               site, (i * 7) % 10, ((i * 3) % 5) / 2)
+        await conn.execute("delete from site_search_top where site_id = any($1::bigint[])", ids[15:])
+        monkeypatch.setattr(domain, "EXACT_LIMIT", 5)  # "kazoo" is broad here: the tier, then the others
+
+        async def pages(text: str, strategy: str, **filters: Any) -> list[int]:
+            monkeypatch.setattr(domain.Reach, "strategy", property(lambda self: strategy))
+            q = domain.clean_query(text=text, sort=sort, tenant_id=tid, category=filters.get("category"),
+                                   language=filters.get("language"))
+            seen: list[int] = []
+            after = None
+            while True:
+                page = await domain.search(conn, q, first=4, after=after)
+                seen += [r["id"] for r in page.rows]
+                if not page.has_next_page:
+                    return seen
+                after = page.cursors[-1]
+
+        for text, filters in [("kazoo", {}), ("kazoo", {"language": "fr"}), ("kazoo", {"category": "audio"}),
+                              ("daily kazoo", {}), ("session", {"language": "en", "category": "text"})]:
+            collected = await pages(text, domain.WORDS, **filters)
+            planned = await pages(text, domain.PLANNED, **filters)
+            assert collected == planned, (text, filters)
+            assert len(collected) == len(set(collected)) > 0
+        assert len(await pages("kazoo", domain.WORDS)) == 23
