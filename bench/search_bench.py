@@ -19,6 +19,7 @@ import asyncio
 import fcntl
 import hashlib
 import os
+import re
 import statistics
 import sys
 import time
@@ -32,6 +33,7 @@ import psycopg
 
 from bench.common import fresh_database, server
 from bench.search_data import generate
+from directory.queries import site_columns
 from merci import config, search
 from merci.config import with_database
 from merci.db import Scope, create_pool, migrate, set_scope
@@ -81,15 +83,20 @@ def graphql_query(args: dict[str, Any], counts: bool, after: str | None) -> dict
             "variables": variables}
 
 
+# The Site columns NODE shows: the page's SQL reads those, raw as through GraphQL.
+COLUMNS = site_columns(frozenset(re.findall(r"\w+", NODE)))
+
+
 async def raw(conn: asyncpg.Connection, args: dict[str, Any], counts: bool, after: str | None,
               tenants: dict[str, int]) -> search.SearchPage:
-    """What the resolvers run, minus GraphQL and HTTP: one transaction like theirs."""
+    """What the resolvers run, minus GraphQL and HTTP: one transaction like theirs, the
+    same statements (the same columns)."""
     async with conn.transaction():
         await set_scope(conn, Scope(tenants["merci"]))
         q = search.clean_query(text=args.get("query"), category=args.get("category"), language=args.get("language"),
                                sort=args.get("sort", "RELEVANCE"),
                                tenant_id=tenants.get(args["tenant"]) if "tenant" in args else None)
-        page = await search.search(conn, q, first=20, after=after)
+        page = await search.search(conn, q, first=20, after=after, columns=COLUMNS)
         if counts:
             await search.facets(conn, q, page.match)
     return page

@@ -227,10 +227,11 @@ def _filters(q: SearchQuery, args: _Args, *, tenant: bool = True, facets: bool =
     return where
 
 
-def _with_sites(ranked: str) -> str:
-    """The site rows of `ranked` (site_id, sort_value), in its order."""
-    columns = ", ".join(f"s.{c.strip()}" for c in SITE_COLUMNS.split(","))
-    return (f"select {columns}, m.sort_value from ({ranked}) m join sites s on s.id = m.site_id"
+def _with_sites(ranked: str, columns: str) -> str:
+    """The site rows of `ranked` (site_id, sort_value), in its order: `columns` of them
+    (SITE_COLUMNS or fewer; id always)."""
+    selected = ", ".join(f"s.{c.strip()}" for c in columns.split(","))
+    return (f"select {selected}, m.sort_value from ({ranked}) m join sites s on s.id = m.site_id"
             " order by m.sort_value desc, m.site_id desc")
 
 
@@ -284,7 +285,7 @@ def _keyset(source: str, key: str, where: list[str], limit: str) -> str:
 
 
 def sorted_sql(q: SearchQuery, match: str | None, *, first: int, after: Position | None,
-               strategy: str = PLANNED) -> tuple[str, list[Any]]:
+               strategy: str = PLANNED, columns: str = SITE_COLUMNS) -> tuple[str, list[Any]]:
     """POPULAR, TRENDING, NEWEST: the sort index drives the scan and stops at the page,
     or, for words that match few listings (`Reach.strategy`), their matches are sorted."""
     _, key, sql_type = _ORDER[q.effective_sort]
@@ -295,7 +296,7 @@ def sorted_sql(q: SearchQuery, match: str | None, *, first: int, after: Position
         source, where = _matches(f"ss.document @@ {args.add(match)}::tsquery", filters, strategy)
     if after is not None:
         where.append(f"({key}, ss.site_id) < ({args.add(after.value)}::{sql_type}, {args.add(after.site_id)}::bigint)")
-    return _with_sites(_keyset(source, key, where, args.add(first + 1))), args
+    return _with_sites(_keyset(source, key, where, args.add(first + 1)), columns), args
 
 
 def _ranked_sql(table: str, where: list[str], rank: str, after: Position | None, args: _Args, limit: int) -> str:
@@ -309,19 +310,21 @@ def _ranked_sql(table: str, where: list[str], rank: str, after: Position | None,
 
 
 def exact_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None,
-              strategy: str = PLANNED) -> tuple[str, list[Any]]:
+              strategy: str = PLANNED, columns: str = SITE_COLUMNS) -> tuple[str, list[Any]]:
     """Every match, ranked: for words that match few listings."""
     args = _Args()
     tsq = f"{args.add(match)}::tsquery"
     source, where = _matches(f"ss.document @@ {tsq}", _filters(q, args), strategy)
-    return _with_sites(_ranked_sql(source, where, f"ts_rank(ss.document, {tsq}, 1)", after, args, limit)), args
+    ranked = _ranked_sql(source, where, f"ts_rank(ss.document, {tsq}, 1)", after, args, limit)
+    return _with_sites(ranked, columns), args
 
 
 def _all(conditions: list[str]) -> str:
     return " and ".join(conditions) or "true"
 
 
-def top_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -> tuple[str, list[Any]]:
+def top_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None,
+            columns: str = SITE_COLUMNS) -> tuple[str, list[Any]]:
     """The matches among the most popular listings, ranked. A first page also counts the
     tier's matches (on every row, or on a row of nulls when none is shown): all of them
     (`word_matches`), those of the tenant asked for (`top_matches`, which with `scale`,
@@ -332,7 +335,7 @@ def top_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -
     rank = f"ts_rank(ss.document, {tsq}, 1)"
     if after is not None:
         where = [f"ss.document @@ {tsq}", *_filters(q, args)]
-        return _with_sites(_ranked_sql("site_search_top", where, rank, after, args, limit)), args
+        return _with_sites(_ranked_sql("site_search_top", where, rank, after, args, limit), columns), args
     # The tier's matches are read once; the counts and the page all come from them.
     tenant, every = _all(_filters(q, args, facets=False)), _filters(q, args)
     ranked = _ranked_sql("tier", every, rank, None, args, limit)
@@ -340,11 +343,11 @@ def top_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None) -
             f" select c.*, {SCALE} as scale, {LISTINGS} as listings, p.* from (select count(*) as word_matches,"
             f" count(*) filter (where {tenant}) as top_matches, count(*) filter (where {_all(every)})"
             f" as filtered_matches from tier ss) c"
-            f" left join ({_with_sites(ranked)}) p on true order by p.sort_value desc, p.id desc"), args
+            f" left join ({_with_sites(ranked, columns)}) p on true order by p.sort_value desc, p.id desc"), args
 
 
 def others_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None,
-               strategy: str = PLANNED) -> tuple[str, list[Any]]:
+               strategy: str = PLANNED, columns: str = SITE_COLUMNS) -> tuple[str, list[Any]]:
     """The matches outside the most popular listings, most popular first."""
     args = _Args()
     source, where = _matches(f"ss.document @@ {args.add(match)}::tsquery", _filters(q, args), strategy)
@@ -352,7 +355,7 @@ def others_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None
     if after is not None:
         value, site_id = args.add(after.value), args.add(after.site_id)
         where.append(f"(ss.popularity, ss.site_id) < ({value}::bigint, {site_id}::bigint)")
-    return _with_sites(_keyset(source, "ss.popularity", where, args.add(limit))), args
+    return _with_sites(_keyset(source, "ss.popularity", where, args.add(limit)), columns), args
 
 
 def reach_sql(q: SearchQuery, match: str) -> tuple[str, list[Any]]:
@@ -381,7 +384,7 @@ def is_broad(top_matches: int, scale: float) -> bool:
 
 
 async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, *, first: int,
-                          after: Position | None) -> list[dict[str, Any]]:
+                          after: Position | None, columns: str) -> list[dict[str, Any]]:
     """RELEVANCE over words. Ranking reads every match's document, so it is bounded:
 
     - words that match few listings (fewer than about EXACT_LIMIT) rank all their matches;
@@ -395,11 +398,11 @@ async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, 
     n = first + 1
     if after is not None and after.phase == ALL:
         how = (await reach(conn, q, match, n)).strategy
-        return await _rows(conn, exact_sql(q, match, limit=n, after=after, strategy=how), ALL)
+        return await _rows(conn, exact_sql(q, match, limit=n, after=after, strategy=how, columns=columns), ALL)
     if after is not None and after.phase == OTHERS:
         how = (await reach(conn, q, match, n)).strategy
-        return await _rows(conn, others_sql(q, match, limit=n, after=after, strategy=how), OTHERS)
-    rows = await _rows(conn, top_sql(q, match, limit=n, after=after), TOP)
+        return await _rows(conn, others_sql(q, match, limit=n, after=after, strategy=how, columns=columns), OTHERS)
+    rows = await _rows(conn, top_sql(q, match, limit=n, after=after, columns=columns), TOP)
     strategy: str | None = None
     if after is None:
         first_row = rows[0]
@@ -407,26 +410,30 @@ async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, 
         strategy = Reach.of(first_row["word_matches"], first_row["filtered_matches"], scale,
                             first_row["listings"], n).strategy
         if not is_broad(first_row["top_matches"], scale):
-            return await _rows(conn, exact_sql(q, match, limit=n, after=None, strategy=strategy), ALL)
+            return await _rows(conn, exact_sql(q, match, limit=n, after=None, strategy=strategy, columns=columns), ALL)
         rows = [r for r in rows if r["id"] is not None]
     if len(rows) < n:
         if strategy is None:
             strategy = (await reach(conn, q, match, n)).strategy
-        rows += await _rows(conn, others_sql(q, match, limit=n - len(rows), after=None, strategy=strategy), OTHERS)
+        rows += await _rows(conn, others_sql(q, match, limit=n - len(rows), after=None, strategy=strategy,
+                                          columns=columns), OTHERS)
     return rows
 
 
 async def _page(conn: asyncpg.Connection, q: SearchQuery, match: str | None, *, first: int,
-                after: Position | None) -> list[dict[str, Any]]:
+                after: Position | None, columns: str) -> list[dict[str, Any]]:
     if match is None:
-        return await _rows(conn, sorted_sql(q, None, first=first, after=after), ALL)
+        return await _rows(conn, sorted_sql(q, None, first=first, after=after, columns=columns), ALL)
     if q.effective_sort == "RELEVANCE":
-        return await _relevance_page(conn, q, match, first=first, after=after)
+        return await _relevance_page(conn, q, match, first=first, after=after, columns=columns)
     strategy = (await reach(conn, q, match, first + 1)).strategy
-    return await _rows(conn, sorted_sql(q, match, first=first, after=after, strategy=strategy), ALL)
+    return await _rows(conn, sorted_sql(q, match, first=first, after=after, strategy=strategy, columns=columns), ALL)
 
 
-async def search(conn: asyncpg.Connection, q: SearchQuery, *, first: int, after: str | None) -> SearchPage:
+async def search(conn: asyncpg.Connection, q: SearchQuery, *, first: int, after: str | None,
+                 columns: str = SITE_COLUMNS) -> SearchPage:
+    """A page of listings: `columns` of their site rows (SITE_COLUMNS or fewer; id always),
+    a cursor for each, and whether more follow."""
     tag = _ORDER[q.effective_sort][0]
     position = decode_cursor(after, tag) if after is not None else None
     fuzzy = position is not None and position.fuzzy
@@ -440,12 +447,12 @@ async def search(conn: asyncpg.Connection, q: SearchQuery, *, first: int, after:
             match, corrected = fixed
         else:
             match = await parse_words(conn, q.text)
-    rows = await _page(conn, q, match, first=first, after=position)
+    rows = await _page(conn, q, match, first=first, after=position, columns=columns)
     if not rows and q.text and position is None and not fuzzy:
         fixed = await correct(conn, q.text)
         if fixed is not None and fixed[1] != " ".join(words_of(q.text)):
             (match, corrected), fuzzy = fixed, True
-            rows = await _page(conn, q, match, first=first, after=None)
+            rows = await _page(conn, q, match, first=first, after=None, columns=columns)
     page = rows[:first]
     return SearchPage(
         rows=page,

@@ -106,6 +106,10 @@ def test_search_through_the_fast_path_answers_as_strawberry_does(apis: tuple[str
           "variables": {"tenant": tenant}}, False),
         ({"query": "query { searchSites { totalCount } categories { id } }"}, False),
     ]
+    # Each Site field alone: the page reads only the columns the selection needs.
+    site_fields = ("id url host verified listed title description language category tags feedUrl createdAt"
+                   " listedAt buttonUrl").split()
+    cases += [(page(f"nodes {{ {name} }}", q="zither"), True) for name in site_fields]
     taken = 0
     for body, planned in cases:
         before = fast_count(fast_url)
@@ -115,4 +119,4 @@ def test_search_through_the_fast_path_answers_as_strawberry_does(apis: tuple[str
         assert fast_count(fast_url) - before == (1 if planned else 0), body
         taken += planned
     assert fast_count(slow_url) == 0
-    assert taken == 13
+    assert taken == 13 + len(site_fields)
