@@ -13,7 +13,10 @@ listings (`site_search_top`, small enough to stay in memory) first, and list the
 most popular first (`_relevance_page`).
 
 Pages use keyset cursors on (sort value, site id): stable however deep one pages, and
-never a large OFFSET. Facets read `listing_counts` when there are no words, count the
+never a large OFFSET. A page of words' matches in such an order either walks the order's
+index until enough matches turn up (broad words: a few hundred rows) or collects the
+matches and sorts them (rare words, whose walk would read most of the index); `Reach`
+estimates both costs from the popular tier and picks. Facets read `listing_counts` when there are no words, count the
 matches of words that match few listings, and estimate the counts of broad words from
 the popular tier (saying so).
 """
