@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from merci import config
 from merci.db import Scope, scoped
 from tests.factories import TenantWorld, make_tenant_world
 
@@ -115,3 +116,28 @@ async def test_unbalanced_or_dangling_entries_refused(system_pool: asyncpg.Pool,
                     j = await conn.fetchval("insert into journals (tenant_id, kind, idem_key) values ($1,"
                                             " 'correction', $2) returning id", a.tenant_id, f"bad-{amount}-{tenant}")
                     await conn.execute(insert, j if journal_ok else j + 1_000_000, acct, tenant, amount, a.tenant_id)
+
+
+async def test_a_released_connection_keeps_no_scope(settings: config.Settings,
+                                                    worlds: tuple[TenantWorld, TenantWorld]) -> None:
+    """Pooled connections are released without asyncpg's RESET ALL (merci.db._keep_session):
+    the scope is transaction-local, so the next borrower of the same connection starts with
+    none, after a committed request and after a failed one alike, and sees no tenant's
+    private rows."""
+    from merci.db import create_pool
+
+    a, _ = worlds
+    pool = await create_pool(settings.app_database_url, max_size=1)
+    try:
+        async with scoped(pool, Scope(a.tenant_id, a.supporter_id)) as conn:
+            assert await conn.fetchval("select current_setting('merci.tenant_id', true)") == str(a.tenant_id)
+            assert await conn.fetchval("select count(*) from budget_changes") > 0
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with scoped(pool, Scope(a.tenant_id, a.supporter_id)) as conn:
+                await conn.fetchval("select 1 / 0")
+        async with pool.acquire() as conn:  # the same connection: the pool holds one
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("select coalesce(current_setting('merci.tenant_id', true), '')") == ""
+            assert await conn.fetchval("select count(*) from budget_changes") == 0
+    finally:
+        await pool.close()
