@@ -16,9 +16,11 @@ Pages use keyset cursors on (sort value, site id): stable however deep one pages
 never a large OFFSET. A page of words' matches in such an order either walks the order's
 index until enough matches turn up (broad words: a few hundred rows) or collects the
 matches and sorts them (rare words, whose walk would read most of the index); `Reach`
-estimates both costs from the popular tier and picks. Facets read `listing_counts` when there are no words, count the
-matches of words that match few listings, and estimate the counts of broad words from
-the popular tier (saying so).
+estimates both costs from the popular tier and picks.
+
+Facets read `listing_counts` when there are no words, count the matches of words that
+match few listings, and estimate the counts of broad words from the popular tier (saying
+so).
 """
 
 from __future__ import annotations
@@ -58,7 +60,6 @@ COLLECT_LIMIT = 20000
 LISTINGS = "(select coalesce(sum(n), 0)::bigint from listing_counts)"
 # How much of the directory the relevance tier (`site_search_top`) is: 1/scale.
 SCALE = "greatest(1, (select coalesce(sum(n), 0) from listing_counts)::real / merci_search_top_size())"
-
 PARSED_CACHE = 4096
 
 # (cursor tag, SQL expression, SQL type of the cursor value)
