@@ -30,7 +30,7 @@ from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatche
 from merci.config import Settings
 from merci.db import Scope as DbScope
 from merci.db import create_pool, scoped
-from merci.tenants import DEFAULT_TENANT
+from merci.tenants import DEFAULT_TENANT, TenantIds
 
 TENANT_HEADER = "x-merci-tenant"
 
@@ -43,9 +43,9 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 class Auth:
     """Resolves the caller before GraphQL runs; a bad bearer token is a clear 401."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tenant_ids: TenantIds) -> None:
         self.app = app
-        self.tenant_ids: dict[str, int] = {}
+        self.tenant_ids = tenant_ids
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,13 +77,11 @@ class Auth:
         observability.bind_principal(principal.tenant_id, principal.account_id, principal.api_key_id)
 
     async def tenant_id(self, pool: asyncpg.Pool, slug: str) -> int | None:
-        if slug not in self.tenant_ids:
+        found = self.tenant_ids.known(slug)
+        if found is None:
             async with scoped(pool, DbScope(0)) as conn:
-                found = await conn.fetchval("select id from tenants where slug = $1", slug)
-            if found is None:
-                return None
-            self.tenant_ids[slug] = found
-        return self.tenant_ids[slug]
+                found = await self.tenant_ids.get(conn, slug)
+        return found
 
     async def authenticate(self, request: Request, pool: asyncpg.Pool) -> Principal:
         header = request.headers.get("authorization", "")
@@ -137,7 +135,7 @@ class MerciGraphQL(GraphQL[Context, None]):
         return Context(
             request=request, response=response, principal=request.scope["state"]["principal"],
             pool=state.pool, settings=state.settings, queue=state.queue, clicks=state.clicks,
-            prechecks=state.prechecks,
+            prechecks=state.prechecks, tenant_ids=state.tenant_ids,
         )
 
 
@@ -158,6 +156,8 @@ def create_app(
     settings: Settings, schema: strawberry.Schema, *, routes: list[Any] | None = None,
     queue: Any = None, pool_size: int = 20, fast_queries: dict[str, FastQuery] | None = None,
 ) -> Starlette:
+    tenant_ids = TenantIds()  # slugs found, shared by authentication and the resolvers
+
     async def send_clicks(batch: list[list[Any]]) -> None:
         await queue.asend(INGEST_ACTOR, batch, queue_name=CLICK_QUEUE)
         metrics.CLICKS_ACCEPTED.inc(len(batch))  # in the broker: accepted
@@ -165,6 +165,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
+        app.state.tenant_ids = tenant_ids
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         app.state.queue = queue
         app.state.clicks = None if queue is None else ClickBatcher(send_clicks)
@@ -185,7 +186,7 @@ def create_app(
         schema, graphql_ide=None if settings.production else "graphiql",
         allow_queries_via_get=True,
     )
-    auth = Auth(graphql)
+    auth = Auth(graphql, tenant_ids)
     endpoint = Route("/graphql", auth, methods=["GET", "POST"])
     middleware = [Middleware(Observe)]
     mutation_type = schema._schema.mutation_type

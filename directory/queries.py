@@ -27,6 +27,7 @@ from merci.config import Settings
 from merci.errors import UserError
 from merci.ids import from_global, to_global
 from merci.sites import CATEGORIES, SITE_COLUMNS
+from merci.tenants import TenantIds
 
 
 @strawberry.type
@@ -69,8 +70,8 @@ class DirectoryQueries:
         n = check_first(first)
         async with info.context.tx() as conn:
             try:
-                q, page = await _search(conn, query=query, category=category, language=language, tenant=tenant,
-                                        sort=sort.value, first=n, after=after)
+                q, page = await _search(conn, info.context.tenant_ids, query=query, category=category,
+                                        language=language, tenant=tenant, sort=sort.value, first=n, after=after)
             except UserError as err:
                 # Arguments, not input objects: a clear error on the field, not a payload.
                 raise ClientError(err.message, err.code) from None
@@ -82,22 +83,14 @@ class DirectoryQueries:
         )
 
 
-# Tenants are never renamed nor deleted: a slug, once found, names the same tenant for good.
-_tenant_ids: dict[str, int] = {}
-
-
-async def _search(conn: asyncpg.Connection, *, query: str | None, category: str | None, language: str | None,
-                  tenant: str | None, sort: str, first: int, after: str | None, columns: str = SITE_COLUMNS,
-                  ) -> tuple[search.SearchQuery, search.SearchPage]:
+async def _search(conn: asyncpg.Connection, tenant_ids: TenantIds, *, query: str | None, category: str | None,
+                  language: str | None, tenant: str | None, sort: str, first: int, after: str | None,
+                  columns: str = SITE_COLUMNS) -> tuple[search.SearchQuery, search.SearchPage]:
     tenant_id = None
     if tenant is not None:
-        slug = tenant.strip().lower()
-        tenant_id = _tenant_ids.get(slug)
+        tenant_id = await tenant_ids.get(conn, tenant.strip().lower())
         if tenant_id is None:
-            tenant_id = await conn.fetchval("select id from tenants where slug = $1", slug)
-            if tenant_id is None:
-                raise UserError("UNKNOWN_TENANT", f"no tenant {tenant!r}", "tenant")
-            _tenant_ids[slug] = tenant_id
+            raise UserError("UNKNOWN_TENANT", f"no tenant {tenant!r}", "tenant")
     q = search.clean_query(text=query, category=category, language=language, sort=sort, tenant_id=tenant_id)
     return q, await search.search(conn, q, first=first, after=after, columns=columns)
 
@@ -118,37 +111,32 @@ def _text(s: str | None) -> Any:
     return orjson.Fragment(encode_basestring_ascii(s))
 
 
-# A Site's fields from its row, as Strawberry serializes them (DateTime: isoformat).
-_SITE_FIELDS: dict[str, Callable[[dict[str, Any], Settings], Any]] = {
-    "id": lambda r, _: to_global("Site", r["id"]),
-    "url": lambda r, _: _text(r["url"]),
-    "host": lambda r, _: _text(r["host"]),
-    "verified": lambda r, _: r["verified_at"] is not None,
-    "listed": lambda r, _: r["listed"],
-    "title": lambda r, _: _text(r["title"]),
-    "description": lambda r, _: _text(r["description"]),
-    "language": lambda r, _: _text(r["language"]),
-    "category": lambda r, _: _text(r["category"]),
-    "tags": lambda r, _: [_text(t) for t in r["tags"]],
-    "feedUrl": lambda r, _: _text(r["feed_url"]),
-    "createdAt": lambda r, _: r["created_at"].isoformat(),
-    "listedAt": lambda r, _: r["listed_at"].isoformat() if r["listed_at"] else None,
-    "buttonUrl": lambda r, settings: _text(sites.button_href(settings.public_url, r["url"])),
+# A Site's fields: the columns each reads, and its value from the row as Strawberry
+# serializes it (DateTime: isoformat).
+_SITE_FIELDS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any], Settings], Any]]] = {
+    "id": (("id",), lambda r, _: to_global("Site", r["id"])),
+    "url": (("url",), lambda r, _: _text(r["url"])),
+    "host": (("host",), lambda r, _: _text(r["host"])),
+    "verified": (("verified_at",), lambda r, _: r["verified_at"] is not None),
+    "listed": (("listed",), lambda r, _: r["listed"]),
+    "title": (("title",), lambda r, _: _text(r["title"])),
+    "description": (("description",), lambda r, _: _text(r["description"])),
+    "language": (("language",), lambda r, _: _text(r["language"])),
+    "category": (("category",), lambda r, _: _text(r["category"])),
+    "tags": (("tags",), lambda r, _: [_text(t) for t in r["tags"]]),
+    "feedUrl": (("feed_url",), lambda r, _: _text(r["feed_url"])),
+    "createdAt": (("created_at",), lambda r, _: r["created_at"].isoformat()),
+    "listedAt": (("listed_at",), lambda r, _: r["listed_at"].isoformat() if r["listed_at"] else None),
+    "buttonUrl": (("url",), lambda r, settings: _text(sites.button_href(settings.public_url, r["url"]))),
 }
 _COUNTED = frozenset({"totalCount", "facets", "countsAreEstimates"})
-# The columns each of those fields reads.
-_SITE_FIELD_COLUMNS = {"id": ("id",), "url": ("url",), "host": ("host",), "verified": ("verified_at",),
-                       "listed": ("listed",), "title": ("title",), "description": ("description",),
-                       "language": ("language",), "category": ("category",), "tags": ("tags",),
-                       "feedUrl": ("feed_url",), "createdAt": ("created_at",), "listedAt": ("listed_at",),
-                       "buttonUrl": ("url",)}
 
 
 @functools.lru_cache(maxsize=256)
 def site_columns(wanted: frozenset[str]) -> str:
     """The site columns a page of the `wanted` Site fields needs (id always): a page of
     twenty rows reads and decodes only what it shows."""
-    needed = {"id", *(c for name in wanted for c in _SITE_FIELD_COLUMNS.get(name, ()))}
+    needed = {"id", *(c for name in wanted & _SITE_FIELDS.keys() for c in _SITE_FIELDS[name][0])}
     return ", ".join(c for c in (c.strip() for c in SITE_COLUMNS.split(",")) if c in needed)
 
 
@@ -160,14 +148,14 @@ async def search_sites_fast(ctx: Context, args: dict[str, Any], wanted: frozense
     try:
         n = check_first(args.get("first"))
         async with ctx.tx() as conn:
-            q, page = await _search(conn, query=args.get("query"), category=args.get("category"),
+            q, page = await _search(conn, ctx.tenant_ids, query=args.get("query"), category=args.get("category"),
                                     language=args.get("language"), tenant=args.get("tenant"),
                                     sort=sort.value if isinstance(sort, SiteSort) else sort, first=n,
                                     after=args.get("after"), columns=site_columns(wanted))
             counts = await search.facets(conn, q, page.match) if wanted & _COUNTED else None
     except (UserError, ClientError):
         raise Decline from None
-    fields = [(name, get) for name, get in _SITE_FIELDS.items() if name in wanted]
+    fields = [(name, get) for name, (_, get) in _SITE_FIELDS.items() if name in wanted]
     nodes = [{name: get(r, ctx.settings) for name, get in fields} for r in page.rows]
     out: dict[str, Any] = {
         "edges": [{"cursor": c, "node": node} for c, node in zip(page.cursors, nodes, strict=True)],

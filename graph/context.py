@@ -16,6 +16,7 @@ from merci.accounts import Principal
 from merci.config import Settings
 from merci.db import scoped
 from merci.errors import UserError
+from merci.tenants import TenantIds
 
 L = TypeVar("L")
 
@@ -30,6 +31,7 @@ class Context:
     queue: Any = None  # merci.queue.Queue: hands work to workers by actor name
     clicks: Any = None  # merci.clicks.ClickBatcher: group commit of accepted clicks
     prechecks: Any = None  # merci.clicks.PrecheckBatcher: group commit of the clicks' prechecks
+    tenant_ids: TenantIds = field(default_factory=TenantIds)  # the app's tenant ids by slug
     loaders: dict[str, Any] = field(default_factory=dict)
 
     @asynccontextmanager

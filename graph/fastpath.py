@@ -308,8 +308,6 @@ class FastPath:
         self.path = path
         self.route = route
         self.planner = Planner(schema, mutations, queries)
-        self.mutations = mutations
-        self.queries = queries or {}
         self.admit = admit
         self.context = context
 
@@ -356,9 +354,9 @@ class FastPath:
             try:
                 context = await self.context(Request(scope))
                 if plan.operation.operation is OperationType.QUERY:
-                    payload = await self.queries[plan.root_name].handler(context, args, plan.names)
+                    payload = await self.planner.queries[plan.root_name].handler(context, args, plan.names)
                 else:
-                    payload = await self.mutations[plan.root_name].handler(context, args)
+                    payload = await self.planner.mutations[plan.root_name].handler(context, args)
             except Decline:
                 return False  # nothing sent yet: the normal path answers (and counts) it
             except Exception:

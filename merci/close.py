@@ -76,6 +76,12 @@ on conflict do nothing
 """
 
 
+async def _platform_tenant(conn: asyncpg.Connection) -> int:
+    """The platform's own tenant: the account of its fees."""
+    found: int = await conn.fetchval("select id from tenants where is_platform order by id limit 1")
+    return found
+
+
 async def start(
     conn: asyncpg.Connection, *, period: date, shards: int, currency: str, default_budget: int
 ) -> dict[str, Any]:
@@ -102,7 +108,7 @@ async def start(
             "      from (select distinct supporter_id from clicks where period = $1) d) t"
             "  group by tile) b", period, shards)
         bounds[0] = 0  # the first shard starts at the bottom: nothing can fall outside
-        platform = await conn.fetchval("select id from tenants where is_platform order by id limit 1")
+        platform = await _platform_tenant(conn)
         await conn.execute(MONTH_ACCOUNTS_SQL, period, currency, platform)
         await conn.execute(
             "insert into month_closes (period, shards, bounds, currency, default_budget)"
@@ -287,7 +293,7 @@ async def _close_shard(conn: asyncpg.Connection, *, period: date, shard: int) ->
         if await conn.fetchval("select 1 from month_close_shards where period = $1 and shard = $2", period, shard):
             return None
         await conn.execute(SHARD_SETTINGS)
-        platform = await conn.fetchval("select id from tenants where is_platform order by id limit 1")
+        platform = await _platform_tenant(conn)
         currency = close["currency"]
         await conn.execute(SHARES_TABLE)
         bounds = close["bounds"]

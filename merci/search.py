@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -231,11 +232,15 @@ def _filters(q: SearchQuery, args: _Args, *, tenant: bool = True, facets: bool =
     return where
 
 
+@functools.lru_cache(maxsize=64)
+def _qualified(columns: str) -> str:
+    return ", ".join(f"s.{c.strip()}" for c in columns.split(","))
+
+
 def _with_sites(ranked: str, columns: str) -> str:
     """The site rows of `ranked` (site_id, sort_value), in its order: `columns` of them
     (SITE_COLUMNS or fewer; id always)."""
-    selected = ", ".join(f"s.{c.strip()}" for c in columns.split(","))
-    return (f"select {selected}, m.sort_value from ({ranked}) m join sites s on s.id = m.site_id"
+    return (f"select {_qualified(columns)}, m.sort_value from ({ranked}) m join sites s on s.id = m.site_id"
             " order by m.sort_value desc, m.site_id desc")
 
 

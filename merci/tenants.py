@@ -20,6 +20,25 @@ async def tenant_id_by_slug(conn: asyncpg.Connection, slug: str) -> int | None:
     return value
 
 
+class TenantIds:
+    """Tenant ids by slug, each remembered once found (one per app: tenants are never
+    renamed, so a slug names the same tenant for good; a slug not found is asked again)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+
+    def known(self, slug: str) -> int | None:
+        return self._ids.get(slug)
+
+    async def get(self, conn: asyncpg.Connection, slug: str) -> int | None:
+        found = self._ids.get(slug)
+        if found is None:
+            found = await tenant_id_by_slug(conn, slug)
+            if found is not None:
+                self._ids[slug] = found
+        return found
+
+
 async def create_tenant(
     conn: asyncpg.Connection, *, slug: str, name: str, fee_bps: int = 1000, partner_share_bps: int = 0
 ) -> int:

@@ -4,6 +4,7 @@ per session with migrations applied, and real server processes over HTTP."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,28 @@ def start_api(database_url: str, tmp: Path, face: str = "all", **env: str) -> tu
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz", svc)
     return svc, base
+
+
+@contextmanager
+def fast_and_slow_apis(database_url: str, tmp: Path) -> Iterator[tuple[str, str]]:
+    """Two APIs on one database: with graph.fastpath, and without it (MERCI_FAST_PATH=0),
+    so that a test can send both the same requests and compare the answers."""
+    fast, fast_url = start_api(database_url, tmp)
+    try:
+        slow, slow_url = start_api(database_url, tmp, MERCI_FAST_PATH="0")
+        try:
+            yield fast_url, slow_url
+        finally:
+            slow.stop()
+    finally:
+        fast.stop()
+
+
+def fast_path_count(base: str, field: str) -> float:
+    """How many requests for `field` the API at `base` answered from a plan (its /metrics)."""
+    text = httpx.get(base + "/metrics").text
+    m = re.search(rf'^merci_graphql_fast_path_total\{{field="{field}"\}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 @pytest.fixture(scope="session")

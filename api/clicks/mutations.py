@@ -72,6 +72,9 @@ class ClickMutations:
         return await attempt(work, user_errors_only(FlattrPayload))
 
 
+_PENDING = ClickStatus.PENDING.name
+
+
 async def flattr_fast(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     """`flattr` for graph.fastpath: the same work as the resolver, the payload as data."""
     given = args["input"]
@@ -81,13 +84,9 @@ async def flattr_fast(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     except UserError as err:
         return {"click": None, "userErrors": [
             {"field": [err.field] if err.field else None, "message": err.message, "code": err.code}]}
-    at = accepted.accepted_at  # UTC
     return {"click": {"idempotencyKey": accepted.idempotency_key, "status": _PENDING, "reason": None,
-                      "period": f"{at.year:04d}-{at.month:02d}"},
+                      "period": f"{clicks.period_of(accepted.accepted_at):%Y-%m}"},
             "userErrors": []}
-
-
-_PENDING = ClickStatus.PENDING.name
 
 
 FAST_MUTATIONS = {"flattr": FastMutation(flattr_fast, {

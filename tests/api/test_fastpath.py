@@ -6,7 +6,6 @@ requests the fast path took, so a plan that silently never matches fails here.""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import GraphQLClient, create_database, drop_database, sign_up, start_api, unique
+from tests.conftest import (
+    GraphQLClient,
+    create_database,
+    drop_database,
+    fast_and_slow_apis,
+    fast_path_count,
+    sign_up,
+    unique,
+)
 
 FLATTR = """mutation Click($input: FlattrInput!) { flattr(input: $input) {
   click { status idempotencyKey period reason } userErrors { field code message } } }"""
@@ -29,21 +36,15 @@ def apis(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
     dsn = create_database(server_url, "merci_fast")
     asyncio.run(migrate(dsn))
-    tmp = tmp_path_factory.mktemp("fast")
-    fast, fast_url = start_api(dsn, tmp)
-    slow, slow_url = start_api(dsn, tmp, MERCI_FAST_PATH="0")
     try:
-        yield fast_url, slow_url
+        with fast_and_slow_apis(dsn, tmp_path_factory.mktemp("fast")) as urls:
+            yield urls
     finally:
-        fast.stop()
-        slow.stop()
         drop_database(server_url, dsn)
 
 
 def fast_count(base: str) -> float:
-    text = httpx.get(base + "/metrics").text
-    m = re.search(r'^merci_graphql_fast_path_total\{field="flattr"\} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return fast_path_count(base, "flattr")
 
 
 def cases(thing: str, own: str) -> list[tuple[dict[str, Any], bool, str]]:

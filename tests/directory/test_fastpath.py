@@ -6,7 +6,6 @@ the fast path took, so a plan that silently never matches fails here."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import create_database, drop_database, start_api
+from tests.conftest import create_database, drop_database, fast_and_slow_apis, fast_path_count
 from tests.directory.helpers import listed_site, new_tenant, person
 
 PAGE = ("query($q: String, $category: String, $language: String, $tenant: String, $sort: SiteSort, $first: Int,"
@@ -50,21 +49,15 @@ def apis(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             await conn.close()
 
     slug = asyncio.run(world())
-    tmp = tmp_path_factory.mktemp("fast_search")
-    fast, fast_url = start_api(dsn, tmp)
-    slow, slow_url = start_api(dsn, tmp, MERCI_FAST_PATH="0")
     try:
-        yield fast_url, slow_url, slug
+        with fast_and_slow_apis(dsn, tmp_path_factory.mktemp("fast_search")) as (fast_url, slow_url):
+            yield fast_url, slow_url, slug
     finally:
-        fast.stop()
-        slow.stop()
         drop_database(server_url, dsn)
 
 
 def fast_count(base: str) -> float:
-    text = httpx.get(base + "/metrics").text
-    m = re.search(r'^merci_graphql_fast_path_total\{field="searchSites"\} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return fast_path_count(base, "searchSites")
 
 
 def post(base: str, body: dict[str, Any]) -> httpx.Response:

@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from merci import search as domain
+from merci.search import COLLECT_LIMIT, PLANNED, WORDS, Reach
 from tests.conftest import GraphQLClient
 from tests.directory.helpers import listed_site, new_tenant, person
 
@@ -143,8 +145,6 @@ async def test_cursor_pagination_is_stable(gql: GraphQLClient, system_pool: asyn
 
 
 async def test_popular_and_trending_come_from_recent_clicks(gql: GraphQLClient, system_pool: asyncpg.Pool) -> None:
-    from merci import search as domain
-
     async with system_pool.acquire() as conn:
         tid, slug = await new_tenant(conn)
         owner = await person(conn, tid, "creator")
@@ -191,14 +191,25 @@ async def test_unlisting_and_editing_reindex(system_pool: asyncpg.Pool, gql: Gra
         assert gql(SEARCH, {"tenant": slug})["searchSites"]["totalCount"] == 0
 
 
+async def every_page(conn: asyncpg.Connection, q: domain.SearchQuery, *,
+                     first: int) -> tuple[list[int], domain.SearchPage]:
+    """The site ids of every page of a search, cursor after cursor, and its last page."""
+    seen: list[int] = []
+    after = None
+    while True:
+        page = await domain.search(conn, q, first=first, after=after)
+        seen += [r["id"] for r in page.rows]
+        if not page.has_next_page:
+            return seen, page
+        after = page.cursors[-1]
+
+
 async def test_broad_words_rank_the_popular_tier_first(system_pool: asyncpg.Pool,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Words matching more than EXACT_LIMIT listings are ranked among the most popular
     listings (site_search_top) first, the other matches following most popular first;
     paging crosses from one to the other without losing or repeating a site, and the
     counts say they are estimates."""
-    from merci import search as domain
-
     async with system_pool.acquire() as conn:
         tid, _ = await new_tenant(conn)
         owner = await person(conn, tid, "creator")
@@ -212,14 +223,7 @@ async def test_broad_words_rank_the_popular_tier_first(system_pool: asyncpg.Pool
         await conn.execute("delete from site_search_top where site_id = any($1::bigint[])", outside)
         monkeypatch.setattr(domain, "EXACT_LIMIT", 5)  # 8 matches in the tier: broad
         q = domain.clean_query(text="zither", category=None, language=None, sort="RELEVANCE", tenant_id=tid)
-        seen: list[int] = []
-        after = None
-        while True:
-            page = await domain.search(conn, q, first=3, after=after)
-            seen += [r["id"] for r in page.rows]
-            if not page.has_next_page:
-                break
-            after = page.cursors[-1]
+        seen, page = await every_page(conn, q, first=3)
         assert len(seen) == len(set(seen)) == 14
         assert set(seen[:8]) == set(ids[:8]) and seen[8:] == outside  # the rest by popularity
         ranks = [await conn.fetchval("select ts_rank(document, merci_search_query('zither'), 1) from site_search"
@@ -240,8 +244,6 @@ def test_reach_collects_rare_words_and_walks_for_broad_ones() -> None:
     """A page in a keyset order collects and sorts the matches of words that match few
     listings (a walk of the order's index would read most of it before a page of them
     turns up), and leaves broad words to the planner (a short walk)."""
-    from merci.search import COLLECT_LIMIT, PLANNED, WORDS, Reach
-
     # A million listings, the tier 1/100 of them, a page of 21.
     assert Reach.of(0, 0, 100.0, 1_000_000, 21).strategy == WORDS  # no match at all: nothing to walk to
     assert Reach.of(10, 10, 100.0, 1_000_000, 21).strategy == WORDS  # ~1,000 matches vs a 21,000-row walk
@@ -258,8 +260,6 @@ async def test_collecting_and_walking_page_alike(system_pool: asyncpg.Pool, monk
     """Whichever way a page finds its matches (collected and sorted, or as planned), every
     sort pages through the same sites in the same order, with and without filters, on both
     sides of the popular tier."""
-    from merci import search as domain
-
     async with system_pool.acquire() as conn:
         tid, _ = await new_tenant(conn)
         owner = await person(conn, tid, "creator")
@@ -278,14 +278,7 @@ async def test_collecting_and_walking_page_alike(system_pool: asyncpg.Pool, monk
             monkeypatch.setattr(domain.Reach, "strategy", property(lambda self: strategy))
             q = domain.clean_query(text=text, sort=sort, tenant_id=tid, category=filters.get("category"),
                                    language=filters.get("language"))
-            seen: list[int] = []
-            after = None
-            while True:
-                page = await domain.search(conn, q, first=4, after=after)
-                seen += [r["id"] for r in page.rows]
-                if not page.has_next_page:
-                    return seen
-                after = page.cursors[-1]
+            return (await every_page(conn, q, first=4))[0]
 
         for text, filters in [("kazoo", {}), ("kazoo", {"language": "fr"}), ("kazoo", {"category": "audio"}),
                               ("daily kazoo", {}), ("session", {"language": "en", "category": "text"})]:
