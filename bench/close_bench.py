@@ -33,7 +33,8 @@ from merci.progress import Progress
 from merci.synthetic import seed_month
 
 PERIOD = date(2025, 6, 1)
-RAW_RUNS = 3
+RAW_RUNS = 3  # raw splits before the close (and RAW_AFTER after it): the limit is their median
+RAW_AFTER = 2
 
 RAW_SPLIT = """
 create unlogged table raw_split as
@@ -92,7 +93,9 @@ async def wal_since(dsn: str, lsn: str) -> int:
 
 
 async def raw(dsn: str, runs: int = RAW_RUNS) -> list[float]:
-    """`runs` raw splits: the limit is their median (one run varies by 15-20% here)."""
+    """`runs` raw splits. The limit is the median of those before and after the timed
+    part: a single run varies by 15-20% here, and the machine's speed drifts by as much
+    over the minutes a benchmark takes."""
     conn = await asyncpg.connect(dsn)
     seconds = []
     try:
@@ -197,21 +200,23 @@ def main() -> None:
         asyncio.run(prepare(dsn))
         asyncio.run(checkpoint(dsn))
         splits = asyncio.run(raw(dsn))
-        limit = statistics.median(splits)
-        rows = [("supporters / clicks", f"{args.supporters:,} / {info['clicks']:,}"),
-                ("raw equal split (limit)", f"{limit:.2f} s (median of {', '.join(f'{s:.2f}' for s in splits)})")]
+        rows = [("supporters / clicks", f"{args.supporters:,} / {info['clicks']:,}"), ("raw equal split (limit)", "")]
         lsn = asyncio.run(checkpoint(dsn))
         if args.big:
             seconds, rss = close_on_workers(dsn, args.shards, args.workers)
             rows += [(f"close on {args.workers} worker processes", f"{seconds:.2f} s (goal <= 120 s)"),
-                     ("peak worker RSS", f"{rss:.0f} MB (goal <= 300 MB)"),
-                     ("ratio close / raw", f"{seconds / limit:.2f}x")]
+                     ("peak worker RSS", f"{rss:.0f} MB (goal <= 300 MB)")]
         else:
             settings = Settings(database_url=dsn).derived()
             seconds = asyncio.run(close_inline(settings, args.shards, concurrency=2))
-            rows += [("close (2 connections)", f"{seconds:.2f} s"),
-                     ("ratio close / raw", f"{seconds / limit:.2f}x (goal <= 5x)")]
+            rows.append(("close (2 connections)", f"{seconds:.2f} s"))
         rows.append(("WAL written by the close", f"{asyncio.run(wal_since(dsn, lsn)) / 2**20:,.0f} MB"))
+        after = asyncio.run(raw(dsn, RAW_AFTER))
+        limit = statistics.median(splits + after)
+        rows[1] = ("raw equal split (limit)", f"{limit:.2f} s (median of {', '.join(f'{s:.2f}' for s in splits)}"
+                                              f" before the close, {', '.join(f'{s:.2f}' for s in after)} after)")
+        goal = "" if args.big else " (goal <= 5x)"
+        rows.append(("ratio close / raw", f"{seconds / limit:.2f}x{goal}"))
         rows.append(("audit after the close", asyncio.run(audited(Settings(database_url=dsn).derived()))))
         report("month close", rows)
 
