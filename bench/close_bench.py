@@ -45,7 +45,7 @@ with c as (
       from clicks where period = '2025-06-01'
 ),
 b as (
-    select distinct on (account_id) account_id, amount from budget_changes order by account_id, created_at desc
+    select distinct on (account_id) account_id, amount from budget_changes order by account_id, created_at desc, id desc
 )
 select c.supporter_id, c.thing_id,
        (b.amount - b.amount / 10) / c.n + case when c.rank <= (b.amount - b.amount / 10) % c.n then 1 else 0 end

@@ -51,7 +51,7 @@ charged as materialized (
       left join lateral (
           select b.amount from budget_changes b
            where b.account_id = s.supporter_id and b.created_at < ($1::date + interval '1 month')
-           order by b.created_at desc limit 1
+           order by b.created_at desc, b.id desc limit 1
       ) budget on true
       left join lateral (
           select min(la.id) as ledger_account, sum(e.amount)::bigint as amount

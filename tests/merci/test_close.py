@@ -7,8 +7,8 @@ from datetime import date
 
 import asyncpg
 
-from merci import audit, close, config, escrow
-from merci.budgets import balance, earnings
+from merci import audit, close, config, escrow, months, split
+from merci.budgets import balance, earnings, monthly_budget
 from merci.db import migrate
 from merci.things import claim_thing
 from tests import factories as f
@@ -92,6 +92,31 @@ async def test_no_click_no_charge_and_budget_capped_by_balance(system_pool: asyn
         assert await close.close_inline(conn, period=period, shards=1) == "done"
         assert await balance(conn, account_id=idle, currency="EUR") == 3000
         assert await balance(conn, account_id=poor, currency="EUR") == 0
+        assert await earnings(conn, account_id=owner, currency="EUR") == 450
+
+
+async def test_budget_changes_at_one_instant_resolve_alike_everywhere(system_pool: asyncpg.Pool) -> None:
+    """Two budget changes of one supporter at the same instant: the later one (by id) is
+    the budget, for the dashboard, the month view, the projected split and the close."""
+    period = date(2030, 8, 1)
+    async with system_pool.acquire() as conn:
+        tenant = await f.merci_tenant(conn)
+        at = "2030-07-20T10:00:00Z"
+        fan = await f.supporter(conn, tenant, budget=1000, funds=5000, budget_at=at)
+        for amount in (2000, 500):  # 500 comes last: it is the budget, whatever the index order
+            await conn.execute(
+                "insert into budget_changes (tenant_id, account_id, amount, currency, created_at)"
+                " values ($1, $2, $3, 'EUR', $4::text::timestamptz)", tenant, fan, amount, at)
+        owner = await f.person(conn, tenant, "c")
+        t = await f.thing(conn, tenant, owner)
+        await f.click(conn, tenant, fan, t, "2030-08-03T00:00:00Z")
+
+        assert await monthly_budget(conn, account_id=fan, default=300) == 500
+        assert await months.budget_for(conn, account_id=fan, period=period, default=300) == 500
+        projected = await split.projected(conn, period=period, supporter_id=fan, default_budget=300, currency="EUR")
+        assert [r["charge"] for r in projected] == [500]
+        assert await close.close_inline(conn, period=period, shards=1) == "done"
+        assert await balance(conn, account_id=fan, currency="EUR") == 4500
         assert await earnings(conn, account_id=owner, currency="EUR") == 450
 
 
