@@ -111,6 +111,7 @@ class Auth:
         cached = accounts.principals.get(token, now)
         if cached is not None:
             return cached
+        generation = accounts.principals.generation  # before the lookup: see PrincipalCache.put
         tenant_id = accounts.token_tenant(token)
         if tenant_id is None:
             return None
@@ -120,7 +121,7 @@ class Auth:
             else:
                 principal = await accounts.resolve_api_key(conn, key=token)
         if principal is not None:
-            accounts.principals.put(token, principal, now)
+            accounts.principals.put(token, principal, now, generation)
         return principal
 
 
@@ -167,6 +168,9 @@ def create_app(
         app.state.settings = settings
         app.state.tenant_ids = tenant_ids
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
+        # Cached principals are evicted the moment the database says they changed.
+        app.state.evictions = None if accounts.principals.ttl <= 0 else await accounts.PrincipalEvictions(
+            settings.listen_database_url or settings.app_database_url, accounts.principals).start()
         app.state.queue = queue
         app.state.clicks = None if queue is None else ClickBatcher(send_clicks)
         # Clicks: checked and handed to the broker in batches (group commit).
@@ -179,6 +183,8 @@ def create_app(
                 await app.state.prechecks.close()
             if queue is not None and hasattr(queue, "aclose"):
                 await queue.aclose()
+            if app.state.evictions is not None:
+                await app.state.evictions.close()
             await app.state.pool.close()
             observability.flush_tracing()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -10,11 +12,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from merci.db import Scope
 from merci.errors import UserError
+
+log = structlog.get_logger("merci.accounts")
 
 _hasher = PasswordHasher()  # argon2id with the library's current defaults
 # Verified when the email is unknown, so a login takes the same time either way.
@@ -196,14 +201,19 @@ async def resolve_api_key(conn: asyncpg.Connection, *, key: str) -> Principal | 
 class PrincipalCache:
     """Resolved tokens, kept a few seconds so a busy client costs no lookup per request.
 
-    Logging out or revoking a key evicts at once in this process; other processes
-    notice within `ttl` seconds (MERCI_AUTH_CACHE_SECONDS, 0 disables).
+    Only while this process hears the database's evictions (PrincipalEvictions, started
+    with each API app): a logout, a revoked key or a changed admin right, in any process,
+    evicts at once in every one. With no live listener nothing is cached, since nothing
+    would say what changed. `ttl` (MERCI_AUTH_CACHE_SECONDS, 0 disables) bounds an entry's
+    life all the same.
     """
 
     def __init__(self, ttl: float, max_entries: int = 50_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self.entries: dict[bytes, tuple[float, Principal]] = {}
+        self.listeners = 0  # live PrincipalEvictions in this process
+        self.generation = 0  # moves on with every eviction
 
     def get(self, token: str, now: float) -> Principal | None:
         hit = self.entries.get(hash_secret(token))
@@ -211,8 +221,10 @@ class PrincipalCache:
             return None
         return hit[1]
 
-    def put(self, token: str, principal: Principal, now: float) -> None:
-        if self.ttl <= 0:
+    def put(self, token: str, principal: Principal, now: float, generation: int) -> None:
+        """Keep what a lookup found, unless anything was evicted since it began
+        (`generation`, read before the lookup): it may have read what was just revoked."""
+        if self.ttl <= 0 or self.listeners <= 0 or generation != self.generation:
             return
         if len(self.entries) >= self.max_entries:
             self.entries.clear()  # crude but bounded; a miss only costs a lookup
@@ -220,6 +232,7 @@ class PrincipalCache:
 
     def forget(self, *, token: str | None = None, account_id: int | None = None,
                api_key_id: int | None = None) -> None:
+        self.generation += 1
         if token is not None:
             self.entries.pop(hash_secret(token), None)
         if account_id is not None or api_key_id is not None:
@@ -227,6 +240,91 @@ class PrincipalCache:
                 if (account_id is not None and p.account_id == account_id) or (
                         api_key_id is not None and p.api_key_id == api_key_id):
                     self.entries.pop(key, None)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self.entries.clear()
+
+    def listening(self, delta: int) -> None:
+        """A listener came (+1) or went (-1). Going, it may have missed evictions: all goes."""
+        self.listeners += delta
+        if delta < 0:
+            self.clear()
+
+
+PRINCIPALS_CHANNEL = "merci_principals"  # see migration 0010_principal_events
+
+
+class PrincipalEvictions:
+    """Hears the database announce changed principals (LISTEN merci_principals) and
+    evicts them from `cache`. While its connection is down the cache keeps nothing, and
+    it reconnects every `retry` seconds."""
+
+    def __init__(self, dsn: str, cache: PrincipalCache, *, retry: float = 1.0) -> None:
+        self.dsn = dsn
+        self.cache = cache
+        self.retry = retry
+        self.conn: asyncpg.Connection | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def start(self) -> PrincipalEvictions:
+        if not await self._connect():
+            self.task = asyncio.create_task(self._reconnect())
+        return self
+
+    async def _connect(self) -> bool:
+        try:
+            conn = await asyncpg.connect(self.dsn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("principal evictions: cannot connect, caching no principals", error=str(exc))
+            return False
+        try:
+            await conn.add_listener(PRINCIPALS_CHANNEL, self._heard)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("principal evictions: cannot listen, caching no principals", error=str(exc))
+            await conn.close()
+            return False
+        conn.add_termination_listener(self._lost)
+        self.conn = conn
+        self.cache.listening(+1)
+        return True
+
+    def _heard(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        kind, _, value = payload.partition(":")
+        if kind == "account" and value.isdigit():
+            self.cache.forget(account_id=int(value))
+        elif kind == "key" and value.isdigit():
+            self.cache.forget(api_key_id=int(value))
+        else:  # not ours to parse: forgetting everything is always safe
+            self.cache.clear()
+
+    def _lost(self, conn: object) -> None:
+        if conn is not self.conn:
+            return  # closed by close(), or an older connection
+        self.conn = None
+        self.cache.listening(-1)
+        if not self.closed:
+            log.warning("principal evictions: connection lost, caching no principals until it is back")
+            self.task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self.retry)
+            if not self.closed and await self._connect():
+                log.info("principal evictions: listening again")
+                return
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self.cache.listening(-1)
+            await conn.close()
 
 
 principals = PrincipalCache(float(os.environ.get("MERCI_AUTH_CACHE_SECONDS", "5")))

@@ -33,6 +33,8 @@ class Settings:
     database_url: str = ""  # the migration (owner) role
     app_database_url: str = ""  # merci_app: no table, no BYPASSRLS
     system_database_url: str = ""  # merci_system: workers and the month close
+    # merci_app on a session of its own (LISTEN): PostgreSQL itself, not a transaction pooler
+    listen_database_url: str = ""
     broker_url: str = ""  # empty: the PostgreSQL broker on database_url
     currency: str = "EUR"
     default_budget: int = 500
@@ -58,7 +60,8 @@ class Settings:
         system = self.system_database_url or with_user(
             self.database_url, SYSTEM_ROLE, os.environ.get("MERCI_SYSTEM_DB_PASSWORD")
         )
-        return replace(self, app_database_url=app, system_database_url=system)
+        return replace(self, app_database_url=app, system_database_url=system,
+                       listen_database_url=self.listen_database_url or app)
 
 
 def load(**overrides: str) -> Settings:
@@ -68,6 +71,7 @@ def load(**overrides: str) -> Settings:
         database_url=env.get("DATABASE_URL", ""),
         app_database_url=env.get("MERCI_APP_DATABASE_URL", ""),
         system_database_url=env.get("MERCI_SYSTEM_DATABASE_URL", ""),
+        listen_database_url=env.get("MERCI_LISTEN_DATABASE_URL", ""),
         broker_url=env.get("BROKER_URL", ""),
         currency=env.get("MERCI_CURRENCY", "EUR"),
         default_budget=int(env.get("MERCI_DEFAULT_BUDGET", "500")),
