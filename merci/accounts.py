@@ -273,17 +273,17 @@ class PrincipalEvictions:
             self.task = asyncio.create_task(self._reconnect())
         return self
 
-    async def _connect(self) -> bool:
+    async def _connect(self, *, quiet: bool = False) -> bool:
+        """Listen on a new connection; False (logged unless `quiet`: a retry) if it cannot."""
+        conn = None
         try:
             conn = await asyncpg.connect(self.dsn)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("principal evictions: cannot connect, caching no principals", error=str(exc))
-            return False
-        try:
             await conn.add_listener(PRINCIPALS_CHANNEL, self._heard)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("principal evictions: cannot listen, caching no principals", error=str(exc))
-            await conn.close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if conn is not None:
+                await conn.close()
+            if not quiet:
+                log.warning("principal evictions: cannot listen, caching no principals", error=str(exc))
             return False
         conn.add_termination_listener(self._lost)
         self.conn = conn
@@ -311,7 +311,7 @@ class PrincipalEvictions:
     async def _reconnect(self) -> None:
         while not self.closed:
             await asyncio.sleep(self.retry)
-            if not self.closed and await self._connect():
+            if not self.closed and await self._connect(quiet=True):
                 log.info("principal evictions: listening again")
                 return
 
