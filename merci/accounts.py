@@ -212,6 +212,10 @@ class PrincipalCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self.entries: dict[bytes, tuple[float, Principal]] = {}
+        # The entries of each account and API key, so that an eviction (of which a mass
+        # revocation sends thousands) costs what it evicts, not a scan of the cache.
+        self.by_account: dict[int, set[bytes]] = {}
+        self.by_key: dict[int, set[bytes]] = {}
         self.listeners = 0  # live PrincipalEvictions in this process
         self.generation = 0  # moves on with every eviction
 
@@ -227,23 +231,47 @@ class PrincipalCache:
         if self.ttl <= 0 or self.listeners <= 0 or generation != self.generation:
             return
         if len(self.entries) >= self.max_entries:
-            self.entries.clear()  # crude but bounded; a miss only costs a lookup
-        self.entries[hash_secret(token)] = (now + self.ttl, principal)
+            self._drop_all()  # crude but bounded; a miss only costs a lookup
+        key = hash_secret(token)
+        self._pop(key)
+        self.entries[key] = (now + self.ttl, principal)
+        if principal.account_id is not None:
+            self.by_account.setdefault(principal.account_id, set()).add(key)
+        if principal.api_key_id is not None:
+            self.by_key.setdefault(principal.api_key_id, set()).add(key)
 
     def forget(self, *, token: str | None = None, account_id: int | None = None,
                api_key_id: int | None = None) -> None:
         self.generation += 1
         if token is not None:
-            self.entries.pop(hash_secret(token), None)
-        if account_id is not None or api_key_id is not None:
-            for key, (_, p) in list(self.entries.items()):
-                if (account_id is not None and p.account_id == account_id) or (
-                        api_key_id is not None and p.api_key_id == api_key_id):
-                    self.entries.pop(key, None)
+            self._pop(hash_secret(token))
+        if account_id is not None:
+            for key in self.by_account.get(account_id, set()).copy():
+                self._pop(key)
+        if api_key_id is not None:
+            for key in self.by_key.get(api_key_id, set()).copy():
+                self._pop(key)
 
     def clear(self) -> None:
         self.generation += 1
+        self._drop_all()
+
+    def _pop(self, key: bytes) -> None:
+        hit = self.entries.pop(key, None)
+        if hit is None:
+            return
+        for index, owner in ((self.by_account, hit[1].account_id), (self.by_key, hit[1].api_key_id)):
+            if owner is not None:
+                keys = index.get(owner)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[owner]
+
+    def _drop_all(self) -> None:
         self.entries.clear()
+        self.by_account.clear()
+        self.by_key.clear()
 
     def listening(self, delta: int) -> None:
         """A listener came (+1) or went (-1). Going, it may have missed evictions: all goes."""

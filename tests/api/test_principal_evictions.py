@@ -131,3 +131,34 @@ def test_a_logout_on_one_api_process_ends_the_session_on_another(database_url: s
             b.stop()
     finally:
         a.stop()
+
+
+def test_evictions_find_their_entries_by_account_and_key() -> None:
+    """An eviction touches only what it names (found by index, not by a scan), and the
+    indexes follow entries as they are replaced, evicted or cleared."""
+    cache = PrincipalCache(ttl=300)
+    cache.listening(+1)
+    for i in range(1, 1001):
+        cache.put(f"ms_1_s{i}", Principal(tenant_id=1, account_id=i), 0.0, cache.generation)
+        cache.put(f"mk_1_k{i}", Principal(tenant_id=1, api_key_id=i), 0.0, cache.generation)
+    cache.put("ms_1_again", Principal(tenant_id=1, account_id=7), 0.0, cache.generation)
+    assert len(cache.entries) == 2001 and len(cache.by_account[7]) == 2
+
+    for account in range(1, 501):
+        cache.forget(account_id=account)
+    assert cache.get("ms_1_s7", 0.0) is None and cache.get("ms_1_again", 0.0) is None
+    assert cache.get("ms_1_s501", 0.0) == Principal(tenant_id=1, account_id=501)
+    assert len(cache.entries) == 1500 and set(cache.by_account) == set(range(501, 1001))
+
+    cache.forget(api_key_id=3)
+    assert cache.get("mk_1_k3", 0.0) is None and cache.get("mk_1_k4", 0.0) is not None
+    assert 3 not in cache.by_key
+
+    # A token resolved again for another account moves to that account's entries.
+    cache.put("ms_1_s600", Principal(tenant_id=1, account_id=9999), 0.0, cache.generation)
+    assert 600 not in cache.by_account and cache.by_account[9999] == {accounts.hash_secret("ms_1_s600")}
+    cache.forget(account_id=600)
+    assert cache.get("ms_1_s600", 0.0) == Principal(tenant_id=1, account_id=9999)
+
+    cache.listening(-1)  # a lost listener: everything goes, indexes too
+    assert cache.entries == {} and cache.by_account == {} and cache.by_key == {}
