@@ -170,7 +170,7 @@ def create_app(
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         # Cached principals are evicted the moment the database says they changed.
         app.state.evictions = None if accounts.principals.ttl <= 0 else await accounts.PrincipalEvictions(
-            settings.listen_database_url or settings.app_database_url, accounts.principals).start()
+            settings.listen_database_url, accounts.principals).start()
         app.state.queue = queue
         app.state.clicks = None if queue is None else ClickBatcher(send_clicks)
         # Clicks: checked and handed to the broker in batches (group commit).

@@ -200,24 +200,26 @@ def main() -> None:
         asyncio.run(prepare(dsn))
         asyncio.run(checkpoint(dsn))
         splits = asyncio.run(raw(dsn))
-        rows = [("supporters / clicks", f"{args.supporters:,} / {info['clicks']:,}"), ("raw equal split (limit)", "")]
         lsn = asyncio.run(checkpoint(dsn))
+        settings = Settings(database_url=dsn).derived()
         if args.big:
             seconds, rss = close_on_workers(dsn, args.shards, args.workers)
-            rows += [(f"close on {args.workers} worker processes", f"{seconds:.2f} s (goal <= 120 s)"),
-                     ("peak worker RSS", f"{rss:.0f} MB (goal <= 300 MB)")]
+            closed = [(f"close on {args.workers} worker processes", f"{seconds:.2f} s (goal <= 120 s)"),
+                      ("peak worker RSS", f"{rss:.0f} MB (goal <= 300 MB)")]
         else:
-            settings = Settings(database_url=dsn).derived()
             seconds = asyncio.run(close_inline(settings, args.shards, concurrency=2))
-            rows.append(("close (2 connections)", f"{seconds:.2f} s"))
-        rows.append(("WAL written by the close", f"{asyncio.run(wal_since(dsn, lsn)) / 2**20:,.0f} MB"))
+            closed = [("close (2 connections)", f"{seconds:.2f} s")]
+        wal = asyncio.run(wal_since(dsn, lsn))
         after = asyncio.run(raw(dsn, RAW_AFTER))
         limit = statistics.median(splits + after)
-        rows[1] = ("raw equal split (limit)", f"{limit:.2f} s (median of {', '.join(f'{s:.2f}' for s in splits)}"
-                                              f" before the close, {', '.join(f'{s:.2f}' for s in after)} after)")
         goal = "" if args.big else " (goal <= 5x)"
-        rows.append(("ratio close / raw", f"{seconds / limit:.2f}x{goal}"))
-        rows.append(("audit after the close", asyncio.run(audited(Settings(database_url=dsn).derived()))))
+        rows = [("supporters / clicks", f"{args.supporters:,} / {info['clicks']:,}"),
+                ("raw equal split (limit)", f"{limit:.2f} s (median of {', '.join(f'{s:.2f}' for s in splits)}"
+                                            f" before the close, {', '.join(f'{s:.2f}' for s in after)} after)"),
+                *closed,
+                ("WAL written by the close", f"{wal / 2**20:,.0f} MB"),
+                ("ratio close / raw", f"{seconds / limit:.2f}x{goal}"),
+                ("audit after the close", asyncio.run(audited(settings)))]
         report("month close", rows)
 
 

@@ -17,23 +17,12 @@ begin
   return null;
 end $$;
 
-create trigger auth_tokens_principal after update on auth_tokens for each row
-  when (old.revoked_at is distinct from new.revoked_at or old.expires_at is distinct from new.expires_at
-        or old.account_id is distinct from new.account_id)
-  execute function merci_principal_changed();
-create trigger auth_tokens_principal_gone after delete on auth_tokens for each row
-  execute function merci_principal_changed();
-
-create trigger api_keys_principal after update on api_keys for each row
-  when (old.revoked_at is distinct from new.revoked_at or old.scopes is distinct from new.scopes
-        or old.tenant_id is distinct from new.tenant_id)
-  execute function merci_principal_changed();
-create trigger api_keys_principal_gone after delete on api_keys for each row
-  execute function merci_principal_changed();
-
-create trigger account_private_principal after update on account_private for each row
-  when (old.is_tenant_admin is distinct from new.is_tenant_admin
-        or old.is_platform_admin is distinct from new.is_platform_admin)
-  execute function merci_principal_changed();
-create trigger account_private_principal_gone after delete on account_private for each row
-  execute function merci_principal_changed();
+-- Any update or deletion of these rows announces: they change only to revoke, expire or
+-- re-scope a login (or on a rare edit such as a new password), and a needless eviction
+-- costs one lookup.
+create trigger auth_tokens_principal after update or delete on auth_tokens
+  for each row execute function merci_principal_changed();
+create trigger api_keys_principal after update or delete on api_keys
+  for each row execute function merci_principal_changed();
+create trigger account_private_principal after update or delete on account_private
+  for each row execute function merci_principal_changed();
