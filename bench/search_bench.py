@@ -293,7 +293,7 @@ async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenan
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=100, help="timed runs per kind and path")
+    parser.add_argument("--runs", type=int, default=300, help="timed runs per kind and path (p95: 15th worst of 300)")
     parser.add_argument("--keep", metavar="NAME", help="generate into database NAME and keep it (development)")
     parser.add_argument("--reuse", metavar="NAME", help="measure on database NAME kept earlier (migrated first)")
     parser.add_argument("--lock", metavar="PATH", help="hold an exclusive flock on PATH while measuring, "

@@ -23,8 +23,8 @@ change nothing, so the normal path simply runs it again and words the error.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -35,8 +35,10 @@ import orjson
 from graphql import (
     FieldNode,
     GraphQLError,
+    GraphQLField,
     GraphQLID,
     GraphQLInputObjectType,
+    GraphQLLeafType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -47,6 +49,8 @@ from graphql import (
     Undefined,
     VariableNode,
     get_named_type,
+    is_leaf_type,
+    is_non_null_type,
     parse,
     specified_rules,
     type_from_ast,
@@ -83,11 +87,23 @@ class Field:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A variable of an input object type whose fields are all String or ID."""
+    """A variable of a scalar or enum type (coerced by the type's own parse_value, as
+    graphql-core does), or of an input object type whose fields are all String or ID."""
 
     name: str
     required: bool
-    fields: dict[str, tuple[bool, Any]]  # field name -> (required, default or Undefined)
+    leaf: GraphQLLeafType | None  # a scalar or enum type
+    fields: dict[str, tuple[bool, Any]]  # an input object's: field name -> (required, default or Undefined)
+
+
+@dataclass(frozen=True)
+class RootArgument:
+    """An argument of the root field, given as a variable or not given."""
+
+    out_name: str  # the resolver's name for it
+    variable: str | None
+    default: Any  # the argument's default value, or Undefined
+    required: bool  # of a non-null type
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,7 @@ class Plan:
     operation: OperationDefinitionNode
     selection: tuple[Field, ...]
     inputs: tuple[InputSpec, ...] | None  # None: coerce with graphql-core every time
-    argument_variables: dict[str, str] | None  # root argument -> the variable it is, if all are
+    root_arguments: tuple[RootArgument, ...] | None  # None: some argument is not a variable
     counted: Shape  # what graph.observability counts in the answer
     names: frozenset[str]  # of the fields selected, at any depth: a query handler fills only those
 
@@ -118,25 +134,50 @@ class Plan:
             return None
 
     def quick_arguments(self, variables: dict[str, Any]) -> dict[str, Any] | None:
-        """The usual case (strings where strings are due, every argument a variable),
-        checked without graphql-core; None when unsure."""
-        if self.inputs is None or self.argument_variables is None:
+        """The usual case (values of the variables' types, every argument a variable),
+        coerced as graphql-core would without its general machinery; None when unsure."""
+        if self.inputs is None or self.root_arguments is None:
             return None
         coerced = _quick_coerce(self.inputs, variables)
-        if coerced is None or any(coerced.get(v) is None for v in self.argument_variables.values()):
+        if coerced is None:
             return None
-        return {arg: coerced[var] for arg, var in self.argument_variables.items()}
+        out: dict[str, Any] = {}
+        for arg in self.root_arguments:  # as graphql-core's get_argument_values
+            if arg.variable is None or arg.variable not in coerced:
+                if arg.default is not Undefined:
+                    out[arg.out_name] = arg.default
+                elif arg.required:
+                    return None
+                continue
+            value = coerced[arg.variable]
+            if value is None and arg.required:
+                return None
+            out[arg.out_name] = value
+        return out
 
 
 def _quick_coerce(inputs: tuple[InputSpec, ...], variables: dict[str, Any]) -> dict[str, Any] | None:
+    """The variables' values as graphql-core's coerce_variable_values gives them, or None
+    when unsure (an invalid value among them: graphql-core words the error)."""
     if len(variables) > len(inputs):
         return None
     out: dict[str, Any] = {}
     for spec in inputs:
         value = variables.get(spec.name, Undefined)
         if value is Undefined or value is None:
-            if spec.required or spec.name in variables:
-                return None  # an error, or an explicit null: graphql-core decides
+            if spec.required:
+                return None
+            if value is None:
+                out[spec.name] = None
+            continue
+        if spec.leaf is not None:
+            try:
+                parsed = spec.leaf.parse_value(value)
+            except Exception:
+                return None
+            if parsed is Undefined:
+                return None
+            out[spec.name] = parsed
             continue
         if not isinstance(value, dict) or not value.keys() <= spec.fields.keys():
             return None
@@ -220,17 +261,22 @@ class Planner:
         selection = self._selection(root, field_def.type, fast)
         if selection is None:
             return None
-        arguments = {a.name.value: a.value.name.value for a in root.arguments if isinstance(a.value, VariableNode)}
         return Plan(root, (root.alias or root.name).value, root.name.value, root_type, operation, selection,
-                    self._inputs(operation), arguments if len(arguments) == len(root.arguments) else None,
-                    fields_shape(operation), frozenset(_names(selection)))
+                    self._inputs(operation), _root_arguments(root, field_def), fields_shape(operation),
+                    frozenset(_names(selection)))
 
     def _inputs(self, operation: OperationDefinitionNode) -> tuple[InputSpec, ...] | None:
         specs: list[InputSpec] = []
         for definition in operation.variable_definitions or ():
             type_ = type_from_ast(self.schema, definition.type)
             inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
-            if definition.default_value is not None or not isinstance(inner, GraphQLInputObjectType):
+            required = isinstance(type_, GraphQLNonNull)
+            if definition.default_value is not None:
+                return None
+            if is_leaf_type(inner):
+                specs.append(InputSpec(definition.variable.name.value, required, inner, {}))
+                continue
+            if not isinstance(inner, GraphQLInputObjectType):
                 return None
             fields: dict[str, tuple[bool, Any]] = {}
             for name, field in inner.fields.items():
@@ -238,7 +284,7 @@ class Planner:
                 if field.out_name not in (None, name) or field_type not in (GraphQLString, GraphQLID):
                     return None
                 fields[name] = (isinstance(field.type, GraphQLNonNull), field.default_value)
-            specs.append(InputSpec(definition.variable.name.value, isinstance(type_, GraphQLNonNull), fields))
+            specs.append(InputSpec(definition.variable.name.value, required, None, fields))
         return tuple(specs)
 
     def _selection(self, node: FieldNode, type_: Any, fast: FastMutation | FastQuery) -> tuple[Field, ...] | None:
@@ -266,6 +312,16 @@ class Planner:
             inner = sub_type.of_type if isinstance(sub_type, GraphQLNonNull) else sub_type
             out.append(Field(key, name, children, named.name, isinstance(inner, GraphQLList)))
         return tuple(out)
+
+
+def _root_arguments(root: FieldNode, field_def: GraphQLField) -> tuple[RootArgument, ...] | None:
+    given: dict[str, str] = {}
+    for node in root.arguments:
+        if not isinstance(node.value, VariableNode):
+            return None
+        given[node.name.value] = node.value.name.value
+    return tuple(RootArgument(arg.out_name or name, given.get(name), arg.default_value, is_non_null_type(arg.type))
+                 for name, arg in field_def.args.items())
 
 
 def _names(fields: tuple[Field, ...]) -> Iterator[str]:
@@ -374,12 +430,31 @@ class FastPath:
             record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"],
                    plan.counted)
         data = orjson.dumps(result)
-        if not data.isascii():  # Strawberry writes JSON with \u escapes (json.dumps); so do we, then
-            data = json.dumps(result, separators=(",", ":")).encode()
+        if not data.isascii() or b"\x7f" in data:
+            data = ascii_json(data)
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
         return True
+
+
+_NOT_ASCII = re.compile("[^\x00-\x7e]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    if c < 0x10000:
+        return f"\\u{c:04x}"
+    c -= 0x10000
+    return f"\\u{0xd800 | c >> 10:04x}\\u{0xdc00 | c & 0x3ff:04x}"
+
+
+def ascii_json(data: bytes) -> bytes:
+    """orjson's JSON as json.dumps (Strawberry's encoder) writes it: each character outside
+    printable ASCII, which orjson leaves as it is, as a \\u escape (a surrogate pair above
+    U+FFFF). In JSON such characters occur only inside strings, and orjson already escapes
+    the control characters as json.dumps does."""
+    return _NOT_ASCII.sub(_escape, data.decode()).encode()
 
 
 async def _read(receive: Receive, limit: int = 1 << 16) -> tuple[bytes, bool, bool]:

@@ -164,3 +164,24 @@ def _schema(build: Any) -> Any:
     if "all" not in _schemas:
         _schemas["all"] = build("all")._schema
     return _schemas["all"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**63, max_value=2**63 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=json_values)
+def test_the_fast_path_writes_json_as_strawberry_does(value: Any) -> None:
+    import json
+
+    import orjson
+
+    from graph.fastpath import ascii_json
+
+    written = orjson.dumps(value)
+    if not written.isascii() or b"\x7f" in written:
+        written = ascii_json(written)
+    assert written == json.dumps(value, separators=(",", ":")).encode()

@@ -12,6 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import create_database, drop_database, fast_and_slow_apis, fast_path_count
 from tests.directory.helpers import listed_site, new_tenant, person
@@ -113,3 +115,57 @@ def test_search_through_the_fast_path_answers_as_strawberry_does(apis: tuple[str
         taken += planned
     assert fast_count(slow_url) == 0
     assert taken == 13 + len(site_fields)
+
+
+scalars = (st.none() | st.text(max_size=3) | st.integers(min_value=-2**33, max_value=2**33) | st.booleans()
+           | st.floats(allow_nan=False) | st.sampled_from(["RELEVANCE", "NEWEST", "relevance", "TRENDING"])
+           | st.lists(st.text(max_size=2), max_size=2))
+# The bench's and the directory page's declarations, one with a literal argument (never
+# quick), one that leaves `sort` to its default, one with a required variable.
+DECLARED = [
+    PAGE % "totalCount",
+    "query($q: String, $first: Int) { searchSites(query: $q, first: $first) { totalCount } }",
+    "query($q: String!, $sort: SiteSort!) { searchSites(query: $q, sort: $sort) { totalCount } }",
+    'query($q: String) { searchSites(query: $q, category: "audio") { totalCount } }',
+]
+
+
+_planners: list[Any] = []
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=st.sampled_from(DECLARED),
+       variables=st.dictionaries(st.sampled_from(["q", "category", "sort", "first", "after", "other"]), scalars,
+                                 max_size=5))
+def test_quick_scalar_coercion_agrees_with_graphql_core(document: str, variables: dict[str, Any]) -> None:
+    from graphql.execution.values import get_argument_values, get_variable_values
+
+    from directory.queries import FAST_QUERIES
+    from graph.fastpath import Planner
+    from merci.faces import build_schema
+
+    if not _planners:
+        _planners.append(Planner(build_schema("directory")._schema, {}, FAST_QUERIES))
+    planner = _planners[0]
+    schema = planner.schema
+    plan = planner.plan(document, None)
+    assert plan is not None
+    values = get_variable_values(schema, plan.operation.variable_definitions or (), variables)
+    expected = None
+    if not isinstance(values, list):
+        try:
+            expected = get_argument_values(schema.query_type.fields["searchSites"], plan.root, values)
+        except Exception:
+            expected = None
+    quick = plan.quick_arguments(variables)
+    assert quick is None or quick == expected  # when sure, right (defaults included)
+    assert plan.arguments(schema, variables) == expected
+    usual = all(isinstance(v, str) for k, v in variables.items() if k in ("q", "category", "after")) and \
+        isinstance(variables.get("first", 0), int) and not isinstance(variables.get("first"), bool) and \
+        -2**31 <= variables.get("first", 0) < 2**31 and variables.get("sort", "NEWEST") in ("RELEVANCE", "NEWEST",
+                                                                                           "TRENDING") and \
+        "other" not in variables
+    if usual and document == DECLARED[0]:
+        assert quick is not None  # strings, ints and enum names, every argument a variable: the quick way
+    if document == DECLARED[3]:
+        assert quick is None  # a literal argument: graphql-core coerces it
