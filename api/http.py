@@ -23,7 +23,7 @@ from api.clicks.mutations import FAST_MUTATIONS
 from api.embeds.routes import routes as embed_routes
 from api.observability import MetricsEndpoint, Observe
 from graph.context import Context
-from graph.fastpath import FastPath, FastQuery
+from graph.fastpath import FastPath, FastQuery, encode_json
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher
@@ -131,6 +131,9 @@ class _Refused(Exception):
 
 
 class MerciGraphQL(GraphQL[Context, None]):
+    def encode_json(self, data: object) -> bytes:
+        return encode_json(data)  # UTF-8, as graph.fastpath writes it
+
     async def get_context(self, request: Request, response: Response | None = None) -> Context:  # type: ignore[override]
         state = request.app.state
         return Context(

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -32,9 +33,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import aiohttp
 import asyncpg
 import psycopg
+import pycurl
 
 from bench.common import fresh_database, server
 from bench.search_data import generate
@@ -45,7 +46,6 @@ from merci.db import Scope, create_pool, migrate, set_scope
 from merci.progress import Progress
 
 NODE = "edges { cursor node { id title url host category language tags listedAt } } pageInfo { hasNextPage endCursor }"
-JSON = {"content-type": "application/json"}
 COUNTS = "totalCount facets { categories { value count } languages { value count } }"
 
 
@@ -160,14 +160,47 @@ class InProcess:
         return b"".join(chunks)
 
 
-async def http_floor(http: aiohttp.ClientSession, url: str, runs: int) -> tuple[float, float]:
+class Http:
+    """An HTTP client that keeps one connection: libcurl (pycurl), so that the client's own
+    work (about 60 µs a request here; aiohttp's was 175, httpx's more) blurs the latencies
+    it measures as little as asyncpg does the raw side's. It blocks the event loop while a
+    request is under way, which is what it measures."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.curl = pycurl.Curl()
+        self.curl.setopt(pycurl.TCP_NODELAY, 1)
+        self.curl.setopt(pycurl.TIMEOUT, 30)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        self.curl.setopt(pycurl.HTTPGET, 1)
+        self.curl.setopt(pycurl.HTTPHEADER, [])
+        return self._perform(path)
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.curl.setopt(pycurl.POSTFIELDS, body)
+        self.curl.setopt(pycurl.HTTPHEADER, ["content-type: application/json", "Expect:"])  # no 100-continue
+        return self._perform(path)
+
+    def _perform(self, path: str) -> tuple[int, bytes]:
+        out = io.BytesIO()
+        self.curl.setopt(pycurl.URL, self.base + path)
+        self.curl.setopt(pycurl.WRITEDATA, out)
+        self.curl.perform()
+        return self.curl.getinfo(pycurl.RESPONSE_CODE), out.getvalue()
+
+    def close(self) -> None:
+        self.curl.close()
+
+
+def http_floor(http: Http, runs: int) -> tuple[float, float]:
     """p50, p95 of a request that does nothing: what HTTP itself (client and server) costs."""
     samples = []
     for i in range(runs + 3):
         t = time.perf_counter()
-        async with http.get(url) as r:
-            r.raise_for_status()
-            await r.read()
+        status, _ = http.get("/healthz")
+        if status != 200:
+            raise RuntimeError(f"/healthz answered {status}")
         if i >= 3:
             samples.append(time.perf_counter() - t)
     return pct(samples, .5), pct(samples, .95)
@@ -216,20 +249,17 @@ async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenan
     env.pop("BROKER_URL", None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "merci.cli", "serve", "directory", "--port", str(port), "--quiet", env=env)
-    url = f"http://127.0.0.1:{port}/graphql"
+    http = Http(f"http://127.0.0.1:{port}")
     pool = await create_pool(settings.app_database_url, max_size=1)
     try:
-        # aiohttp: its client costs the measurement about a third of what httpx's does.
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http, \
-                InProcess(settings) as local:
+        async with InProcess(settings) as local:
             for _ in range(100):
                 try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as ready:
-                        if ready.status == 200:
-                            break
-                except aiohttp.ClientError:
+                    if http.get("/healthz")[0] == 200:
+                        break
+                except pycurl.error:
                     await asyncio.sleep(0.2)
-            floor = await http_floor(http, f"http://127.0.0.1:{port}/healthz", runs)
+            floor = http_floor(http, runs)
             results = []
             async with pool.acquire() as conn:
                 for name, args, counts, second in kinds("bench-1"):
@@ -245,8 +275,7 @@ async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenan
                         page = await raw(conn, args, counts, after, tenants)
                         d_sql = time.perf_counter() - t
                         t = time.perf_counter()
-                        async with http.post(url, data=request, headers=JSON) as r:
-                            answer = await r.read()
+                        _, answer = http.post("/graphql", request)
                         d_graph = time.perf_counter() - t
                         t = time.perf_counter()
                         local_answer = await local.post("/graphql", request)
@@ -264,6 +293,7 @@ async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenan
                     results.append((name, got, pct(graph, .5), pct(graph, .95), pct(asgi, .5), pct(asgi, .95),
                                     pct(sql, .5), pct(sql, .95)))
     finally:
+        http.close()
         await pool.close()
         proc.terminate()
         await proc.wait()
@@ -273,7 +303,7 @@ async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenan
     print(f"{'kind':28} {'hits':>4} {'p50':>8} {'p95':>8} {'p50':>9} {'p95':>8} {'p50':>7} {'p95':>7} "
           f"{'HTTP':>8} {'in-proc':>8}")
     for name, got, g50, g95, a50, a95, s50, s95 in results:
-        flag = "" if g95 <= 25 and a95 <= 2 * s95 else "  *"
+        flag = "" if g95 <= 25 and g95 <= 2 * s95 else "  *"
         print(f"{name:28} {got:>4} {g50:8.1f} {g95:8.1f} {a50:9.1f} {a95:8.1f} {s50:7.1f} {s95:7.1f} "
               f"{g95 / s95:8.2f} {a95 / s95:8.2f}{flag}")
     over_http = [r[3] for r in results]
@@ -285,7 +315,7 @@ async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenan
           f"worst {max(http_ratios):.2f})")
     print(f"GraphQL in-process: p95 ≤ 2x the raw SQL in {sum(r <= 2 for r in local_ratios)}/{len(results)} kinds "
           f"(ratio median {statistics.median(local_ratios):.2f}, worst {max(local_ratios):.2f})")
-    print("(* misses a goal: p95 over HTTP above 25 ms, or the GraphQL layer (in-process) above 2x the raw SQL)")
+    print("(* misses a goal: p95 over HTTP above 25 ms, or above 2x the raw SQL's)")
     print(f"HTTP alone, GET /healthz on the same server and client: p50 {floor[0]:.1f} ms, p95 {floor[1]:.1f} ms")
     return 0
 

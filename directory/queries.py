@@ -102,8 +102,7 @@ async def _search(conn: asyncpg.Connection, tenant_ids: TenantIds, *, query: str
 
 
 # A Site's fields as the fast path writes them: a column as it is (orjson writes a
-# datetime as Strawberry's DateTime does, and graph.fastpath escapes non-ASCII text as
-# json.dumps does), or a value computed from the row.
+# datetime as Strawberry's DateTime serializes it), or a value computed from the row.
 _PLAIN: dict[str, str] = {
     "url": "url", "host": "host", "listed": "listed", "title": "title", "description": "description",
     "language": "language", "category": "category", "tags": "tags", "feedUrl": "feed_url",

@@ -23,8 +23,8 @@ change nothing, so the normal path simply runs it again and words the error.
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -429,32 +429,21 @@ class FastPath:
             metrics.child(metrics.GRAPHQL_FAST_PATH, plan.root_name).inc()
             record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"],
                    plan.counted)
-        data = orjson.dumps(result)
-        if not data.isascii() or b"\x7f" in data:
-            data = ascii_json(data)
+        data = encode_json(result)
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
         return True
 
 
-_NOT_ASCII = re.compile("[^\x00-\x7e]")
-
-
-def _escape(m: re.Match[str]) -> str:
-    c = ord(m.group())
-    if c < 0x10000:
-        return f"\\u{c:04x}"
-    c -= 0x10000
-    return f"\\u{0xd800 | c >> 10:04x}\\u{0xdc00 | c & 0x3ff:04x}"
-
-
-def ascii_json(data: bytes) -> bytes:
-    """orjson's JSON as json.dumps (Strawberry's encoder) writes it: each character outside
-    printable ASCII, which orjson leaves as it is, as a \\u escape (a surrogate pair above
-    U+FFFF). In JSON such characters occur only inside strings, and orjson already escapes
-    the control characters as json.dumps does."""
-    return _NOT_ASCII.sub(_escape, data.decode()).encode()
+def encode_json(data: Any) -> bytes:
+    """A GraphQL response as JSON, in UTF-8 (orjson): the one encoder of both paths (the
+    API's Strawberry view uses it too), so that their answers are the same bytes.
+    Values orjson refuses (an integer beyond 64 bits) go through the standard library."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def _read(receive: Receive, limit: int = 1 << 16) -> tuple[bytes, bool, bool]:
