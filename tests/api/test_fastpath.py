@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -191,3 +192,11 @@ def test_non_ascii_text_is_written_as_utf8() -> None:
     from graph.fastpath import encode_json
 
     assert encode_json({"title": "Café crème 😀"}) == '{"title":"Café crème 😀"}'.encode()
+
+
+def test_a_fast_path_datetime_is_written_alike_either_way() -> None:
+    from graph.fastpath import encode_json
+
+    at = datetime(2026, 11, 27, 6, 5, 26, 120, tzinfo=UTC)
+    assert encode_json([at]) == b'["2026-11-27T06:05:26.000120+00:00"]'  # orjson, as Strawberry's isoformat
+    assert encode_json([at, 2**70]) == b'["2026-11-27T06:05:26.000120+00:00",1180591620717411303424]'  # fallback
