@@ -15,6 +15,7 @@ from api.clicks.types import Click
 from api.partners.mutations import PartnerMutations
 from api.partners.queries import PartnerQueries
 from api.partners.types import LinkedAccount, OAuthClient, WebhookDelivery, WebhookEndpoint
+from api.payouts.mutations import PayoutMutations, PayoutQueries
 from api.sites.types import ApiSite
 from api.subscriptions.mutations import SubscriptionMutations
 from api.subscriptions.types import Subscription
@@ -26,9 +27,10 @@ from api.things.queries import ThingQueries
 from api.things.types import Thing
 from graph.node import NodeQueries
 
-QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, PartnerQueries, NodeQueries)
+QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, PartnerQueries, PayoutQueries,
+                             NodeQueries)
 MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations, BudgetMutations, ThingMutations, ClickMutations,
-                               SubscriptionMutations, PartnerMutations)
+                               SubscriptionMutations, PartnerMutations, PayoutMutations)
 TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, Subscription, Click, ApiSite, WebhookEndpoint,
                            WebhookDelivery, OAuthClient, LinkedAccount)
 

@@ -71,6 +71,23 @@ CHECKS: dict[str, tuple[str, str]] = {
         "no month close failed its self-check",
         "select period, error from month_closes where status = 'failed' limit 5",
     ),
+    "payouts_posted": (
+        "every sent payout moved exactly its amount from the creator's earnings to the outside world",
+        "select p.id, p.amount, x.paid, x.taken from payouts p left join lateral ("
+        "  select sum(e.amount) filter (where la.kind = 'payout' and la.owner_account_id = p.account_id) as paid,"
+        "         -sum(e.amount) filter (where la.kind = 'creator' and la.owner_account_id = p.account_id) as taken"
+        "    from entries e join ledger_accounts la on la.id = e.ledger_account_id"
+        "   where e.journal_id = p.journal_id) x on true"
+        " where p.status = 'sent' and (x.paid is distinct from p.amount or x.taken is distinct from p.amount)"
+        " limit 5",
+    ),
+    "payouts_covered": (
+        "pending payouts never reserve more than the creator's earnings",
+        "select p.account_id, p.currency, sum(p.amount) as reserved from payouts p where p.status = 'pending'"
+        " group by 1, 2 having sum(p.amount) > coalesce((select sum(e.amount) from ledger_accounts la"
+        "   join entries e on e.ledger_account_id = la.id where la.kind = 'creator'"
+        "    and la.owner_account_id = p.account_id and la.currency = p.currency), 0) limit 5",
+    ),
 }
 
 

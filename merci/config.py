@@ -77,6 +77,7 @@ def load(**overrides: str) -> Settings:
         default_budget=int(env.get("MERCI_DEFAULT_BUDGET", "500")),
         close_grace_seconds=int(env.get("MERCI_CLOSE_GRACE_SECONDS", str(3 * 3600))),
         escrow_hold_months=int(env.get("MERCI_ESCROW_HOLD_MONTHS", "3")),
+        payout_threshold=int(env.get("MERCI_PAYOUT_THRESHOLD", "1000")),
         public_url=env.get("MERCI_PUBLIC_URL", "http://127.0.0.1:8000"),
         secret_key=env.get("MERCI_SECRET_KEY", "dev-secret-change-me"),
     )

@@ -43,3 +43,54 @@ def provider_for(name: str, *, production: bool) -> PaymentProvider:
     if name == "dev":
         return DevProvider(production=production)
     raise UserError("UNKNOWN_PROVIDER", f"unknown payment provider {name!r}", "provider")
+
+
+# ------------------------------------------------------------------ payouts: money going out
+
+
+@dataclass(frozen=True)
+class Transfer:
+    provider: str
+    reference: str  # the provider's id for the transfer
+
+
+class PayoutRefused(Exception):
+    """The provider will not send this payout (a closed account, a limit): it fails for good.
+    Any other exception is taken as passing trouble, and the send is retried."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PayoutProvider(Protocol):
+    name: str
+
+    async def send(self, *, account_id: int, amount: Money, idempotency_key: str) -> Transfer:
+        """Send `amount` to the creator; the same key sends it once, however often asked."""
+        ...
+
+
+class DevPayoutProvider:
+    """Sends instantly, for development, demos and tests; refused in production."""
+
+    name = "dev"
+
+    def __init__(self, *, production: bool) -> None:
+        self.production = production
+
+    async def send(self, *, account_id: int, amount: Money, idempotency_key: str) -> Transfer:
+        if self.production:
+            raise PayoutRefused("the dev payout provider is disabled in production")
+        return Transfer(self.name, f"dev:{idempotency_key}")
+
+
+PAYOUT_PROVIDERS = ("dev",)
+
+
+def payout_provider_for(name: str, *, production: bool) -> PayoutProvider:
+    if name == "dev":
+        if production:
+            raise UserError("PROVIDER_UNAVAILABLE", "the dev payout provider is disabled in production", "provider")
+        return DevPayoutProvider(production=production)
+    raise UserError("UNKNOWN_PROVIDER", f"unknown payout provider {name!r}", "provider")

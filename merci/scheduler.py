@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from merci import close, escrow, search, subscriptions
+from merci import close, escrow, payouts, search, subscriptions
 from merci.clicks import CLICK_QUEUE, period_of
 from merci.config import Settings
 from merci.db import create_pool
@@ -65,6 +65,11 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         " order by 1", cutoff):
         queue.send(escrow.RETURN_ACTOR, row["period"].isoformat()[:7], queue_name="money")
         sent.append(f"{escrow.RETURN_ACTOR} {row['period']:%Y-%m}")
+
+    # Payouts still pending after a while: their message was lost or their worker died.
+    for payout_id in await payouts.stale(conn, now=now):
+        queue.send(payouts.PAYOUT_ACTOR, payout_id, queue_name=payouts.PAYOUT_QUEUE)
+        sent.append(f"{payouts.PAYOUT_ACTOR} {payout_id}")
     return sent
 
 

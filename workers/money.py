@@ -1,11 +1,13 @@
-"""The `money` queue: the month close (sharded), escrow release and return."""
+"""The `money` queue: the month close (sharded), escrow release and return, payouts."""
 
 from __future__ import annotations
 
 import asyncpg
 import dramatiq
 
-from merci import close, escrow
+from merci import close, escrow, payouts
+from merci.errors import UserError
+from merci.payments import PayoutRefused, Transfer, payout_provider_for
 from workers.runtime import run
 
 
@@ -56,3 +58,32 @@ def return_escrow(period: str) -> None:
             await escrow.return_due(conn, period=close.parse_period(period))
 
     run(body)
+
+
+@dramatiq.actor(actor_name=payouts.PAYOUT_ACTOR, queue_name=payouts.PAYOUT_QUEUE, max_retries=20)
+def send_payout(payout_id: int) -> None:
+    """Send one payout through its provider; a provider's refusal fails it, anything else retries."""
+    from workers import settings
+
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            name = await conn.fetchval("select provider from payouts where id = $1", payout_id)
+            if name is None:
+                return
+            try:
+                provider = payout_provider_for(name, production=settings.production)
+            except UserError as err:
+                provider = _Refusing(err.message)
+            await payouts.send(conn, payout_id=payout_id, provider=provider)
+
+    run(body)
+
+
+class _Refusing:
+    """A payout whose provider is not available here: it fails, with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.name, self.reason = "unavailable", reason
+
+    async def send(self, **_: object) -> Transfer:
+        raise PayoutRefused(self.reason)

@@ -8,6 +8,7 @@ import strawberry
 from api.accounts.loaders import account_by_id
 from api.clicks.types import Click, ClickReceipt, ClickStatus
 from api.months.types import Month, MonthlyEarning, MonthStatus, Share
+from api.payouts.types import Payout
 from api.subscriptions.types import SUB_COLUMNS, Subscription
 from api.tenants.types import Tenant
 from api.things.types import Thing
@@ -15,10 +16,11 @@ from graph.context import Info
 from graph.errors import ClientError
 from graph.money import Money
 from graph.relay import Connection, Node, check_first, connection, decode_int_cursor
-from merci import budgets, months
+from merci import budgets, months, payouts
 from merci.clicks import period_of
 from merci.close import CloseError, parse_period
 from merci.ids import from_global, to_global
+from merci.payouts import Payout as DomainPayout
 from merci.things import THING_COLUMNS
 
 
@@ -94,6 +96,20 @@ class Account(Node):
         async with info.context.tx() as conn:
             return Money.make(await budgets.earnings(conn, account_id=self.pk, currency=cur), cur)
 
+    @strawberry.field(description="Your payouts, newest first (only your own: empty for anyone else).")
+    async def payouts(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Payout]:
+        return await _newest_first(info, f"select {payouts.COLUMNS} from payouts where account_id = $1", self.pk,
+                                   first, after, lambda r: Payout.of(DomainPayout.of(r)))
+
+    @strawberry.field(description="Earnings that a payout may take now: not yet paid out, nor reserved by a "
+                                  "pending payout. Your own only (zero for anyone else).")
+    async def payout_available(self, info: Info) -> Money:
+        cur = info.context.settings.currency
+        if info.context.principal.account_id != self.pk:
+            return Money.make(0, cur)
+        async with info.context.tx() as conn:
+            return Money.make(max(await payouts.available(conn, account_id=self.pk, currency=cur), 0), cur)
+
     @strawberry.field(description="Earnings per closed month (and escrow releases), newest first.")
     async def earnings_by_month(self, info: Info) -> list[MonthlyEarning]:
         cur = info.context.settings.currency
@@ -145,13 +161,8 @@ class Account(Node):
     @strawberry.field(description="The supporter's subscriptions, newest first.")
     async def subscriptions(self, info: Info, first: int | None = None,
                             after: str | None = None) -> Connection[Subscription]:
-        n = check_first(first)
-        cursor = decode_int_cursor(after)
-        async with info.context.tx() as conn:
-            rows = await conn.fetch(
-                f"select {SUB_COLUMNS} from subscriptions where supporter_id = $1"
-                " and ($2::bigint is null or id < $2) order by id desc limit $3", self.pk, cursor, n + 1)
-        return connection([Subscription.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda x: x.pk)
+        return await _newest_first(info, f"select {SUB_COLUMNS} from subscriptions where supporter_id = $1", self.pk,
+                                   first, after, lambda r: Subscription.from_row(dict(r)))
 
     @staticmethod
     async def load(info: Info, pk: int) -> Account | None:
@@ -182,3 +193,14 @@ def _period(text: str | None) -> date:
         return parse_period(text)
     except CloseError as exc:
         raise ClientError(f"period must be YYYY-MM, not {text!r}", "BAD_PERIOD") from exc
+
+
+async def _newest_first(info: Info, select: str, owner: int, first: int | None, after: str | None,
+                        make: Any) -> Connection[Any]:
+    """A page of `select`'s rows (owned by `owner`, its $1), newest first, by id."""
+    n = check_first(first)
+    cursor = decode_int_cursor(after)
+    async with info.context.tx() as conn:
+        rows = await conn.fetch(f"{select} and ($2::bigint is null or id < $2) order by id desc limit $3",
+                                owner, cursor, n + 1)
+    return connection([make(r) for r in rows], first=n, cursor_of=lambda x: x.pk)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import logging
+
+import strawberry
+
+from api.payouts.types import Payout
+from graph.context import Info
+from graph.errors import UserErrorType, attempt, user_errors_only
+from graph.money import Money
+from merci import payouts
+from merci.payments import payout_provider_for
+
+log = logging.getLogger("merci.payouts")
+
+
+@strawberry.input
+class RequestPayoutInput:
+    idempotency_key: str = strawberry.field(description="Retry-safe: one key, one payout.")
+    amount: int | None = strawberry.field(
+        default=None, description="Minor units (cents); default: all your available earnings. At least the "
+                                  "payout threshold.")
+    provider: str = "dev"
+
+
+@strawberry.type
+class PayoutPayload:
+    payout: Payout | None
+    user_errors: list[UserErrorType]
+
+
+@strawberry.type
+class PayoutQueries:
+    @strawberry.field(description="The smallest payout a creator may ask for.")
+    def payout_threshold(self, info: Info) -> Money:
+        s = info.context.settings
+        return Money.make(s.payout_threshold, s.currency)
+
+
+@strawberry.type
+class PayoutMutations:
+    @strawberry.mutation(description="Ask for your earnings to be paid out. The request is pending until a worker "
+                                     "has sent it through the provider; `payout.status` tells the outcome.")
+    async def request_payout(self, info: Info, input: RequestPayoutInput) -> PayoutPayload:
+        ctx = info.context
+
+        async def work() -> PayoutPayload:
+            me = ctx.require_account()
+            s = ctx.settings
+            payout_provider_for(input.provider, production=s.production)  # refuse an unknown one up front
+            async with ctx.tx() as conn:
+                p = await payouts.request(conn, tenant_id=ctx.principal.tenant_id, account_id=me,
+                                          amount=input.amount, currency=s.currency, threshold=s.payout_threshold,
+                                          idempotency_key=input.idempotency_key, provider=input.provider)
+            if p.status == "pending" and ctx.queue is not None:
+                # After commit, so that the worker finds the request. Should this fail, the
+                # request stays pending and the scheduler sends it later.
+                try:
+                    await ctx.queue.asend(payouts.PAYOUT_ACTOR, p.id, queue_name=payouts.PAYOUT_QUEUE)
+                except Exception:
+                    log.exception("payout %s: not enqueued; the scheduler will send it", p.id)
+            return PayoutPayload(payout=Payout.of(p), user_errors=[])
+
+        return await attempt(work, user_errors_only(PayoutPayload))

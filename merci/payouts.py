@@ -1,0 +1,144 @@
+"""Payouts: a creator's earnings sent out through a payout provider.
+
+- `request` (the API, as the creator): at least the threshold, at most what is
+  available (earnings less what pending requests reserve), one payout per idempotency
+  key. It writes a pending request and moves no money.
+- `send` (a money worker, as merci_system): asks the provider to transfer (the payout's
+  own key makes that idempotent), then posts the `payout` journal (earnings → the
+  outside world, which fires `payout.sent`) and marks it sent, in one transaction. A
+  provider's refusal marks it failed and the earnings stay; passing trouble raises, and
+  Dramatiq retries. A crash between the transfer and the journal is retried the same
+  way: the provider answers the same key with the same transfer, and the journal's
+  idempotency key posts it once.
+- The scheduler re-sends requests left pending (a lost message, a dead worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from merci import budgets, ledger
+from merci.errors import UserError
+from merci.money import Money, parse_amount
+from merci.payments import PayoutProvider, PayoutRefused
+
+PAYOUT_ACTOR = "payouts.send"
+PAYOUT_QUEUE = "money"
+RESEND_AFTER_SECONDS = 300  # the scheduler re-sends requests pending longer than this
+MAX_KEY = 100
+COLUMNS = ("id, tenant_id, account_id, amount, currency, provider, idempotency_key, status, reference, reason,"
+           " created_at, settled_at")
+
+
+@dataclass(frozen=True)
+class Payout:
+    id: int
+    tenant_id: int
+    account_id: int
+    amount: int
+    currency: str
+    provider: str
+    idempotency_key: str
+    status: str  # pending | sent | failed
+    reference: str | None
+    reason: str | None
+    created_at: datetime
+    settled_at: datetime | None
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> Payout:
+        return cls(**dict(row))
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise UserError("INVALID_IDEMPOTENCY_KEY", "idempotencyKey is required: one key, one payout",
+                        "idempotencyKey")
+    key = key.strip()
+    if len(key) > MAX_KEY:
+        raise UserError("INVALID_IDEMPOTENCY_KEY", f"idempotencyKey is at most {MAX_KEY} characters",
+                        "idempotencyKey")
+    return key
+
+
+async def available(conn: asyncpg.Connection, *, account_id: int, currency: str) -> int:
+    """Earnings not yet paid out, less what pending requests reserve."""
+    earned = await budgets.earnings(conn, account_id=account_id, currency=currency)
+    reserved: int = await conn.fetchval(
+        "select coalesce(sum(amount), 0)::bigint from payouts"
+        " where account_id = $1 and currency = $2 and status = 'pending'", account_id, currency)
+    return earned - reserved
+
+
+async def request(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, amount: object | None,
+                  currency: str, threshold: int, idempotency_key: object, provider: str) -> Payout:
+    """A pending payout of `amount` (all that is available when None); the same key gives
+    back the same payout. Runs in the caller's transaction, as the creator."""
+    key = check_key(idempotency_key)
+    # One request at a time per creator: what one reserves, the next one sees.
+    await conn.execute("select pg_advisory_xact_lock(hashtextextended('merci.payout:' || $1::bigint, 0))",
+                       account_id)
+    row = await conn.fetchrow(f"select {COLUMNS} from payouts where account_id = $1 and idempotency_key = $2",
+                              account_id, key)
+    if row is not None:
+        if amount is not None and row["amount"] != amount:
+            raise UserError("IDEMPOTENCY_KEY_REUSED", "this idempotencyKey already asked for another amount",
+                            "idempotencyKey")
+        return Payout.of(row)
+    free = await available(conn, account_id=account_id, currency=currency)
+    minor = free if amount is None else parse_amount(amount)
+    if minor < threshold:
+        what = "your available earnings are" if amount is None else "a payout is"
+        raise UserError("BELOW_THRESHOLD", f"payouts start at {Money(threshold, currency).format()};"
+                        f" {what} {Money(minor, currency).format()}", "amount")
+    if minor > free:
+        raise UserError("INSUFFICIENT_EARNINGS", f"only {Money(max(free, 0), currency).format()} of your earnings"
+                        " can be paid out now", "amount")
+    row = await conn.fetchrow(
+        "insert into payouts (tenant_id, account_id, amount, currency, provider, idempotency_key)"
+        f" values ($1, $2, $3, $4, $5, $6) returning {COLUMNS}",
+        tenant_id, account_id, minor, currency, provider, key)
+    return Payout.of(row)
+
+
+async def send(conn: asyncpg.Connection, *, payout_id: int, provider: PayoutProvider) -> str:
+    """Send one payout (as merci_system); returns its status afterwards. Idempotent."""
+    row = await conn.fetchrow(f"select {COLUMNS} from payouts where id = $1", payout_id)
+    if row is None or row["status"] != "pending":
+        return "missing" if row is None else str(row["status"])
+    p = Payout.of(row)
+    try:
+        transfer = await provider.send(account_id=p.account_id, amount=Money(p.amount, p.currency),
+                                       idempotency_key=f"merci-payout-{p.id}")
+    except PayoutRefused as refused:
+        await conn.execute("update payouts set status = 'failed', reason = $2, settled_at = now()"
+                           " where id = $1 and status = 'pending'", p.id, refused.reason[:500])
+        return "failed"
+    async with conn.transaction():
+        status = await conn.fetchval("select status from payouts where id = $1 for update", p.id)
+        if status != "pending":
+            return str(status)
+        earnings = await ledger.account_id(conn, kind="creator", tenant_id=p.tenant_id, currency=p.currency,
+                                           owner_account_id=p.account_id)
+        out = await ledger.account_id(conn, kind="payout", tenant_id=p.tenant_id, currency=p.currency,
+                                      owner_account_id=p.account_id)
+        journal = await ledger.post(
+            conn, tenant_id=p.tenant_id, kind="payout", idem_key=f"payout:{p.id}",
+            lines=[(earnings, Money(-p.amount, p.currency)), (out, Money(p.amount, p.currency))],
+            memo=f"payout via {transfer.provider} ({transfer.reference})")
+        if journal is None:  # posted before, by a run that died before marking it
+            journal = await conn.fetchval("select id from journals where idem_key = $1", f"payout:{p.id}")
+        await conn.execute(
+            "update payouts set status = 'sent', reference = $2, journal_id = $3, settled_at = now() where id = $1",
+            p.id, transfer.reference, journal)
+    return "sent"
+
+
+async def stale(conn: asyncpg.Connection, *, now: datetime) -> list[int]:
+    """Requests pending for longer than RESEND_AFTER_SECONDS: their message may be lost."""
+    return [r["id"] for r in await conn.fetch(
+        "select id from payouts where status = 'pending' and created_at < $1::timestamptz - make_interval(secs => $2)"
+        " order by id limit 1000", now, RESEND_AFTER_SECONDS)]

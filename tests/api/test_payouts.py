@@ -1,0 +1,216 @@
+"""Payouts: a creator asks for their earnings; a real worker sends them through the
+provider and posts the payout journal. Refusals change nothing, a key asks once, what
+pending requests reserve is not available twice, and a provider's refusal leaves the
+earnings where they were."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from merci import audit, config, ledger, payouts, scheduler
+from merci.ids import from_global
+from merci.money import Money
+from merci.payments import DevPayoutProvider, PayoutRefused, Transfer
+from merci.queue import Queue
+from tests.conftest import GraphQLClient, sign_up, start_worker, system_fetch, system_scalar, unique, wait_for
+
+REQUEST = """mutation($input: RequestPayoutInput!) { requestPayout(input: $input) {
+  payout { id status amount { amount formatted } idempotencyKey reference reason }
+  userErrors { field code message } } }"""
+ME = """{ me { earnings { amount } payoutAvailable { amount }
+  payouts(first: 10) { edges { node { id status amount { amount } reference settledAt } } } } }"""
+
+
+def _system_dsn(database_url: str) -> str:
+    return config.Settings(database_url=database_url).derived().system_database_url
+
+
+async def _credit(database_url: str, account_id: int, amount: int) -> None:
+    """Earnings, as a month close credits them (the outside world → the creator)."""
+    conn = await asyncpg.connect(_system_dsn(database_url))
+    try:
+        async with conn.transaction():
+            tenant = await conn.fetchval("select tenant_id from accounts where id = $1", account_id)
+            outside = await ledger.account_id(conn, kind="external", tenant_id=tenant, currency="EUR")
+            mine = await ledger.account_id(conn, kind="creator", tenant_id=tenant, currency="EUR",
+                                           owner_account_id=account_id)
+            await ledger.post(conn, tenant_id=tenant, kind="correction", idem_key=unique("earned:"),
+                              lines=[(outside, Money(-amount, "EUR")), (mine, Money(amount, "EUR"))])
+    finally:
+        await conn.close()
+
+
+def creator(gql: GraphQLClient, database_url: str, earned: int) -> tuple[GraphQLClient, int]:
+    who = sign_up(gql)
+    pk = from_global(who["id"])[1]
+    if earned:
+        asyncio.run(_credit(database_url, pk, earned))
+    return gql.as_(who["token"]), pk
+
+
+def ask(client: GraphQLClient, **input: Any) -> dict[str, Any]:
+    return client(REQUEST, {"input": {"idempotencyKey": unique("k"), **input}})["requestPayout"]  # type: ignore[no-any-return]
+
+
+def test_refused_requests_change_nothing(gql: GraphQLClient, database_url: str) -> None:
+    me, pk = creator(gql, database_url, 2500)
+    cases = [
+        ({"amount": 999}, "BELOW_THRESHOLD", "amount"),  # the default threshold: 10.00
+        ({"amount": 2501}, "INSUFFICIENT_EARNINGS", "amount"),
+        ({"amount": 0}, "AMOUNT_TOO_SMALL", "amount"),
+        ({"amount": 1500, "idempotencyKey": "  "}, "INVALID_IDEMPOTENCY_KEY", "idempotencyKey"),
+        ({"amount": 1500, "idempotencyKey": "x" * 101}, "INVALID_IDEMPOTENCY_KEY", "idempotencyKey"),
+        ({"amount": 1500, "provider": "wire"}, "UNKNOWN_PROVIDER", "provider"),
+    ]
+    for input, code, field in cases:
+        out = ask(me, **input)
+        assert out["payout"] is None, input
+        assert [(e["code"], e["field"]) for e in out["userErrors"]] == [(code, [field])], out
+    poor, _ = creator(gql, database_url, 600)
+    out = ask(poor)  # all of it: below the threshold
+    assert [e["code"] for e in out["userErrors"]] == ["BELOW_THRESHOLD"]
+    assert "10.00" in out["userErrors"][0]["message"] and "6.00" in out["userErrors"][0]["message"]
+    anonymous = ask(GraphQLClient(str(gql.http.base_url)), amount=1500)  # no session cookie
+    assert [e["code"] for e in anonymous["userErrors"]] == ["UNAUTHENTICATED"]
+    assert system_scalar(database_url, "select count(*) from payouts where account_id = $1", pk) == 0
+    assert me(ME)["me"]["payoutAvailable"]["amount"] == 2500
+
+
+def test_a_worker_sends_a_payout_once(gql: GraphQLClient, database_url: str, tmp_path: Path) -> None:
+    me, pk = creator(gql, database_url, 2500)
+    first = ask(me, amount=1500, idempotencyKey="june")
+    assert first["userErrors"] == []
+    payout = first["payout"]
+    assert payout["amount"] == {"amount": 1500, "formatted": "€15.00"}
+    assert payout["status"] in ("PENDING", "SENT")
+    again = ask(me, amount=1500, idempotencyKey="june")  # a retry: the same payout
+    assert again["payout"]["id"] == payout["id"]
+    other = ask(me, amount=1500, idempotencyKey="july")  # 15.00 of 25.00 reserved: 10.00 left
+    assert [e["code"] for e in other["userErrors"]] == ["INSUFFICIENT_EARNINGS"]
+    assert [e["code"] for e in ask(me, amount=1500, idempotencyKey="june")["userErrors"]] == []
+    assert [e["code"] for e in ask(me, amount=1200, idempotencyKey="june")["userErrors"]] == ["IDEMPOTENCY_KEY_REUSED"]
+
+    worker = start_worker(database_url, tmp_path / "worker.log")
+    try:
+        sent = wait_for(lambda: [e["node"] for e in me(ME)["me"]["payouts"]["edges"]
+                                 if e["node"]["status"] == "SENT"], what="the payout sent")
+    finally:
+        worker.stop()
+    assert [p["id"] for p in sent] == [payout["id"]]
+    assert sent[0]["reference"] == f"dev:merci-payout-{from_global(payout['id'])[1]}" and sent[0]["settledAt"]
+    view = me(ME)["me"]
+    assert view["earnings"]["amount"] == 1000 and view["payoutAvailable"]["amount"] == 1000
+    rows = system_fetch(database_url, "select la.kind, sum(e.amount)::bigint as amount from entries e"
+                        " join ledger_accounts la on la.id = e.ledger_account_id"
+                        " where la.owner_account_id = $1 and la.kind in ('creator', 'payout') group by 1", pk)
+    assert {r["kind"]: r["amount"] for r in rows} == {"creator": 1000, "payout": 1500}
+    assert system_scalar(database_url, "select count(*) from journals where idem_key like 'payout:%'"
+                         " and id = (select journal_id from payouts where account_id = $1)", pk) == 1
+    assert [e["code"] for e in ask(me)["userErrors"]] == []  # the rest: 10.00, the threshold itself
+
+
+class Flaky:
+    """A provider that refuses, or fails once in passing, or sends: the outside world's answers."""
+
+    name = "dev"
+
+    def __init__(self, answer: str) -> None:
+        self.answer, self.calls = answer, 0
+
+    async def send(self, *, account_id: int, amount: Money, idempotency_key: str) -> Transfer:
+        self.calls += 1
+        if self.answer == "refuse":
+            raise PayoutRefused("the account at the bank is closed")
+        if self.answer == "once" and self.calls == 1:
+            raise ConnectionError("the provider did not answer")
+        return Transfer("dev", f"flaky:{idempotency_key}")
+
+
+async def test_refusal_keeps_the_earnings_and_retries_post_once(database_url: str) -> None:
+    from tests import factories as f
+
+    settings = config.Settings(database_url=database_url).derived()
+    conn = await asyncpg.connect(settings.system_database_url)
+    try:
+        tenant = await f.merci_tenant(conn)
+        who = await f.person(conn, tenant, "maker")
+        await _credit(database_url, who, 3000)
+
+        async def pending(key: str, amount: int) -> int:
+            async with conn.transaction():
+                await conn.execute("select set_config('merci.tenant_id', $1, true)", str(tenant))
+                return (await payouts.request(conn, tenant_id=tenant, account_id=who, amount=amount, currency="EUR",
+                                              threshold=1000, idempotency_key=key, provider="dev")).id
+
+        refused = await pending("a", 2000)
+        assert await payouts.available(conn, account_id=who, currency="EUR") == 1000
+        assert await payouts.send(conn, payout_id=refused, provider=Flaky("refuse")) == "failed"
+        row = await conn.fetchrow("select status, reason, journal_id from payouts where id = $1", refused)
+        assert dict(row) == {"status": "failed", "reason": "the account at the bank is closed", "journal_id": None}
+        assert await payouts.available(conn, account_id=who, currency="EUR") == 3000  # nothing reserved any more
+
+        flaky = Flaky("once")
+        later = await pending("b", 2000)
+        with pytest.raises(ConnectionError):  # passing trouble: Dramatiq retries
+            await payouts.send(conn, payout_id=later, provider=flaky)
+        assert await conn.fetchval("select status from payouts where id = $1", later) == "pending"
+        # Left pending (a lost message, a dead worker): the scheduler sends it again, after a while.
+        soon, after = datetime.now(UTC), datetime.now(UTC) + timedelta(seconds=payouts.RESEND_AFTER_SECONDS + 60)
+        assert later not in await payouts.stale(conn, now=soon)
+        due = await scheduler.tick(conn, settings, Queue(StubBroker()), after)
+        assert f"{payouts.PAYOUT_ACTOR} {later}" in due and f"{payouts.PAYOUT_ACTOR} {refused}" not in due
+        # A run that posted the journal and died before marking the payout: the retry posts nothing twice.
+        async with conn.transaction():
+            earned = await ledger.account_id(conn, kind="creator", tenant_id=tenant, currency="EUR",
+                                             owner_account_id=who)
+            out = await ledger.account_id(conn, kind="payout", tenant_id=tenant, currency="EUR",
+                                          owner_account_id=who)
+            await ledger.post(conn, tenant_id=tenant, kind="payout", idem_key=f"payout:{later}",
+                              lines=[(earned, Money(-2000, "EUR")), (out, Money(2000, "EUR"))])
+        assert await payouts.send(conn, payout_id=later, provider=flaky) == "sent"
+        assert await payouts.send(conn, payout_id=later, provider=flaky) == "sent"  # done: not sent again
+        assert flaky.calls == 2
+        assert await conn.fetchval("select count(*) from journals where idem_key = $1", f"payout:{later}") == 1
+        assert await payouts.available(conn, account_id=who, currency="EUR") == 1000
+        assert await payouts.send(conn, payout_id=later, provider=DevPayoutProvider(production=False)) == "sent"
+        violations = [v for v in await audit.audit(conn) if v.check.startswith("payouts")]
+        assert violations == []
+        # The audit sees a payout whose journal does not match.
+        await conn.execute("update payouts set amount = amount + 1 where id = $1", later)
+        assert [v.check for v in await audit.audit(conn) if v.check.startswith("payouts")] == ["payouts_posted"]
+        await conn.execute("update payouts set amount = amount - 1 where id = $1", later)
+    finally:
+        await conn.close()
+
+
+async def test_payouts_are_their_creator_s_alone(database_url: str, app_pool: asyncpg.Pool) -> None:
+    from merci.db import Scope, scoped
+    from tests import factories as f
+
+    settings = config.Settings(database_url=database_url).derived()
+    conn = await asyncpg.connect(settings.system_database_url)
+    try:
+        tenant = await f.merci_tenant(conn)
+        owner, other = await f.person(conn, tenant, "maker"), await f.person(conn, tenant, "fan")
+        await _credit(database_url, owner, 1500)
+    finally:
+        await conn.close()
+    async with scoped(app_pool, Scope(tenant, owner)) as c:
+        mine = await payouts.request(c, tenant_id=tenant, account_id=owner, amount=None, currency="EUR",
+                                     threshold=1000, idempotency_key="all", provider="dev")
+        assert mine.amount == 1500
+    async with scoped(app_pool, Scope(tenant, other)) as c:
+        assert await c.fetchval("select count(*) from payouts where account_id = $1", owner) == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):  # nobody's request but one's own
+            await c.execute("insert into payouts (tenant_id, account_id, amount, currency, provider, idempotency_key)"
+                            " values ($1, $2, 5000, 'EUR', 'dev', 'theirs')", tenant, owner)
+    async with scoped(app_pool, Scope(tenant, owner)) as c:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):  # only a worker settles a payout
+            await c.execute("update payouts set status = 'sent' where id = $1", mine.id)
