@@ -6,7 +6,8 @@
 - `send` (a money worker, as merci_system): asks the provider to transfer (the payout's
   own key makes that idempotent), then posts the `payout` journal (earnings → the
   outside world, which fires `payout.sent`) and marks it sent, in one transaction. A
-  provider's refusal marks it failed and the earnings stay; passing trouble raises, and
+  provider's refusal marks it failed and the earnings stay, as does finding the earnings
+  no longer cover it (a correction took some) before anything is sent; passing trouble raises, and
   Dramatiq retries. A crash between the transfer and the journal is retried the same
   way: the provider answers the same key with the same transfer, and the journal's
   idempotency key posts it once.
@@ -110,6 +111,12 @@ async def send(conn: asyncpg.Connection, *, payout_id: int, provider: PayoutProv
     if row is None or row["status"] != "pending":
         return "missing" if row is None else str(row["status"])
     p = Payout.of(row)
+    posted = await conn.fetchval("select 1 from journals where idem_key = $1", f"payout:{p.id}")
+    if not posted and await budgets.earnings(conn, account_id=p.account_id, currency=p.currency) < p.amount:
+        # Only a correction could have taken earnings since the request: send nothing.
+        await conn.execute("update payouts set status = 'failed', reason = $2, settled_at = now()"
+                           " where id = $1 and status = 'pending'", p.id, "the earnings no longer cover it")
+        return "failed"
     try:
         transfer = await provider.send(account_id=p.account_id, amount=Money(p.amount, p.currency),
                                        idempotency_key=f"merci-payout-{p.id}")

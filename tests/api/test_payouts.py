@@ -180,6 +180,13 @@ async def test_refusal_keeps_the_earnings_and_retries_post_once(database_url: st
         assert await conn.fetchval("select count(*) from journals where idem_key = $1", f"payout:{later}") == 1
         assert await payouts.available(conn, account_id=who, currency="EUR") == 1000
         assert await payouts.send(conn, payout_id=later, provider=DevPayoutProvider(production=False)) == "sent"
+        # Earnings taken since the request (a correction): nothing is sent, the ledger is left alone.
+        uncovered = await pending("c", 1000)
+        await _credit(database_url, who, -500)
+        assert await payouts.send(conn, payout_id=uncovered, provider=DevPayoutProvider(production=False)) == "failed"
+        assert await conn.fetchval("select reason from payouts where id = $1", uncovered) == \
+            "the earnings no longer cover it"
+        assert await payouts.available(conn, account_id=who, currency="EUR") == 500
         violations = [v for v in await audit.audit(conn) if v.check.startswith("payouts")]
         assert violations == []
         # The audit sees a payout whose journal does not match.
