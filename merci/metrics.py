@@ -228,6 +228,7 @@ class AppGauges(Collector):
 # ------------------------------------------------------------------ workers (merci_system)
 
 REJECTION_REASONS = ("OWN_THING", "ALREADY_THIS_MONTH", "MONTH_CLOSED", "INVALID_URL")
+PAYOUT_STATUSES = ("pending", "sent", "failed")
 
 
 class SystemGauges(Collector):
@@ -242,6 +243,8 @@ class SystemGauges(Collector):
         self.lock = threading.Lock()
         self.fetched = self.ledger_fetched = -math.inf
         self.rejected: dict[str, int] = {}
+        self.payouts: dict[str, int] = {}
+        self.pending_age = 0.0
         self.imbalance: int | None = None
         self.checked_at = 0.0
         self.up = 0.0
@@ -253,6 +256,11 @@ class SystemGauges(Collector):
         try:
             rows = await conn.fetch("select reason, count(*)::bigint as n from click_rejections group by reason")
             self.rejected = {r["reason"]: int(r["n"]) for r in rows}
+            rows = await conn.fetch("select status, count(*)::bigint as n from payouts group by status")
+            self.payouts = {r["status"]: int(r["n"]) for r in rows}
+            self.pending_age = float(await conn.fetchval(
+                "select coalesce(extract(epoch from now() - min(created_at)), 0)::float8 from payouts"
+                " where status = 'pending'"))
             if ledger:
                 self.imbalance = await imbalance(conn)
                 self.checked_at = time.time()
@@ -282,6 +290,13 @@ class SystemGauges(Collector):
         for reason in sorted({*REJECTION_REASONS, *self.rejected}):
             rejected.add_metric([reason], self.rejected.get(reason, 0))
         yield rejected
+        payouts = GaugeMetricFamily("merci_payouts", "Payouts by status (pending: asked, not yet sent).",
+                                    labels=["status"])
+        for status in PAYOUT_STATUSES:
+            payouts.add_metric([status], self.payouts.get(status, 0))
+        yield payouts
+        yield GaugeMetricFamily("merci_payouts_pending_oldest_seconds",
+                                "How long the oldest pending payout has waited (0: none).", value=self.pending_age)
         if self.imbalance is not None:
             yield GaugeMetricFamily("merci_ledger_imbalance_cents", "Sum of every ledger entry: always 0.",
                                     value=self.imbalance)

@@ -16,6 +16,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from merci import audit, config, ledger, payouts, scheduler
 from merci.ids import from_global
+from merci.metrics import SystemGauges
 from merci.money import Money
 from merci.payments import DevPayoutProvider, PayoutRefused, Transfer
 from merci.queue import Queue
@@ -209,10 +210,21 @@ async def test_payouts_are_their_creator_s_alone(database_url: str, app_pool: as
         await _credit(database_url, owner, 1500)
     finally:
         await conn.close()
+    gauges = SystemGauges(settings.system_database_url, ttl=0, ledger_ttl=3600)
+
+    async def pending_gauges() -> tuple[float, float]:  # a scrape, as the workers' metrics thread serves it
+        families = {f.name: f for f in await asyncio.to_thread(lambda: list(gauges.collect()))}
+        assert families["merci_metrics_database_up"].samples[0].value == 1
+        count = next(s.value for s in families["merci_payouts"].samples if s.labels == {"status": "pending"})
+        return count, families["merci_payouts_pending_oldest_seconds"].samples[0].value
+
+    before, _ = await pending_gauges()
     async with scoped(app_pool, Scope(tenant, owner)) as c:
         mine = await payouts.request(c, tenant_id=tenant, account_id=owner, amount=None, currency="EUR",
                                      threshold=1000, idempotency_key="all", provider="dev")
         assert mine.amount == 1500
+    count, oldest = await pending_gauges()
+    assert count == before + 1 and oldest >= 0  # the workers' /metrics count it
     async with scoped(app_pool, Scope(tenant, other)) as c:
         assert await c.fetchval("select count(*) from payouts where account_id = $1", owner) == 0
         with pytest.raises(asyncpg.InsufficientPrivilegeError):  # nobody's request but one's own
