@@ -63,7 +63,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graph.limits import MAX_TOKENS, RULES
+from graph.limits import MAX_TOKENS, RULES, has_nul
 from graph.observability import Shape, fields_shape, record
 from merci import metrics, observability
 
@@ -398,6 +398,8 @@ class FastPath:
             return False
         if variables is not None and not isinstance(variables, dict):
             return False
+        if variables and has_nul(variables):
+            return False  # the normal path refuses it
         plan = self.planner.plan(request["query"], operation_name)
         if plan is None:
             return False

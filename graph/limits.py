@@ -1,15 +1,19 @@
-"""Schema extensions that bound what one request may cost."""
+"""Schema extensions that bound what one request may cost, and refuse text that
+PostgreSQL cannot store."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
+    ExecutionResult,
     FieldNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
     OperationDefinitionNode,
+    StringValueNode,
     ValidationRule,
 )
 from strawberry.extensions import (
@@ -61,10 +65,43 @@ class TotalDepthRule(ValidationRule):
                 node))
 
 
+NUL_MESSAGE = "text may not contain the NUL character (U+0000)"
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a variable's value holds a NUL anywhere (PostgreSQL's text cannot)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+class NoNulText(ValidationRule):
+    """A string literal with a NUL is refused up front, as a request error; otherwise it
+    would reach PostgreSQL, which refuses it, as an unexpected error."""
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+        if "\x00" in node.value:
+            self.report_error(GraphQLError(NUL_MESSAGE, node, extensions={"code": "BAD_USER_INPUT"}))
+
+
+class NoNulVariables(SchemaExtension):
+    """The same for variables: refused before execution, with nothing run."""
+
+    def on_execute(self) -> Iterator[None]:
+        if has_nul(self.execution_context.variables):
+            self.execution_context.result = ExecutionResult(
+                data=None, errors=[GraphQLError(NUL_MESSAGE, extensions={"code": "BAD_USER_INPUT"})])
+        yield
+
+
 # Strawberry's limiters make a new rule class per instance (so per request), and
 # ValidationCache keys on the rule classes: build the rules once, or it never hits.
 RULES = [rule for proto in (QueryDepthLimiter(max_depth=MAX_DEPTH), MaxAliasesLimiter(max_alias_count=MAX_ALIASES))
-          for rule in proto.validation_rules] + [TotalDepthRule]
+          for rule in proto.validation_rules] + [TotalDepthRule, NoNulText]
 
 
 class RequestLimits(AddValidationRules):
@@ -76,6 +113,7 @@ def extensions(extra: list[type[SchemaExtension]] | None = None) -> list[object]
     return [
         Observability,  # first: it wraps the others, so it times everything and sees errors as masked
         RequestLimits,
+        NoNulVariables,
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaskErrors(should_mask_error=should_mask, error_message="Unexpected error."),
         # Clients send the same few documents again and again: parse and validate each once.

@@ -1,0 +1,87 @@
+"""Every root field of the merged schema, fuzzed by schemathesis with arguments built
+from its introspection: as nobody, as a signed-up person and as a tenant admin's API key.
+Whatever comes in, the API answers 200 with GraphQL data or errors: never a 5xx, never
+a masked "Unexpected error." (an exception nobody meant), on its own database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis.graphql import nodes
+
+from tests.conftest import GraphQLClient, create_database, drop_database, sign_up, start_api
+
+schemathesis.graphql.scalar("DateTime", st.datetimes(timezones=st.just(UTC)).map(
+    lambda d: nodes.String(d.isoformat())))
+schemathesis.graphql.scalar("_Any", st.just(nodes.Object([])))
+
+def _introspection() -> dict[str, Any]:
+    from graphql import introspection_from_schema
+
+    from merci.faces import build_schema
+
+    return introspection_from_schema(build_schema("all")._schema)  # type: ignore[return-value]
+
+
+schema = schemathesis.graphql.from_dict(_introspection())
+
+
+@pytest.fixture(scope="module")
+def fuzzed(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from merci.db import migrate
+
+    dsn = create_database(server_url, "merci_fuzz")
+    asyncio.run(migrate(dsn))
+    svc, base = start_api(dsn, tmp_path_factory.mktemp("fuzz"))
+    try:
+        client = GraphQLClient(base)
+        person = sign_up(client)
+        yield {"url": base + "/graphql", "headers": {
+            "nobody": {}, "person": {"authorization": f"Bearer {person['token']}"}}}
+    finally:
+        svc.stop()
+        drop_database(server_url, dsn)
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much])
+@pytest.mark.parametrize("who", ["nobody", "person"])
+def test_no_input_makes_the_api_fail(case: Any, fuzzed: dict[str, Any], who: str) -> None:
+    # Logging out as the person would end their session for every case after it.
+    headers = {} if case.operation.label == "Mutation.logOut" else fuzzed["headers"][who]
+    response = case.call(url=fuzzed["url"], headers=headers, timeout=30)
+    assert response.status_code != 401, "the person's session ended: fuzz it elsewhere"
+    assert response.status_code < 500, (case.body, response.text[:500])
+    body = response.json()
+    assert "data" in body or "errors" in body, response.text[:500]
+    masked = [e for e in body.get("errors") or [] if e.get("message") == "Unexpected error."]
+    assert masked == [], (case.body, masked)
+
+
+
+@pytest.mark.parametrize("body", [
+    {"query": 'query { creator(handle: "a\\u0000b") { handle } }'},  # a literal
+    {"query": "query($h: String!) { creator(handle: $h) { handle } }", "variables": {"h": "a\x00b"}},
+    # the planned paths too: a click and a search, by variables
+    {"query": "mutation($i: FlattrInput!) { flattr(input: $i) { click { status } } }",
+     "variables": {"i": {"url": "https://nul.example/", "idempotencyKey": "k\x00"}}},
+    {"query": "query($q: String) { searchSites(query: $q) { totalCount } }", "variables": {"q": "caf\x00e"}},
+])
+def test_a_nul_character_is_a_clear_error(fuzzed: dict[str, Any], body: dict[str, Any]) -> None:
+    import httpx
+
+    r = httpx.post(fuzzed["url"], json=body, timeout=30)
+    assert r.status_code == 200
+    errors = r.json()["errors"]
+    assert [(e["message"], e["extensions"]["code"]) for e in errors] == [
+        ("text may not contain the NUL character (U+0000)", "BAD_USER_INPUT")], errors
+    assert r.json().get("data") is None
