@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from api.accounts.mutations import SESSION_COOKIE
@@ -143,6 +143,62 @@ class MerciGraphQL(GraphQL[Context, None]):
         )
 
 
+class RefuseNul:
+    """A NUL character (%00) in a page's path, query or form is refused with 400 before
+    any route sees it: PostgreSQL's text cannot hold one, so it would otherwise end as
+    an unexpected error wherever it reached the database. GraphQL answers its own
+    (graph.limits: a request error like any other)."""
+
+    FORM = b"application/x-www-form-urlencoded"
+    LIMIT = 1 << 20  # forms are small; a bigger one is left to its route
+
+    def __init__(self, app: ASGIApp, graphql_path: str) -> None:
+        self.app = app
+        self.graphql_path = graphql_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == self.graphql_path:
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"] or b"%00" in scope.get("raw_path", b""):
+            await _refuse_nul(send)
+            return
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+        if scope["method"] != "POST" or not content_type.startswith(self.FORM):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= self.LIMIT:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if b"%00" in body or b"\x00" in body:
+            await _refuse_nul(send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse_nul(send: Send) -> None:
+    body = b"NUL characters (%00) are not accepted.\n"
+    await send({"type": "http.response.start", "status": 400, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -197,7 +253,7 @@ def create_app(
     )
     auth = Auth(graphql, tenant_ids)
     endpoint = Route("/graphql", auth, methods=["GET", "POST"])
-    middleware = [Middleware(Observe)]
+    middleware = [Middleware(Observe), Middleware(RefuseNul, graphql_path="/graphql")]
     mutation_type = schema._schema.mutation_type
     fast = {name: m for name, m in FAST_MUTATIONS.items() if mutation_type is not None and name in mutation_type.fields}
     # Query fields planned likewise (the directory's search): the caller says which.

@@ -85,3 +85,20 @@ def test_a_nul_character_is_a_clear_error(fuzzed: dict[str, Any], body: dict[str
     assert [(e["message"], e["extensions"]["code"]) for e in errors] == [
         ("text may not contain the NUL character (U+0000)", "BAD_USER_INPUT")], errors
     assert r.json().get("data") is None
+
+
+def test_pages_refuse_a_nul_character_before_any_route(fuzzed: dict[str, Any]) -> None:
+    import httpx
+
+    base = fuzzed["url"].removesuffix("/graphql")
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for path in ["/directory?q=caf%00e", "/badge/creator/a%00b.svg", "/submit?url=https://x.example/%00"]:
+            r = http.get(path)
+            assert (r.status_code, r.text) == (400, "NUL characters (%00) are not accepted.\n"), path
+        assert http.get("/directory?q=cafe").status_code == 200
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        r = http.post("/oauth/token", content=b"grant_type=authorization_code&client_id=nope&code=x%00", headers=form)
+        assert r.status_code == 400
+        # Without one, the form reaches its route whole: the token endpoint reads the client from it.
+        r = http.post("/oauth/token", content=b"grant_type=authorization_code&client_id=nope&code=x", headers=form)
+        assert (r.status_code, r.json()["error"]) == (401, "invalid_client")
