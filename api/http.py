@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from api.accounts.mutations import SESSION_COOKIE
@@ -23,7 +23,7 @@ from api.clicks.mutations import FAST_MUTATIONS
 from api.embeds.routes import routes as embed_routes
 from api.observability import MetricsEndpoint, Observe
 from graph.context import Context
-from graph.fastpath import FastPath, FastQuery, encode_json
+from graph.fastpath import FastPath, FastQuery, encode_json, read_body, replay_body
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher
@@ -167,29 +167,13 @@ class RefuseNul:
         if scope["method"] != "POST" or not content_type.startswith(self.FORM):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more and size <= self.LIMIT:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body, more, gone = await read_body(receive, self.LIMIT)
+        if gone:
+            return  # the client left
         if b"%00" in body or b"\x00" in body:
             await _refuse_nul(send)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": more}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(body, more, receive), send)
 
 
 async def _refuse_nul(send: Send) -> None:

@@ -378,12 +378,12 @@ class FastPath:
         if not content_type.startswith(b"application/json"):
             await self.app(scope, receive, send)
             return
-        body, more, gone = await _read(receive)
+        body, more, gone = await read_body(receive)
         if gone:
             return  # the client left before sending its request: nobody to answer
         if not more and await self._try(scope, body, send):
             return
-        await self.app(scope, _replay(body, more, receive), send)
+        await self.app(scope, replay_body(body, more, receive), send)
 
     async def _try(self, scope: Scope, body: bytes, send: Send) -> bool:
         try:
@@ -457,7 +457,7 @@ def _isoformat(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-async def _read(receive: Receive, limit: int = 1 << 16) -> tuple[bytes, bool, bool]:
+async def read_body(receive: Receive, limit: int = 1 << 16) -> tuple[bytes, bool, bool]:
     """(the body up to about `limit` bytes, whether more follows, whether the client left)."""
     chunks: list[bytes] = []
     size = 0
@@ -470,11 +470,12 @@ async def _read(receive: Receive, limit: int = 1 << 16) -> tuple[bytes, bool, bo
         size += len(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks), False, False
-        if size > limit:  # not a click: hand the rest over unread
+        if size > limit:  # bigger than the caller looks at: the rest is handed over unread
             return b"".join(chunks), True, False
 
 
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+def replay_body(body: bytes, more: bool, receive: Receive) -> Receive:
+    """`receive` with what was read already given back first."""
     sent = False
 
     async def replay() -> Message:
