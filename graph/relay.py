@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 import strawberry
 
 from graph.errors import ClientError
+from merci.ids import MAX_ID
 
 T = TypeVar("T")
 MAX_FIRST = 100
@@ -72,7 +73,7 @@ def decode_int_cursor(cursor: str | None) -> int | None:
     raw = decode_cursor(cursor)
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not raw.isdigit() or int(raw) > MAX_ID:
         raise ClientError("`after` is not a valid cursor", "BAD_CURSOR")
     return int(raw)
 

@@ -7,6 +7,8 @@ import binascii
 
 from merci.errors import UserError
 
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint: a larger id names nothing
+
 
 def to_global(type_name: str, pk: int) -> str:
     return base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
@@ -19,6 +21,6 @@ def from_global(gid: str, *, expect: str | None = None, field: str = "id") -> tu
         pk = int(raw)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise UserError("INVALID_ID", "not a valid id", field) from exc
-    if pk <= 0 or not type_name.isidentifier() or (expect is not None and type_name != expect):
+    if not 0 < pk <= MAX_ID or not type_name.isidentifier() or (expect is not None and type_name != expect):
         raise UserError("INVALID_ID", f"not a valid {expect or 'node'} id", field)
     return type_name, pk

@@ -38,6 +38,7 @@ from typing import Any
 import asyncpg
 
 from merci.errors import UserError
+from merci.ids import MAX_ID
 from merci.sites import CATEGORIES, SITE_COLUMNS
 
 SORTS = ("RELEVANCE", "POPULAR", "NEWEST", "TRENDING")
@@ -135,6 +136,8 @@ def decode_cursor(cursor: str, tag: str) -> Position:
         raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
         kind, value, site = raw.split("|")
         site_id = int(site)
+        if not 0 < site_id <= MAX_ID:
+            raise bad
         fuzzy = kind.endswith("f")
         phase = kind.removesuffix("f")[1:]
         if kind[:1] != tag or phase not in ((ALL, TOP, OTHERS) if tag == "r" else (ALL,)):
@@ -144,6 +147,8 @@ def decode_cursor(cursor: str, tag: str) -> Position:
             parsed = datetime.fromisoformat(value)
         elif tag == "p" or phase == OTHERS:
             parsed = int(value)
+            if abs(parsed) > MAX_ID:
+                raise bad
         else:
             parsed = float(value)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:

@@ -14,7 +14,7 @@ from api.embeds import web
 from api.embeds.i18n import LANGS, count
 from merci.db import scoped
 from merci.errors import UserError
-from merci.ids import from_global
+from merci.ids import MAX_ID, from_global
 from merci.urls import normalize_url
 
 MAX_AGE = 300
@@ -68,6 +68,8 @@ async def thing_badge(request: Request) -> Response:
     raw = request.path_params["id"]
     try:
         pk = int(raw) if raw.isdigit() else from_global(raw, expect="Thing")[1]
+        if not 0 < pk <= MAX_ID:
+            raise UserError("INVALID_ID", "not a valid id")
     except UserError:
         return respond(request, svg("merci", "invalid id", "#9f9f9f"), 400)
     n = await _count(request, COUNT_THING.format(col="id"), pk)

@@ -124,3 +124,31 @@ def test_pages_refuse_a_nul_character_before_any_route(fuzzed: dict[str, Any]) -
         # Without one, the form reaches its route whole: the token endpoint reads the client from it.
         r = http.post("/oauth/token", content=b"grant_type=authorization_code&client_id=nope&code=x", headers=form)
         assert (r.status_code, r.json()["error"]) == (401, "invalid_client")
+
+
+def test_ids_and_cursors_beyond_postgresql_s_bigint_are_clear_errors(fuzzed: dict[str, Any]) -> None:
+    import base64
+
+    import httpx
+
+    from merci.ids import to_global
+    from merci.search import encode_cursor
+
+    huge = 10**20  # no bigint holds it: it names nothing
+    after = base64.urlsafe_b64encode(f"c:{huge}".encode()).decode()
+    cases = [
+        (f'{{ node(id: "{to_global("Thing", huge)}") {{ id }} }}', "INVALID_ID"),
+        (f'{{ site(id: "{to_global("Site", huge)}") {{ id }} }}', "INVALID_ID"),
+        (f'{{ sites(after: "{after}") {{ edges {{ cursor }} }} }}', "BAD_CURSOR"),
+        (f'{{ searchSites(sort: POPULAR, after: "{encode_cursor("p", 5, huge, False)}") {{ totalCount }} }}',
+         "BAD_CURSOR"),
+        (f'{{ searchSites(sort: POPULAR, after: "{encode_cursor("p", huge, 5, False)}") {{ totalCount }} }}',
+         "BAD_CURSOR"),
+    ]
+    for query, code in cases:
+        body = httpx.post(fuzzed["url"], json={"query": query}, timeout=30).json()
+        codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
+        assert codes == [code], (query, body)
+    base = fuzzed["url"].removesuffix("/graphql")
+    for path in [f"/badge/thing/{huge}.svg", f"/badge/thing/{to_global('Thing', huge)}.svg"]:
+        assert httpx.get(base + path, timeout=30).status_code == 400, path
