@@ -106,7 +106,8 @@ def test_sigterm_during_a_burst_loses_no_accepted_click(fresh_db: str, tmp_path:
         burst.start()
         wait_until(lambda: len(burst.accepted) >= 150, 60, "the burst to get going")
         # The worker is ingesting while clicks keep coming: stop it first, then the API.
-        assert scalar(dsn, "select count(*) from clicks") > 0
+        # (A worker that took long to start may not have stored any yet: wait until it has.)
+        wait_until(lambda: scalar(dsn, "select count(*) from clicks") > 0, 60, "the worker to be ingesting")
         worker.proc.send_signal(signal.SIGTERM)
         sigterm_at = time.monotonic()
         api.proc.send_signal(signal.SIGTERM)
