@@ -124,10 +124,12 @@ class Plan:
 
     def arguments(self, schema: GraphQLSchema, variables: dict[str, Any]) -> dict[str, Any] | None:
         """The root field's arguments as graphql-core would coerce them, or None when
-        the variables are invalid (then the normal path words the errors)."""
+        the variables are invalid or hold a NUL (then the normal path words the errors)."""
         quick = self.quick_arguments(variables)
         if quick is not None:
             return quick
+        if has_nul(variables):
+            return None  # the normal path refuses it (the quick one never takes a NUL)
         values = get_variable_values(schema, self.operation.variable_definitions or (), variables)
         if isinstance(values, list):
             return None
@@ -178,7 +180,7 @@ def _quick_coerce(inputs: tuple[InputSpec, ...], variables: dict[str, Any]) -> d
                 parsed = spec.leaf.parse_value(value)
             except Exception:
                 return None
-            if parsed is Undefined:
+            if parsed is Undefined or (isinstance(parsed, str) and "\x00" in parsed):
                 return None
             out[spec.name] = parsed
             continue
@@ -192,7 +194,7 @@ def _quick_coerce(inputs: tuple[InputSpec, ...], variables: dict[str, Any]) -> d
                     return None
                 if default is not Undefined:
                     fields[name] = default
-            elif isinstance(given, str) or (given is None and not required):
+            elif (isinstance(given, str) and "\x00" not in given) or (given is None and not required):
                 fields[name] = given
             else:
                 return None
@@ -398,8 +400,6 @@ class FastPath:
             return False
         if variables is not None and not isinstance(variables, dict):
             return False
-        if variables and has_nul(variables):
-            return False  # the normal path refuses it
         plan = self.planner.plan(request["query"], operation_name)
         if plan is None:
             return False
