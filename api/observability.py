@@ -24,6 +24,15 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 QUIET = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: debug lines only
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header's value (the first), straight from the ASGI scope: names there are
+    lower-case bytes. Cheaper than building Starlette's Headers on every request."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 class Observe:
     """Outermost ASGI middleware of the HTTP app."""
 
@@ -34,8 +43,7 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        rid = observability.request_id(headers.get(observability.REQUEST_ID_HEADER))
+        rid = observability.request_id(header(scope, b"x-request-id"))
         observability.clear()  # nothing of another request's context
         observability.bind(request_id=rid)
         scope.setdefault("state", {})["request_id"] = rid
@@ -51,7 +59,8 @@ class Observe:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
-        with observability.span(f"HTTP {method}", kind="server", context=observability.extract_context(headers),
+        context = observability.extract_context(Headers(scope=scope)) if observability.tracing_enabled() else None
+        with observability.span(f"HTTP {method}", kind="server", context=context,
                                 attributes={"http.request.method": method, "url.path": path}) as span:
             try:
                 await self.app(scope, receive, send_with_id)
