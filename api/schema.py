@@ -26,6 +26,7 @@ from api.things.mutations import ThingMutations
 from api.things.queries import ThingQueries
 from api.things.types import Thing
 from graph.node import NodeQueries
+from graph.schema import Schema
 
 QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, PartnerQueries, PayoutQueries,
                              NodeQueries)
@@ -36,7 +37,7 @@ TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, Subscription
 
 
 def build(extensions: list[object]) -> strawberry.federation.Schema:
-    return strawberry.federation.Schema(
+    return Schema(
         query=merge_types("Query", QUERIES),
         mutation=merge_types("Mutation", MUTATIONS),
         types=list(TYPES),

@@ -9,6 +9,7 @@ from directory.mutations import DirectoryMutations
 from directory.queries import DirectoryQueries
 from directory.types import DirectoryCreator, Site
 from graph.node import register
+from graph.schema import Schema
 
 register("Site", Site.load)
 
@@ -18,7 +19,7 @@ TYPES: tuple[type, ...] = (Site, DirectoryCreator)
 
 
 def build(extensions: list[object]) -> strawberry.federation.Schema:
-    return strawberry.federation.Schema(
+    return Schema(
         query=merge_types("Query", QUERIES),
         mutation=merge_types("Mutation", MUTATIONS),
         types=list(TYPES),

@@ -18,6 +18,7 @@ import directory.queries
 import directory.schema
 from api.http import create_app
 from graph.limits import extensions
+from graph.schema import Schema
 from merci.config import Settings
 
 Face = Literal["all", "api", "directory"]
@@ -43,7 +44,7 @@ def build_schema(face: Face = "all") -> strawberry.federation.Schema:
     )
 
 
-class _MergedSchema(strawberry.federation.Schema):
+class _MergedSchema(Schema):
     """Both subgraphs in one schema. Each shared entity has a class per subgraph; the
     `_Entity` union must name each entity once: the first class of that name in `types`."""
 

@@ -127,7 +127,11 @@ def test_api_logs_json_with_request_context_and_no_secrets(database_url: str, tm
     click_line = next(r for r in requests if r["request_id"] == generated)
     assert click_line["tenant_id"] == 1 and isinstance(click_line["account_id"], int)
     assert any(r["logger"] == "uvicorn.error" for r in records)
-    assert any("strawberry" in str(r.get("logger")) for r in records), "the validation error was logged"
+    # The client's mistake is logged at info, not as an error (an alert on errors is for bugs).
+    invalid = [r for r in records if r.get("event") == "graphql_request_error"]
+    assert invalid and all(r["level"] == "info" and r["logger"] == "merci.graphql" for r in invalid), invalid
+    assert any("nope" in str(r.get("error")) for r in invalid), "the validation error was logged"
+    assert not any(r.get("level") == "error" for r in records), [r for r in records if r.get("level") == "error"]
 
 
 def test_quiet_api_has_no_access_log(database_url: str, tmp_path: Path) -> None:
@@ -140,3 +144,23 @@ def test_quiet_api_has_no_access_log(database_url: str, tmp_path: Path) -> None:
     finally:
         api.stop()
     assert '"event": "request"' not in api.log.read_text()
+
+
+def test_a_bug_is_logged_as_an_error_and_a_client_s_mistake_as_info(captured: io.StringIO) -> None:
+    from graphql import GraphQLError
+
+    from graph.errors import ClientError
+    from merci.faces import build_schema
+
+    schema = build_schema("all")
+    bug = GraphQLError("boom", path=["me"], original_error=RuntimeError("boom"))
+    refused = GraphQLError("`first` must be between 1 and 100", path=["sites"],
+                           original_error=ClientError("`first` must be between 1 and 100", "BAD_PAGE_SIZE"),
+                           extensions={"code": "BAD_PAGE_SIZE"})
+    invalid = GraphQLError("Cannot query field 'nope' on type 'Query'.")
+    schema.process_errors([bug, refused, invalid])
+    records = lines(captured.getvalue())
+    assert [(r["level"], r["logger"]) for r in records] == [
+        ("error", "strawberry.execution"), ("info", "merci.graphql"), ("info", "merci.graphql")], records
+    assert "RuntimeError" in str(records[0].get("exception")), "the bug keeps its traceback"
+    assert records[1]["code"] == "BAD_PAGE_SIZE" and records[2]["code"] is None
