@@ -21,8 +21,7 @@ from strawberry.asgi import GraphQL
 from api.accounts.mutations import SESSION_COOKIE
 from api.clicks.mutations import FAST_MUTATIONS
 from api.embeds.routes import routes as embed_routes
-from api.observability import MetricsEndpoint, Observe
-from api.observability import header as observe_header
+from api.observability import MetricsEndpoint, Observe, request_header
 from graph.context import Context
 from graph.fastpath import FastPath, FastQuery, encode_json, read_body, replay_body
 from merci import accounts, metrics, observability
@@ -85,7 +84,7 @@ class Auth:
         return found
 
     async def authenticate(self, request: Request, pool: asyncpg.Pool) -> Principal:
-        header = observe_header(request.scope, b"authorization")
+        header = request_header(request.scope, b"authorization")
         if header:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -101,7 +100,7 @@ class Auth:
             if principal is not None and principal.account_id is not None:
                 request.state.session_token = cookie
                 return principal
-        given = observe_header(request.scope, TENANT_HEADER.encode())
+        given = request_header(request.scope, TENANT_HEADER.encode())
         slug = (DEFAULT_TENANT if given is None else given).strip().lower()
         tenant_id = await self.tenant_id(pool, slug)
         if tenant_id is None:

@@ -24,7 +24,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 QUIET = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: debug lines only
 
 
-def header(scope: Scope, name: bytes) -> str | None:
+def request_header(scope: Scope, name: bytes) -> str | None:
     """A request header's value (the first), straight from the ASGI scope: names there are
     lower-case bytes. Cheaper than building Starlette's Headers on every request."""
     for key, value in scope["headers"]:
@@ -43,7 +43,7 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = observability.request_id(header(scope, b"x-request-id"))
+        rid = observability.request_id(request_header(scope, b"x-request-id"))
         observability.clear()  # nothing of another request's context
         observability.bind(request_id=rid)
         scope.setdefault("state", {})["request_id"] = rid

@@ -85,9 +85,6 @@ class DevPayoutProvider:
         return Transfer(self.name, f"dev:{idempotency_key}")
 
 
-PAYOUT_PROVIDERS = ("dev",)
-
-
 def payout_provider_for(name: str, *, production: bool) -> PayoutProvider:
     if name == "dev":
         if production:

@@ -114,16 +114,12 @@ async def send(conn: asyncpg.Connection, *, payout_id: int, provider: PayoutProv
     posted = await conn.fetchval("select 1 from journals where idem_key = $1", f"payout:{p.id}")
     if not posted and await budgets.earnings(conn, account_id=p.account_id, currency=p.currency) < p.amount:
         # Only a correction could have taken earnings since the request: send nothing.
-        await conn.execute("update payouts set status = 'failed', reason = $2, settled_at = now()"
-                           " where id = $1 and status = 'pending'", p.id, "the earnings no longer cover it")
-        return "failed"
+        return await _fail(conn, p.id, "the earnings no longer cover it")
     try:
         transfer = await provider.send(account_id=p.account_id, amount=Money(p.amount, p.currency),
                                        idempotency_key=f"merci-payout-{p.id}")
     except PayoutRefused as refused:
-        await conn.execute("update payouts set status = 'failed', reason = $2, settled_at = now()"
-                           " where id = $1 and status = 'pending'", p.id, refused.reason[:500])
-        return "failed"
+        return await _fail(conn, p.id, refused.reason[:500])
     async with conn.transaction():
         status = await conn.fetchval("select status from payouts where id = $1 for update", p.id)
         if status != "pending":
@@ -142,6 +138,12 @@ async def send(conn: asyncpg.Connection, *, payout_id: int, provider: PayoutProv
             "update payouts set status = 'sent', reference = $2, journal_id = $3, settled_at = now() where id = $1",
             p.id, transfer.reference, journal)
     return "sent"
+
+
+async def _fail(conn: asyncpg.Connection, payout_id: int, reason: str) -> str:
+    await conn.execute("update payouts set status = 'failed', reason = $2, settled_at = now()"
+                       " where id = $1 and status = 'pending'", payout_id, reason)
+    return "failed"
 
 
 async def stale(conn: asyncpg.Connection, *, now: datetime) -> list[int]:
