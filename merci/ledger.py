@@ -72,13 +72,16 @@ async def balance(conn: asyncpg.Connection, ledger_account_id: int) -> int:
     return value
 
 
+# One owner's balance of one kind: $1 kind, $2 owner account, $3 currency (a subquery too).
+OWNER_BALANCE_SQL = (
+    "select coalesce(sum(e.amount), 0)::bigint from ledger_accounts la"
+    "  join entries e on e.ledger_account_id = la.id"
+    " where la.kind = $1 and la.owner_account_id = $2 and la.currency = $3"
+)
+
+
 async def owner_balance(
     conn: asyncpg.Connection, *, kind: str, owner_account_id: int, currency: str
 ) -> int:
-    value: int = await conn.fetchval(
-        "select coalesce(sum(e.amount), 0)::bigint from ledger_accounts la"
-        "  join entries e on e.ledger_account_id = la.id"
-        " where la.kind = $1 and la.owner_account_id = $2 and la.currency = $3",
-        kind, owner_account_id, currency,
-    )
+    value: int = await conn.fetchval(OWNER_BALANCE_SQL, kind, owner_account_id, currency)
     return value

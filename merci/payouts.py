@@ -65,13 +65,18 @@ def check_key(key: object) -> str:
     return key
 
 
+# Earnings less what pending requests reserve ($2 account, $3 currency), in one statement
+# and so in one snapshot. Two statements would not be: a send that commits between them
+# (it posts its journal and marks its payout sent at once) leaves the earnings read
+# before it and the reservations after it, and the amount it sent looks free again.
+AVAILABLE_SQL = (f"select ({ledger.OWNER_BALANCE_SQL}) - (select coalesce(sum(amount), 0)::bigint from payouts"
+                 " where account_id = $2 and currency = $3 and status = 'pending')")
+
+
 async def available(conn: asyncpg.Connection, *, account_id: int, currency: str) -> int:
     """Earnings not yet paid out, less what pending requests reserve."""
-    earned = await budgets.earnings(conn, account_id=account_id, currency=currency)
-    reserved: int = await conn.fetchval(
-        "select coalesce(sum(amount), 0)::bigint from payouts"
-        " where account_id = $1 and currency = $2 and status = 'pending'", account_id, currency)
-    return earned - reserved
+    free: int = await conn.fetchval(AVAILABLE_SQL, "creator", account_id, currency)
+    return free
 
 
 async def request(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, amount: object | None,
@@ -79,7 +84,8 @@ async def request(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, 
     """A pending payout of `amount` (all that is available when None); the same key gives
     back the same payout. Runs in the caller's transaction, as the creator."""
     key = check_key(idempotency_key)
-    # One request at a time per creator: what one reserves, the next one sees.
+    # One request at a time per creator: what one reserves, the next one sees (each
+    # statement below reads after the lock is held; READ COMMITTED snapshots per statement).
     await conn.execute("select pg_advisory_xact_lock(hashtextextended('merci.payout:' || $1::bigint, 0))",
                        account_id)
     row = await conn.fetchrow(f"select {COLUMNS} from payouts where account_id = $1 and idempotency_key = $2",
@@ -95,14 +101,17 @@ async def request(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, 
         what = "your available earnings are" if amount is None else "a payout is"
         raise UserError("BELOW_THRESHOLD", f"payouts start at {Money(threshold, currency).format()};"
                         f" {what} {Money(minor, currency).format()}", "amount")
-    if minor > free:
-        raise UserError("INSUFFICIENT_EARNINGS", f"only {Money(max(free, 0), currency).format()} of your earnings"
-                        " can be paid out now", "amount")
-    row = await conn.fetchrow(
-        "insert into payouts (tenant_id, account_id, amount, currency, provider, idempotency_key)"
-        f" values ($1, $2, $3, $4, $5, $6) returning {COLUMNS}",
-        tenant_id, account_id, minor, currency, provider, key)
-    return Payout.of(row)
+    if minor <= free:
+        # Checked again in the insert itself: a correction may have taken earnings since.
+        row = await conn.fetchrow(
+            "insert into payouts (tenant_id, account_id, amount, currency, provider, idempotency_key)"
+            f" select $4, $2, $5, $3, $6, $7 where ({AVAILABLE_SQL}) >= $5 returning {COLUMNS}",
+            "creator", account_id, currency, tenant_id, minor, provider, key)
+        if row is not None:
+            return Payout.of(row)
+        free = await available(conn, account_id=account_id, currency=currency)
+    raise UserError("INSUFFICIENT_EARNINGS", f"only {Money(max(free, 0), currency).format()} of your earnings"
+                    " can be paid out now", "amount")
 
 
 async def send(conn: asyncpg.Connection, *, payout_id: int, provider: PayoutProvider) -> str:

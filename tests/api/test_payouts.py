@@ -15,6 +15,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from merci import audit, config, ledger, payouts, scheduler
+from merci.errors import UserError
 from merci.ids import from_global
 from merci.metrics import SystemGauges
 from merci.money import Money
@@ -233,3 +234,108 @@ async def test_payouts_are_their_creator_s_alone(database_url: str, app_pool: as
     async with scoped(app_pool, Scope(tenant, owner)) as c:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):  # only a worker settles a payout
             await c.execute("update payouts set status = 'sent' where id = $1", mine.id)
+
+
+async def test_concurrent_requests_reserve_the_earnings_once(database_url: str) -> None:
+    """Eight requests at once, each on its own connection, for earnings that cover one."""
+    from merci.db import Scope, set_scope
+    from tests import factories as f
+
+    settings = config.Settings(database_url=database_url).derived()
+    system = await asyncpg.connect(settings.system_database_url)
+    tenant = await f.merci_tenant(system)
+    who = await f.person(system, tenant, "maker")
+    await _credit(database_url, who, 1500)
+    conns = [await asyncpg.connect(settings.app_database_url) for _ in range(8)]
+
+    async def one(c: asyncpg.Connection, i: int) -> str:
+        try:
+            async with c.transaction():
+                await set_scope(c, Scope(tenant, who))
+                await payouts.request(c, tenant_id=tenant, account_id=who, amount=1500, currency="EUR",
+                                      threshold=1000, idempotency_key=f"at-once-{i}", provider="dev")
+        except UserError as refused:
+            return refused.code
+        return "pending"
+
+    try:
+        outcomes = await asyncio.gather(*(one(c, i) for i, c in enumerate(conns)))
+    finally:
+        for c in conns:
+            await c.close()
+    try:
+        assert sorted(outcomes) == ["INSUFFICIENT_EARNINGS"] * 7 + ["pending"]
+        assert await system.fetchval("select count(*) from payouts where account_id = $1 and status = 'pending'",
+                                     who) == 1
+    finally:
+        await system.close()
+
+
+class AfterTheLedgerRead:
+    """A connection on which another transaction (`meanwhile`) commits right after the
+    first statement that reads the ledger, e.g. a worker's send of another payout: the
+    moment two separate reads of earnings and reservations would see different worlds
+    (earnings before the send, reservations after)."""
+
+    def __init__(self, conn: asyncpg.Connection, meanwhile: Any) -> None:
+        self.conn, self.send = conn, meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.conn, name)
+        if name not in ("execute", "fetch", "fetchrow", "fetchval"):
+            return method
+
+        async def statement(sql: str, *args: Any, **kwargs: Any) -> Any:
+            result = await method(sql, *args, **kwargs)
+            if self.send is not None and "entries" in sql:
+                send, self.send = self.send, None
+                await send()
+            return result
+
+        return statement
+
+
+async def test_a_send_between_the_reads_frees_nothing_twice(database_url: str, app_pool: asyncpg.Pool) -> None:
+    from merci.db import Scope, scoped
+    from tests import factories as f
+
+    settings = config.Settings(database_url=database_url).derived()
+    system = await asyncpg.connect(settings.system_database_url)
+    try:
+        tenant = await f.merci_tenant(system)
+        who = await f.person(system, tenant, "maker")
+        await _credit(database_url, who, 2500)
+
+        async def request(conn: Any, key: str) -> payouts.Payout:
+            return await payouts.request(conn, tenant_id=tenant, account_id=who, amount=1500, currency="EUR",
+                                         threshold=1000, idempotency_key=key, provider="dev")
+
+        async with scoped(app_pool, Scope(tenant, who)) as c:
+            first = await request(c, "first")  # 15.00 of 25.00 reserved: 10.00 left
+
+        async def send_first() -> None:
+            assert await payouts.send(system, payout_id=first.id,
+                                      provider=DevPayoutProvider(production=False)) == "sent"
+
+        with pytest.raises(UserError) as refused:
+            async with scoped(app_pool, Scope(tenant, who)) as c:
+                await request(AfterTheLedgerRead(c, send_first), "second")
+        assert refused.value.code == "INSUFFICIENT_EARNINGS"
+        assert await payouts.available(system, account_id=who, currency="EUR") == 1000
+        assert await system.fetchval("select count(*) from payouts where account_id = $1 and status = 'pending'",
+                                     who) == 0
+
+        # A correction that takes earnings between the check and the insert: the insert checks again.
+        await _credit(database_url, who, 500)  # 15.00 available
+
+        async def correction() -> None:
+            await _credit(database_url, who, -300)
+
+        with pytest.raises(UserError) as refused:
+            async with scoped(app_pool, Scope(tenant, who)) as c:
+                await request(AfterTheLedgerRead(c, correction), "third")
+        assert refused.value.code == "INSUFFICIENT_EARNINGS" and "12.00" in refused.value.message
+        assert await system.fetchval("select count(*) from payouts where account_id = $1 and status = 'pending'",
+                                     who) == 0
+    finally:
+        await system.close()
