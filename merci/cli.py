@@ -25,9 +25,13 @@ def _settings() -> config.Settings:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from merci.db import migrate
+    from merci.db import MigrationChanged, migrate
 
-    applied = asyncio.run(migrate(_settings().database_url))
+    try:
+        applied = asyncio.run(migrate(_settings().database_url))
+    except MigrationChanged as e:
+        print(f"merci migrate: {e}", file=sys.stderr)
+        return 1
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 

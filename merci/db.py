@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -66,23 +67,49 @@ def migration_files() -> list[tuple[str, str]]:
     return [(n.removesuffix(".sql"), (folder / n).read_text()) for n in names]
 
 
+class MigrationChanged(RuntimeError):
+    """An applied migration's file no longer reads as it did when it was applied."""
+
+
+def checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
 async def migrate(dsn: str) -> list[str]:
-    """Apply pending migrations in order; a no-op when all are applied."""
+    """Apply pending migrations in order; a no-op when all are applied.
+
+    A shipped migration is never edited (merci/sql/README.md): a database that applied
+    it earlier would silently never get the edit. So each applied version keeps the
+    sha256 of its text, and a file that differs from it stops the run before anything
+    is applied. Versions applied before checksums existed take the current files'
+    (recorded once; this is pre-release, and 0013 brings their schema up to date).
+    """
+    files = migration_files()
     conn = await asyncpg.connect(dsn)
     applied_now: list[str] = []
     try:
         await conn.execute("select pg_advisory_lock($1)", MIGRATION_LOCK)
-        await conn.execute(
-            "create table if not exists schema_migrations ("
-            " version text primary key, applied_at timestamptz not null default now())"
-        )
-        done = {r["version"] for r in await conn.fetch("select version from schema_migrations")}
-        for version, sql in migration_files():
-            if version in done:
+        # One transaction: a refused history leaves even schema_migrations as it was.
+        async with conn.transaction():
+            await conn.execute(
+                "create table if not exists schema_migrations ("
+                " version text primary key, applied_at timestamptz not null default now());"
+                " alter table schema_migrations add column if not exists checksum text"
+            )
+            rows = await conn.fetch("select version, checksum from schema_migrations")
+            recorded: dict[str, str | None] = {r["version"]: r["checksum"] for r in rows}
+            _check_history(recorded, files)
+            for version, sql in files:
+                if version in recorded and recorded[version] is None:
+                    await conn.execute("update schema_migrations set checksum = $2 where version = $1",
+                                       version, checksum(sql))
+        for version, sql in files:
+            if version in recorded:
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
-                await conn.execute("insert into schema_migrations (version) values ($1)", version)
+                await conn.execute("insert into schema_migrations (version, checksum) values ($1, $2)",
+                                   version, checksum(sql))
             applied_now.append(version)
         await _ensure_broker_schema(conn)
         await _set_role_passwords(conn)
@@ -90,6 +117,22 @@ async def migrate(dsn: str) -> list[str]:
         await conn.execute("select pg_advisory_unlock($1)", MIGRATION_LOCK)
         await conn.close()
     return applied_now
+
+
+def _check_history(recorded: dict[str, str | None], files: list[tuple[str, str]]) -> None:
+    """Refuse to run when an applied migration's file changed or went missing."""
+    current = {version: checksum(sql) for version, sql in files}
+    problems = []
+    for version, applied in sorted(recorded.items()):
+        if version not in current:
+            problems.append(f"merci/sql/{version}.sql was applied to this database but no longer exists")
+        elif applied is not None and applied != current[version]:
+            problems.append(f"merci/sql/{version}.sql changed after it was applied to this database"
+                            f" (applied sha256 {applied[:12]}…, file now {current[version][:12]}…)")
+    if problems:
+        raise MigrationChanged(
+            "; ".join(problems) + ". Shipped migrations are immutable: restore the file as it was"
+            " and put the change in a new migration (merci/sql/README.md). Nothing was applied.")
 
 
 async def _ensure_broker_schema(conn: asyncpg.Connection) -> None:
