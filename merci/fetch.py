@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -174,8 +175,13 @@ def _parse(url: str, base: httpx.URL | None = None) -> httpx.URL:
     return httpx.URL(scheme=parsed.scheme, host=host, port=port, raw_path=parsed.raw_path)
 
 
-async def _resolve(host: str, port: int, policy: FetchPolicy) -> list[IPAddress]:
-    """Every address of `host`, all of them allowed: one bad answer refuses the host."""
+async def resolve(host: str, port: int, policy: FetchPolicy) -> list[IPAddress]:
+    """Every address of `host`, all of them allowed: one bad answer refuses the host.
+
+    Refusals name the host as given and never what it resolves to: users read them
+    (verification errors, webhook attempts), and the server's view of its own network
+    (that `db` is at 10.0.3.7, a private address) is not theirs to see.
+    """
     literal = _literal(host)
     if literal is not None:
         addresses = [literal]
@@ -183,8 +189,8 @@ async def _resolve(host: str, port: int, policy: FetchPolicy) -> list[IPAddress]
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
-            raise FetchError("DNS_FAILURE", f"cannot resolve {host}: {exc}") from None
+        except (OSError, UnicodeError):  # socket.gaierror is an OSError
+            raise FetchError("DNS_FAILURE", f"cannot resolve {host}") from None
         addresses = []
         for family, _, _, _, sockaddr in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
@@ -196,15 +202,33 @@ async def _resolve(host: str, port: int, policy: FetchPolicy) -> list[IPAddress]
     for ip in addresses:
         problem = address_problem(ip, allow_loopback=policy.allow_loopback)
         if problem is not None:
-            raise FetchError("FORBIDDEN_ADDRESS", f"{host} is at {ip}, a {problem} address")
+            kind = f": a {problem} address" if literal is not None else ""  # an address as typed: say why
+            raise FetchError("FORBIDDEN_ADDRESS", f"{host} is not publicly reachable{kind}")
     return addresses
+
+
+def failure(exc: BaseException) -> str:
+    """Why a connection failed, without the address it went to: socket errors carry it
+    ("Connect call failed ('203.0.113.9', 443)"), and users read these reasons."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"its TLS certificate was refused ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return "the TLS handshake failed"
+        if isinstance(cause, ConnectionRefusedError):
+            return "the connection was refused"
+        if isinstance(cause, ConnectionResetError):
+            return "the connection was reset"
+        cause = cause.__cause__ or cause.__context__
+    return "the connection failed"
 
 
 async def _send(client: httpx.AsyncClient, url: httpx.URL, policy: FetchPolicy) -> httpx.Response:
     """GET `url` from one of its checked addresses; the response is open (streamed)."""
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
-    addresses = await _resolve(host, port, policy)
+    addresses = await resolve(host, port, policy)
     headers = {
         "Host": url.netloc.decode("ascii"),  # the name, while the URL carries the pinned address
         "User-Agent": policy.user_agent,
@@ -214,7 +238,7 @@ async def _send(client: httpx.AsyncClient, url: httpx.URL, policy: FetchPolicy) 
     }
     # TLS must name (SNI) and verify the certificate of the host, not of the address.
     extensions = {"sni_hostname": host} if url.scheme == "https" and _literal(host) is None else {}
-    failures: list[str] = []
+    failures: list[str] = []  # why each address failed, in words that name none of them
     for ip in addresses:
         pinned = url.copy_with(host=str(ip))
         request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
@@ -224,10 +248,11 @@ async def _send(client: httpx.AsyncClient, url: httpx.URL, policy: FetchPolicy) 
             raise FetchError("TIMEOUT", f"{host} did not answer in time") from None
         except httpx.ConnectError as exc:
             # Nothing was sent yet: the next address (e.g. IPv4 after IPv6) may work.
-            failures.append(f"{ip}: {exc}")
+            if (why := failure(exc)) not in failures:
+                failures.append(why)
         except httpx.HTTPError as exc:
-            raise FetchError("CONNECTION_FAILED", f"{host}: {exc}") from None
-    raise FetchError("CONNECTION_FAILED", f"cannot connect to {host} ({'; '.join(failures)})")
+            raise FetchError("CONNECTION_FAILED", f"{host}: {failure(exc)}") from None
+    raise FetchError("CONNECTION_FAILED", f"cannot connect to {host}: {'; '.join(failures)}")
 
 
 async def _read(url: httpx.URL, response: httpx.Response, policy: FetchPolicy) -> FetchResult:
@@ -248,7 +273,7 @@ async def _read(url: httpx.URL, response: httpx.Response, policy: FetchPolicy) -
     except httpx.TimeoutException:
         raise FetchError("TIMEOUT", f"{url} did not finish its body in time") from None
     except httpx.HTTPError as exc:
-        raise FetchError("CONNECTION_FAILED", f"{url}: body broken off ({exc})") from None
+        raise FetchError("CONNECTION_FAILED", f"{url}: body broken off ({failure(exc)})") from None
     content_type = response.headers.get("content-type", "")
     return FetchResult(url=str(url), status=status, content_type=content_type, body=bytes(body))
 

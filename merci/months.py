@@ -30,8 +30,10 @@ class SupporterMonth:
 
 
 async def budget_for(conn: asyncpg.Connection, *, account_id: int, period: date, default: int) -> int:
+    # The month ends at midnight UTC (see merci.split), not in the session's time zone.
     value = await conn.fetchval(
-        "select amount from budget_changes where account_id = $1 and created_at < ($2::date + interval '1 month')"
+        "select amount from budget_changes where account_id = $1"
+        "   and created_at < ($2::date + interval '1 month') at time zone 'UTC'"
         " order by created_at desc, id desc limit 1", account_id, period)
     return int(value) if value is not None else default
 

@@ -553,7 +553,9 @@ async def refresh_rankings(conn: asyncpg.Connection, *, now: datetime | None = N
                         sum(power(0.5, extract(epoch from (coalesce($1, now()) - c.accepted_at))
                                        / ($3 * 86400.0))) as trending
                    from clicks c join things t on t.id = c.thing_id
-                  where c.period >= date_trunc('month', coalesce($1, now()) - make_interval(days => $2))::date
+                  -- (the window's first month in UTC, as clicks' periods are, not the session's zone)
+                  where c.period >= date_trunc('month', (coalesce($1, now()) - make_interval(days => $2))
+                                                        at time zone 'UTC')::date
                     and c.accepted_at > coalesce($1, now()) - make_interval(days => $2)
                     and c.accepted_at <= coalesce($1, now())
                     and t.site_id is not null

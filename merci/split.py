@@ -3,7 +3,8 @@
 SPLIT_SQL is the one place the rule lives. The month close runs it set-based over a
 shard of supporters; the dashboard's projected split runs it for one supporter.
 
-Per supporter with N > 0 clicks in the month and budget B (capped by balance):
+Per supporter with N > 0 clicks in the month and budget B (capped by balance; the budget
+last set before the month ends, at midnight UTC: months are UTC months, as clicks' are):
   fee     = floor(B * fee_bps / 10000)               (the supporter's tenant's rate)
   partner = floor(fee * partner_share_bps / 10000)   (0 for the platform tenant)
   D       = B - fee; each click gets floor(D / N), and the D mod N remaining cents
@@ -48,9 +49,12 @@ charged as materialized (
            least(coalesce(budget.amount, $2::bigint), greatest(coalesce(balance.amount, 0), 0)) as charge
       from s
       join tenants t on t.id = s.tenant_id
+      -- The month's budget: the last set before the month's end, midnight UTC (a bare
+      -- date + interval would be read in the session's time zone, not the clicks').
       left join lateral (
           select b.amount from budget_changes b
-           where b.account_id = s.supporter_id and b.created_at < ($1::date + interval '1 month')
+           where b.account_id = s.supporter_id
+             and b.created_at < ($1::date + interval '1 month') at time zone 'UTC'
            order by b.created_at desc, b.id desc limit 1
       ) budget on true
       left join lateral (

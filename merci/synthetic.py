@@ -55,7 +55,7 @@ async def seed_month(
         a, b = first_supporter + lo, first_supporter + hi - 1
         await conn.execute(
             "insert into budget_changes (tenant_id, account_id, amount, currency, created_at)"
-            " select $1, g, 200 + (g % 19) * 100, $2, $3::date - interval '1 day'"
+            " select $1, g, 200 + (g % 19) * 100, $2, ($3::date - interval '1 day') at time zone 'UTC'"
             "   from generate_series($4::bigint, $5::bigint) g",
             tenant_id, currency, period, a, b)
         await conn.execute(
@@ -82,7 +82,8 @@ async def seed_month(
         status = await conn.execute(
             "insert into clicks (tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key)"
             " select $1, s, $2 + ((s * 31 + k * 37) % $3), $4::date,"
-            "        $4::date + ((s * 7 + k * 13) % 2000000) * interval '1 second', 'seed:' || k"
+            # accepted within the month in UTC, as its period says (not in the session's zone)
+            "        ($4::date + ((s * 7 + k * 13) % 2000000) * interval '1 second') at time zone 'UTC', 'seed:' || k"
             "   from generate_series($5::bigint, $6::bigint) s, generate_series(0, $7 - 1) k",
             tenant_id, first_thing, things, period, first_supporter + lo, first_supporter + hi - 1,
             clicks_per_supporter)

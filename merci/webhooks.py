@@ -17,7 +17,6 @@ import hmac
 import ipaddress
 import json
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +27,7 @@ import asyncpg
 import httpx
 
 from merci.errors import UserError
-from merci.fetch import FetchPolicy, address_problem
+from merci.fetch import FetchError, FetchPolicy, address_problem, failure, resolve
 from merci.ids import to_global
 
 EVENTS = ("click.accepted", "month.closed", "payout.sent")
@@ -300,32 +299,6 @@ async def give_up(conn: asyncpg.Connection, *, delivery_id: int) -> None:
 # ---------------------------------------------------------------- the POST, SSRF-guarded
 
 
-async def _addresses(host: str, port: int, policy: FetchPolicy) -> list[str]:
-    """Every address of `host`, all public (or loopback when the policy allows it)."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise _Refused(f"cannot resolve {host}: {exc}", permanent=False) from None
-    found: list[str] = []
-    for family, _, _, _, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6):
-            ip = str(sockaddr[0]).split("%", 1)[0]
-            problem = address_problem(ip, allow_loopback=policy.allow_loopback)
-            if problem is not None:
-                raise _Refused(f"{host} is at {ip}, a {problem} address", permanent=True)
-            if ip not in found:
-                found.append(ip)
-    if not found:
-        raise _Refused(f"{host} has no address", permanent=False)
-    return found
-
-
-class _Refused(Exception):
-    def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
 async def post(url: str, body: bytes, headers: dict[str, str], *, policy: FetchPolicy,
                timeout: float) -> tuple[int | None, str | None, bool]:
     """(status code, error, permanent). Connects to a checked address of the host (the
@@ -336,26 +309,27 @@ async def post(url: str, body: bytes, headers: dict[str, str], *, policy: FetchP
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         async with asyncio.timeout(timeout):
-            addresses = await _addresses(host, port, policy)
+            addresses = await resolve(host, port, policy)  # the fetcher's guard; its refusals name no address
             target = httpx.URL(url)
             extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
             async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=timeout,
                                          verify=httpx.create_ssl_context(trust_env=True)) as client:
-                last = "no address answered"
+                why: list[str] = []
                 for ip in addresses:
                     request = client.build_request(
-                        "POST", target.copy_with(host=ip), content=body,
+                        "POST", target.copy_with(host=str(ip)), content=body,
                         headers={**headers, "Host": target.netloc.decode("ascii")}, extensions=extensions)
                     try:
                         response = await client.send(request)
                     except httpx.ConnectError as exc:
-                        last = f"{ip}: {exc}"
+                        if failure(exc) not in why:
+                            why.append(failure(exc))
                         continue
                     return response.status_code, None, False
-                return None, f"cannot connect to {host} ({last})", False
-    except _Refused as refused:
-        return None, str(refused), refused.permanent
+                return None, f"cannot connect to {host}: {'; '.join(why)}", False
+    except FetchError as refused:  # only a forbidden address is final: DNS may be fixed
+        return None, refused.message, refused.code == "FORBIDDEN_ADDRESS"
     except (TimeoutError, httpx.TimeoutException):
         return None, f"no answer within {timeout:g}s", False
     except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}", False
+        return None, f"{type(exc).__name__}: {failure(exc)}", False

@@ -56,6 +56,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.redirect("http://10.0.0.1/")
         elif path == "/to-metadata":
             self.redirect("http://169.254.169.254/latest/meta-data/")
+        elif path == "/to-intranet":
+            self.redirect("http://intranet.test/admin")
         elif path == "/to-mapped":
             self.redirect("http://[::ffff:10.0.0.1]/")
         elif path == "/to-ftp":
@@ -188,6 +190,13 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, table: dict[str, list[str]]) -> li
     return lookups
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def refused(target: str, code: str, policy: FetchPolicy = LOOPBACK) -> FetchError:
     with pytest.raises(FetchError) as info:
         await fetch(target, policy=policy)
@@ -220,7 +229,10 @@ async def test_credentials_in_the_url_are_not_forwarded(site: Server) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.9.9.9", "2130706433", "[::ffff:127.0.0.1]"])
 async def test_loopback_refused_by_default(site: Server, connections: list[str], host: str) -> None:
     error = await refused(url(site, "/page", host=host), "FORBIDDEN_ADDRESS", FetchPolicy())
-    assert "loopback" in error.message
+    assert "not publicly reachable" in error.message
+    # An address as typed may be called what it is; what a name resolves to may not (the
+    # resolver reads 2130706433 as 127.0.0.1, as it would read a name).
+    assert ("loopback" in error.message) == (host not in ("localhost", "2130706433"))
     assert connections == [] and site.seen == []
 
 
@@ -250,7 +262,7 @@ async def test_any_bad_address_refuses_the_host(
 ) -> None:
     fake_dns(monkeypatch, {"mixed.test": ["127.0.0.1", "10.0.0.7"]})
     error = await refused(url(site, "/page", host="mixed.test"), "FORBIDDEN_ADDRESS")
-    assert "10.0.0.7" in error.message
+    assert error.message == "mixed.test is not publicly reachable"
     assert connections == [] and site.seen == []
 
 
@@ -273,9 +285,7 @@ async def test_unknown_name_is_a_dns_failure(monkeypatch: pytest.MonkeyPatch, co
 
 @pytest.mark.asyncio
 async def test_nothing_listening_is_a_connection_failure() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     await refused(f"http://127.0.0.1:{port}/", "CONNECTION_FAILED")
 
 
@@ -483,7 +493,9 @@ async def test_https_sends_the_name_as_sni_and_verifies_it(
         assert result.body == f"merci-site.test:{server.server_port}".encode()
         assert server_names == ["merci-site.test"] and connections == ["127.0.0.1"]
         # Same address, other name: the certificate is checked against the name, so this fails.
-        await refused(url(server, "/host", host="impostor.test", scheme="https"), "CONNECTION_FAILED")
+        error = await refused(url(server, "/host", host="impostor.test", scheme="https"), "CONNECTION_FAILED")
+        assert "certificate" in error.message and "impostor.test" in error.message  # why, in the user's terms
+        says_nothing_internal(error.message, "127.0.0.1")
 
 
 # -- the address classifier and the environment ---------------------------------------------
@@ -552,3 +564,73 @@ def test_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert policy_from_env() == FetchPolicy(allow_loopback=True)
     monkeypatch.delenv("MERCI_FETCH_ALLOW_LOOPBACK")
     assert not policy_from_env().allow_loopback
+
+
+# -- what refusals say: site owners and partners read them -----------------------------------
+
+
+def says_nothing_internal(message: str, *addresses: str) -> None:
+    """The server's own view of the network (what a name resolves to, and what kind of
+    address that is) stays with the server: only what the user typed may be named."""
+    for secret in (*addresses, "loopback", "private", "link-local", "reserved"):
+        assert secret not in message, message
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("host", "addresses"),
+    [
+        ("localhost", None),  # the real resolver
+        ("intranet.test", ["10.1.2.3"]),
+        ("metadata.test", ["169.254.169.254"]),
+        ("mixed.test", ["93.184.216.34", "fd00::7"]),
+        ("db.test", ["127.0.0.1"]),
+    ],
+)
+async def test_a_refused_name_does_not_say_where_it_points(
+    site: Server, connections: list[str], monkeypatch: pytest.MonkeyPatch, host: str, addresses: list[str] | None
+) -> None:
+    if addresses is not None:
+        fake_dns(monkeypatch, {host: addresses})
+    error = await refused(url(site, "/page", host=host), "FORBIDDEN_ADDRESS", FetchPolicy())
+    assert error.message == f"{host} is not publicly reachable"
+    says_nothing_internal(error.message, "127.0.0.1", "::1", *(addresses or []))
+    assert connections == []
+
+
+@pytest.mark.asyncio
+async def test_a_redirect_to_an_internal_name_does_not_say_where_it_points(
+    site: Server, connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dns(monkeypatch, {"intranet.test": ["10.20.30.40"]})
+    error = await refused(url(site, "/to-intranet"), "FORBIDDEN_ADDRESS")
+    assert error.message == "intranet.test is not publicly reachable"  # the name the site sent
+    assert connections == ["127.0.0.1"]
+
+
+@pytest.mark.asyncio
+async def test_a_connection_failure_does_not_name_the_address_connected_to(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = closed_port()
+    fake_dns(monkeypatch, {"down.test": ["127.0.0.1"]})
+    error = await refused(f"http://down.test:{port}/", "CONNECTION_FAILED")
+    assert error.message.startswith("cannot connect to down.test")
+    says_nothing_internal(error.message, "127.0.0.1")
+    assert connections == ["127.0.0.1"]
+
+
+@pytest.mark.asyncio
+async def test_webhook_errors_do_not_say_where_a_name_points(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from merci.webhooks import post
+
+    port = closed_port()
+    fake_dns(monkeypatch, {"hooks.test": ["10.9.8.7"], "down.test": ["127.0.0.1"]})
+    status, error, permanent = await post("https://hooks.test/merci", b"{}", {}, policy=FetchPolicy(), timeout=5)
+    assert (status, error, permanent) == (None, "hooks.test is not publicly reachable", True)
+    status, error, permanent = await post(f"http://down.test:{port}/merci", b"{}", {}, policy=LOOPBACK, timeout=5)
+    assert status is None and not permanent and error is not None and error.startswith("cannot connect to down.test")
+    says_nothing_internal(error, "127.0.0.1")
+    assert connections == ["127.0.0.1"]
