@@ -45,9 +45,19 @@ def creator_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
     return DataLoader(load_fn=load)
 
 
+def manages_sites(ctx: Context) -> bool:
+    """May change any site of the caller's tenant: its admins, and its keys with `sites:write`."""
+    p = ctx.principal
+    if p.api_key_id is not None:
+        return "sites:write" in p.scopes
+    return p.tenant_admin or p.platform_admin
+
+
 def can_see_private(ctx: Context, row: dict[str, Any]) -> bool:
-    """Verification details: the owner, and the admins and keys of the site's tenant."""
+    """Verification details (the token is a proof waiting to be put in place): whoever may
+    change the site, i.e. its owner and its tenant's admins and `sites:write` keys. A
+    `read` key sees its tenant's sites, not how to prove them."""
     p = ctx.principal
     if row["owner_id"] == p.account_id:
         return True
-    return row["tenant_id"] == p.tenant_id and _privileged(ctx)
+    return row["tenant_id"] == p.tenant_id and manages_sites(ctx)

@@ -6,6 +6,7 @@ import asyncio
 
 import strawberry
 
+from directory.loaders import manages_sites
 from directory.types import Site
 from graph.context import Context, Info
 from graph.errors import UserErrorType, attempt, user_errors_only
@@ -65,7 +66,7 @@ def _may_manage(ctx: Context) -> tuple[int | None, bool]:
     if p.api_key_id is not None:
         ctx.require_scope("sites:write")
         return None, True
-    return ctx.require_account(), p.tenant_admin or p.platform_admin
+    return ctx.require_account(), manages_sites(ctx)
 
 
 def _site_pk(gid: strawberry.ID, field: str = "siteId") -> int:

@@ -192,3 +192,36 @@ def test_verify_through_graphql_and_a_worker(gql: GraphQLClient, database_url: s
     listed = client(LIST, {"input": listing})["listSite"]
     assert listed["userErrors"] == []
     assert listed["site"] == {"listed": True, "title": "End to end", "tags": ["test", "e2e"], "category": "software"}
+
+
+async def test_a_site_s_proof_shows_only_to_who_may_change_it(api_url: str, system_pool: asyncpg.Pool) -> None:
+    """The owner, the tenant's admins and its `sites:write` keys see the token; a `read`
+    key of the same tenant sees the site (unlisted ones too) but not how to prove it."""
+    from datetime import timedelta
+
+    from merci import tenants
+    from merci.accounts import issue_token
+    from merci.db import Scope, set_scope
+    from merci.ids import to_global
+    from tests.factories import make_tenant_world
+
+    async with system_pool.acquire() as conn:
+        w = await make_tenant_world(conn)
+        async with conn.transaction():
+            await set_scope(conn, Scope(w.tenant_id))
+            _, writer = await tenants.create_api_key(conn, tenant_id=w.tenant_id, name="sites", scopes=["sites:write"],
+                                                     created_by=w.admin_id)
+            admin, owner, fan = [await issue_token(conn, tenant_id=w.tenant_id, account_id=a, ttl=timedelta(hours=1))
+                                 for a in (w.admin_id, w.creator_id, w.supporter_id)]
+    query = "query($id: ID!) { site(id: $id) { id verification { token metaTag wellKnownContent } } }"
+    for site in (w.site_private_id, w.site_public_id):
+        for name, token, sees in (("read key", w.api_key, False), ("sites:write key", writer, True),
+                                  ("admin", admin, True), ("owner", owner, True), ("supporter", fan, False)):
+            found = GraphQLClient(api_url, token=token)(query, {"id": to_global("Site", site)})["site"]
+            if found is None:  # an unlisted site: only its tenant's privileged see it at all
+                assert (name, site) == ("supporter", w.site_private_id)
+                continue
+            verification = found["verification"]
+            assert (verification is not None) == sees, (name, site, verification)
+            if sees:
+                assert verification["token"] == "tok" and "tok" in verification["metaTag"]
