@@ -10,12 +10,6 @@ from graph.context import Context
 from merci.sites import SITE_COLUMNS
 
 
-def _privileged(ctx: Context) -> bool:
-    """Tenant admins and API keys see every site of their tenant, listed or not."""
-    p = ctx.principal
-    return p.tenant_admin or p.platform_admin or p.api_key_id is not None
-
-
 def site_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
     """Sites the caller may see: RLS hides other tenants' unlisted sites, and within a
     tenant an unlisted site shows only to its owner and the tenant's admins and keys."""
@@ -25,7 +19,7 @@ def site_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
             rows = await conn.fetch(
                 f"select {SITE_COLUMNS} from sites where id = any($1::bigint[])"
                 " and ((listed and verified_at is not null) or owner_id = $2 or $3)",
-                ids, ctx.principal.account_id, _privileged(ctx))
+                ids, ctx.principal.account_id, ctx.principal.tenant_wide)
         found = {r["id"]: dict(r) for r in rows}
         return [found.get(i) for i in ids]
 

@@ -51,6 +51,12 @@ class Principal:
     def authenticated(self) -> bool:
         return self.account_id is not None or self.api_key_id is not None
 
+    @property
+    def tenant_wide(self) -> bool:
+        """Sees what its tenant keeps from the public (unlisted sites, hidden things): the
+        tenant's admins and any of its API keys."""
+        return self.tenant_admin or self.platform_admin or self.api_key_id is not None
+
 
 def normalize_email(raw: str) -> str:
     email = raw.strip().lower()

@@ -16,6 +16,20 @@ THING_COLUMNS = ("id, tenant_id, owner_id, site_id, url, title, description, cat
                  " created_at, claimed_at")
 
 
+def visible_sql(tenant_wide: str) -> str:
+    """Who may see a thing, as a condition on `things`; every read of things applies it
+    (by id, node, URL, entity reference, and every list). Hidden things are unlisted, as
+    Flattr's were: their buttons still take clicks, but they show only to their owner, to
+    their tenant's admins and API keys (`tenant_wide`: a boolean SQL parameter, e.g. "$2",
+    bound to Principal.tenant_wide) and to the supporters who clicked or subscribed to
+    them (their own history), never to anyone else."""
+    return ("(not things.hidden or things.owner_id = merci_account()"
+            f" or ({tenant_wide}::boolean and things.tenant_id = merci_tenant())"
+            " or exists (select 1 from clicks c where c.supporter_id = merci_account() and c.thing_id = things.id)"
+            " or exists (select 1 from subscriptions s where s.supporter_id = merci_account()"
+            " and s.thing_id = things.id))")
+
+
 def clean_listing(*, title: str, description: str, category: str, language: str | None,
                   tags: list[str]) -> dict[str, Any]:
     title = title.strip()

@@ -21,7 +21,7 @@ from merci.clicks import period_of
 from merci.close import CloseError, parse_period
 from merci.ids import from_global, to_global
 from merci.payouts import Payout as DomainPayout
-from merci.things import THING_COLUMNS
+from merci.things import THING_COLUMNS, visible_sql
 
 
 @strawberry.federation.type(keys=["id"], description="A creator's public profile.")
@@ -44,15 +44,16 @@ class Creator(Node):
         row = await info.context.loader("account", account_by_id).load(pk)
         return Creator.from_row(row) if row else None
 
-    @strawberry.field(description="The creator's things, newest first (hidden ones only to the creator).")
+    @strawberry.field(description="The creator's things, newest first (hidden ones only to who may see them: see "
+                                  "`Thing.hidden`).")
     async def things(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Thing]:
         n = check_first(first)
         cursor = decode_int_cursor(after)
-        mine = info.context.principal.account_id == self.pk
         async with info.context.tx() as conn:
             rows = await conn.fetch(
-                f"select {THING_COLUMNS} from things where owner_id = $1 and ($2 or not hidden)"
-                " and ($3::bigint is null or id < $3) order by id desc limit $4", self.pk, mine, cursor, n + 1)
+                f"select {THING_COLUMNS} from things where owner_id = $1 and {visible_sql('$2')}"
+                " and ($3::bigint is null or id < $3) order by id desc limit $4",
+                self.pk, info.context.principal.tenant_wide, cursor, n + 1)
         return connection([Thing.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda t: t.pk)
 
 

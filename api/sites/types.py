@@ -10,7 +10,7 @@ from graph.context import Info
 from graph.relay import Connection, Node, check_first, connection, decode_int_cursor
 from merci.clicks import period_of
 from merci.ids import from_global, to_global
-from merci.things import THING_COLUMNS
+from merci.things import THING_COLUMNS, visible_sql
 
 
 @strawberry.federation.type(keys=["id"], name="Site", description="A creator's website.")
@@ -39,6 +39,7 @@ class ApiSite(Node):
         cursor = decode_int_cursor(after)
         async with info.context.tx() as conn:
             rows = await conn.fetch(
-                f"select {THING_COLUMNS} from things where site_id = $1 and not hidden"
-                " and ($2::bigint is null or id < $2) order by id desc limit $3", self.pk, cursor, n + 1)
+                f"select {THING_COLUMNS} from things where site_id = $1 and {visible_sql('$2')}"
+                " and ($3::bigint is null or id < $3) order by id desc limit $4",
+                self.pk, info.context.principal.tenant_wide, cursor, n + 1)
         return connection([Thing.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda t: t.pk)

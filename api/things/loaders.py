@@ -6,13 +6,18 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from graph.context import Context
-from merci.things import THING_COLUMNS
+from merci.things import THING_COLUMNS, visible_sql
 
 
 def thing_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
+    """Things the caller may see (hidden ones only to some, see visible_sql): every read
+    of one thing goes through here, so thing(id:), node(id:), thingByUrl and entity
+    references answer alike."""
+
     async def load(ids: list[int]) -> list[dict[str, Any] | None]:
-        async with ctx.tx() as conn:  # things are public by policy
-            rows = await conn.fetch(f"select {THING_COLUMNS} from things where id = any($1::bigint[])", ids)
+        async with ctx.tx() as conn:
+            rows = await conn.fetch(f"select {THING_COLUMNS} from things where id = any($1::bigint[])"
+                                    f" and {visible_sql('$2')}", ids, ctx.principal.tenant_wide)
         found = {r["id"]: dict(r) for r in rows}
         return [found.get(i) for i in ids]
 

@@ -25,7 +25,9 @@ class Thing(Node):
     category: str
     language: str | None
     tags: list[str]
-    hidden: bool
+    hidden: bool = strawberry.field(description=(
+        "Unlisted: shown only to its owner, its tenant's admins and API keys, and the supporters who clicked or "
+        "subscribed to it; to anyone else it does not exist. Its button still takes clicks."))
     created_at: datetime
     claimed: bool = strawberry.field(description="False for an auto-submitted thing nobody has claimed yet.")
     pk: strawberry.Private[int]
