@@ -103,6 +103,7 @@ async def migrate(dsn: str) -> list[str]:
                 if version in recorded and recorded[version] is None:
                     await conn.execute("update schema_migrations set checksum = $2 where version = $1",
                                        version, checksum(sql))
+        await _create_broker_tables(conn)
         for version, sql in files:
             if version in recorded:
                 continue
@@ -111,7 +112,7 @@ async def migrate(dsn: str) -> list[str]:
                 await conn.execute("insert into schema_migrations (version, checksum) values ($1, $2)",
                                    version, checksum(sql))
             applied_now.append(version)
-        await _ensure_broker_schema(conn)
+        await _grant_broker_to_workers(conn)
         await _set_role_passwords(conn)
     finally:
         await conn.execute("select pg_advisory_unlock($1)", MIGRATION_LOCK)
@@ -135,19 +136,25 @@ def _check_history(recorded: dict[str, str | None], files: list[tuple[str, str]]
             " and put the change in a new migration (merci/sql/README.md). Nothing was applied.")
 
 
-async def _ensure_broker_schema(conn: asyncpg.Connection) -> None:
-    """The PostgreSQL broker's tables; the API enqueues, workers consume."""
+async def _create_broker_tables(conn: asyncpg.Connection) -> None:
+    """The PostgreSQL broker's tables, before the migrations: they grant on them, and
+    0014 gives the API a function that enqueues into them."""
     from dramatiq_postgres import generate_init_sql
 
-    exists = await conn.fetchval("select to_regclass('dramatiq.queue')")
-    if exists is None:
+    if await conn.fetchval("select to_regclass('dramatiq.queue')") is None:
         async with conn.transaction():
             await conn.execute(generate_init_sql())
+
+
+async def _grant_broker_to_workers(conn: asyncpg.Connection) -> None:
+    """Workers consume, and send their own messages. Granted on every run, so that tables
+    a newer broker adds reach them; the API's few rights are 0014's (it writes through
+    merci_enqueue only)."""
     await conn.execute(
-        f"grant usage on schema dramatiq to {APP_ROLE}, {SYSTEM_ROLE};"
-        f" grant select, insert, update, delete on all tables in schema dramatiq to {APP_ROLE}, {SYSTEM_ROLE};"
-        f" grant usage on all sequences in schema dramatiq to {APP_ROLE}, {SYSTEM_ROLE};"
-        f" grant execute on all functions in schema dramatiq to {APP_ROLE}, {SYSTEM_ROLE};"
+        f"grant usage on schema dramatiq to {SYSTEM_ROLE};"
+        f" grant select, insert, update, delete on all tables in schema dramatiq to {SYSTEM_ROLE};"
+        f" grant usage on all sequences in schema dramatiq to {SYSTEM_ROLE};"
+        f" grant execute on all functions in schema dramatiq to {SYSTEM_ROLE};"
     )
 
 

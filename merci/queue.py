@@ -16,6 +16,13 @@ from dramatiq.brokers.stub import StubBroker
 
 QUEUES = ("default", "clicks", "money", "directory", "webhooks")
 
+# merci_app may not write the broker's tables: it sends through merci_enqueue
+# (merci/sql/0014_least_privilege.sql), which takes only the actors the API sends and
+# writes the broker's own row. Workers and the scheduler (merci_system) write directly.
+MAY_WRITE_QUEUE = "select has_table_privilege('dramatiq.queue', 'insert')"
+CHECKED_ENQUEUE = "select merci_enqueue($1, $2, $3)"
+CHECKED_ENQUEUE_SYNC = "select merci_enqueue(%s, %s, %s)"  # the same, for psycopg
+
 
 def make_broker(broker_url: str, database_url: str, *, results: bool = False) -> dramatiq.Broker:
     """redis:// → Redis, amqp:// → RabbitMQ, anything else → the PostgreSQL broker.
@@ -52,6 +59,7 @@ class Queue:
         self.direct: AsyncPostgresEnqueue | None = None
         if database_url is not None and _is_postgres(broker):
             self.direct = AsyncPostgresEnqueue(broker, database_url)
+        self.checked: bool | None = None  # through merci_enqueue? (PostgreSQL broker, asked once)
 
     def send(self, actor_name: str, *args: Any, queue_name: str = "default",
              delay_ms: int | None = None, message_id: str | None = None, **kwargs: Any) -> str:
@@ -60,8 +68,36 @@ class Queue:
         )
         if message_id is not None:
             message = message.copy(message_id=message_id)
-        self.broker.enqueue(message, delay=delay_ms)
+        if _is_postgres(self.broker) and self._checked():
+            if delay_ms:
+                raise ValueError("a role that sends through merci_enqueue cannot delay a message")
+            self._checked_enqueue(message)
+        else:
+            self.broker.enqueue(message, delay=delay_ms)
         return message.message_id
+
+    def _checked(self) -> bool:
+        if self.checked is None:
+            from dramatiq_postgres.utils import transaction
+
+            with transaction(self.broker.pool) as curs:  # type: ignore[attr-defined]  # PostgresBroker's
+                curs.execute(MAY_WRITE_QUEUE)
+                self.checked = not curs.fetchone()[0]
+        return self.checked
+
+    def _checked_enqueue(self, message: dramatiq.Message[Any]) -> None:
+        """The broker's enqueue (hooks, retried connection) through merci_enqueue."""
+        from dramatiq_postgres.utils import retry_pg, tidy4json, transaction
+        from psycopg.types.json import Jsonb
+
+        @retry_pg  # type: ignore[untyped-decorator]
+        def insert() -> None:
+            with transaction(self.broker.pool) as curs:  # type: ignore[attr-defined]
+                curs.execute(CHECKED_ENQUEUE_SYNC, (message.queue_name, message.message_id, Jsonb(tidy4json(message))))
+
+        self.broker.emit_before("enqueue", message, None)
+        insert()
+        self.broker.emit_after("enqueue", message, None)
 
     async def asend(self, actor_name: str, *args: Any, queue_name: str = "default",
                     message_id: str | None = None, **kwargs: Any) -> str:
@@ -103,6 +139,7 @@ class AsyncPostgresEnqueue:
         query = QUERIES.ENQUEUE if broker.notify else QUERIES.ENQUEUE_QUIET
         parts = query.split("%s")
         self.query = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+        self.checked = False  # merci_app: through merci_enqueue (known once the pool is open)
         self.pool: asyncpg.Pool | None = None
         self.opening: asyncio.Lock | None = None
 
@@ -111,14 +148,20 @@ class AsyncPostgresEnqueue:
             self.opening = self.opening or asyncio.Lock()
             async with self.opening:
                 if self.pool is None:
-                    self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
-                                                          init=_json_as_text)
+                    pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
+                                                     init=_json_as_text)
+                    self.checked = not await pool.fetchval(MAY_WRITE_QUEUE)
+                    self.pool = pool
         return self.pool
 
     async def enqueue(self, message: dramatiq.Message[Any]) -> None:
         self.broker.emit_before("enqueue", message, None)
         pool = await self._pool()
-        await pool.execute(self.query, message.queue_name, message.message_id, message.encode().decode(), 0)
+        row = (message.queue_name, message.message_id, message.encode().decode())
+        if self.checked:
+            await pool.execute(CHECKED_ENQUEUE, *row)
+        else:
+            await pool.execute(self.query, *row, 0)
         self.broker.emit_after("enqueue", message, None)
 
     async def close(self) -> None:

@@ -55,14 +55,20 @@ async def create_tenant(
         raise UserError("SLUG_TAKEN", "this slug is taken", "slug")
     try:
         async with conn.transaction():
+            # merci_app may not write tenants: the function checks that the scope's
+            # account is a platform admin (merci/sql/0014_least_privilege.sql).
             tenant_id: int = await conn.fetchval(
-                "insert into tenants (slug, name, fee_bps, partner_share_bps) values ($1, $2, $3, $4)"
-                " returning id",
-                slug, name.strip(), fee_bps, partner_share_bps,
+                "select merci_create_tenant($1, $2, $3, $4)", slug, name.strip(), fee_bps, partner_share_bps,
             )
     except asyncpg.UniqueViolationError as exc:
         raise UserError("SLUG_TAKEN", "this slug is taken", "slug") from exc
     return tenant_id
+
+
+async def make_tenant_admin(conn: asyncpg.Connection, *, account_id: int) -> None:
+    """Make an account its tenant's admin; the scope's account must be a platform admin
+    (merci_make_tenant_admin checks it: merci_app cannot write admin flags itself)."""
+    await conn.execute("select merci_make_tenant_admin($1)", account_id)
 
 
 async def create_api_key(

@@ -72,16 +72,14 @@ class TenantMutations:
                     partner_share_bps=input.partner_share_bps,
                 )
                 if input.admin is not None:
-                    # The admin's rows belong to the new tenant: switch the scope for them.
-                    await set_scope(conn, Scope(tenant_id, platform_admin=True))
+                    # The admin's rows belong to the new tenant: switch the scope for them,
+                    # still as the caller (whom merci_make_tenant_admin checks).
+                    await set_scope(conn, Scope(tenant_id, ctx.principal.account_id, platform_admin=True))
                     account_id = await accounts.sign_up(
                         conn, tenant_id=tenant_id, email=input.admin.email,
                         password=input.admin.password, handle=input.admin.handle,
                     )
-                    await conn.execute(
-                        "update account_private set is_tenant_admin = true where account_id = $1",
-                        account_id,
-                    )
+                    await tenants.make_tenant_admin(conn, account_id=account_id)
             return CreateTenantPayload(tenant=await Tenant.load(info, tenant_id), user_errors=[])
 
         return await attempt(work, user_errors_only(CreateTenantPayload))
