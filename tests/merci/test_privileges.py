@@ -9,7 +9,10 @@ legitimate flows they were blocking the way to, through GraphQL.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
+import pkgutil
 import uuid
 from typing import Any
 
@@ -17,11 +20,12 @@ import asyncpg
 import psycopg
 import pytest
 
+import merci
 from merci import config
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR
 from merci.db import Scope, scoped, set_scope
-from merci.queue import Queue, make_broker
-from tests.conftest import GraphQLClient, sign_up, system_fetch, system_scalar, unique
+from merci.queue import QUEUES, Queue, make_broker
+from tests.conftest import ROOT, GraphQLClient, sign_up, system_fetch, system_scalar, unique
 from tests.factories import TenantWorld, make_tenant_world
 
 ALL = "all columns"
@@ -330,6 +334,49 @@ async def test_the_api_sends_workers_only_its_own_actors(
     finally:
         await tx.rollback()
         await owner.close()
+
+
+def _sent_by_the_faces() -> set[tuple[str, str]]:
+    """(actor, queue) of every `….asend(ACTOR, …, queue_name=…)` in api/ and directory/,
+    the names resolved in the module that sends."""
+    sent = set()
+    for path in sorted([*(ROOT / "api").rglob("*.py"), *(ROOT / "directory").rglob("*.py")]):
+        module = vars(importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts)))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and (node.func.attr == "asend" or ast.unparse(node.func).endswith("queue.send"))):
+                continue
+            queue = next((k.value for k in node.keywords if k.arg == "queue_name"), ast.Constant("default"))
+            sent.add((eval(ast.unparse(node.args[0]), module), eval(ast.unparse(queue), module)))  # noqa: S307
+    return sent
+
+
+async def test_merci_enqueue_takes_exactly_what_the_faces_send(database_url: str) -> None:
+    faces = _sent_by_the_faces()
+    assert (INGEST_ACTOR, CLICK_QUEUE) in faces and len(faces) >= 5
+    actors = {value for name in pkgutil.iter_modules(merci.__path__)
+              for key, value in vars(importlib.import_module(f"merci.{name.name}")).items()
+              if key.endswith("_ACTOR") and isinstance(value, str)}
+    queues = set(QUEUES) | {q for _, q in faces}
+    accepted = set()
+    owner = await asyncpg.connect(database_url)
+    tx = owner.transaction()
+    await tx.start()
+    try:  # rolled back: no worker ever sees these rows
+        await owner.execute("set local role merci_app")
+        for actor in sorted(actors):
+            for queue in sorted(queues):
+                try:
+                    async with owner.transaction():
+                        await owner.execute("select merci_enqueue($1, $2::uuid, $3::jsonb)",
+                                            *_message(actor, queue))
+                    accepted.add((actor, queue))
+                except asyncpg.InsufficientPrivilegeError:
+                    pass
+    finally:
+        await tx.rollback()
+        await owner.close()
+    assert accepted == faces
 
 
 async def test_the_apis_queue_sends_through_the_function(settings: config.Settings) -> None:
