@@ -2,19 +2,22 @@
 parameters (`owner`/`user_id`, `url`, `title`, `description`, `language`, `tags`,
 `category`, `hidden`), and the discovery of the owner of such an unclaimed thing.
 
-The owner a link names is only a hint: anyone can write a link. A thing goes to
-that creator when they verified a site covering its host, or when the page itself
-says so with `<link rel="payment" href="https://MERCI/submit?owner=HANDLE">` (read
-through the SSRF guard). Until then its shares wait in escrow.
+The owner a link names is only a hint: anyone can write a link. A thing goes to a
+creator when they verified a site covering its canonical URL (at once, by the
+database), or when the page itself says so with `<link rel="payment"
+href="https://MERCI/submit?owner=HANDLE">` (read through the SSRF guard), which
+proves that page as a verification link proves a site. Until then its shares wait
+in escrow.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import asyncpg
 
@@ -23,7 +26,7 @@ from merci.errors import UserError
 from merci.fetch import FetchError, FetchPolicy, fetch
 from merci.ids import from_global
 from merci.things import CATEGORIES
-from merci.urls import host_of, normalize_url
+from merci.urls import canonical_key, host_of, normalize_url
 
 DISCOVER_ACTOR = "things.discover"
 DISCOVER_QUEUE = "directory"
@@ -147,44 +150,56 @@ async def owner_id(conn: asyncpg.Connection, handle: str | None) -> int | None:
 
 async def create_unclaimed(conn: asyncpg.Connection, *, tenant_id: int, sub: Submission,
                            owner_hint: int | None) -> tuple[int, bool]:
-    """The thing for `sub.url`, created unclaimed with the link's listing when new.
-    Returns (thing id, created); a created one awaits owner discovery."""
+    """The thing for `sub.url`, made with the link's listing when new. Returns (thing id,
+    whether its owner is to be discovered): a new thing that no verified site covers
+    (the database gives it to the one that does, at once) awaits discovery."""
     assert sub.url is not None
-    thing_id: int | None = await conn.fetchval(
+    row = await conn.fetchrow(
         "insert into things (tenant_id, url, title, description, category, language, tags, hidden)"
-        " values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (url) do nothing returning id",
+        " values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (canon) do nothing returning id, owner_id",
         tenant_id, sub.url, sub.title, sub.description, sub.category, sub.language, sub.tags, sub.hidden)
-    if thing_id is None:
-        existing: int = await conn.fetchval("select id from things where url = $1", sub.url)
+    if row is None:
+        existing: int = await conn.fetchval("select id from things where canon = merci_canon($1)", sub.url)
         return existing, False
+    if row["owner_id"] is not None:
+        return int(row["id"]), False
     await conn.execute("insert into thing_discovery (thing_id, tenant_id, owner_hint) values ($1, $2, $3)",
-                       thing_id, tenant_id, owner_hint)
-    return thing_id, True
+                       row["id"], tenant_id, owner_hint)
+    return int(row["id"]), True
 
 
 # ---------------------------------------------------------------- discovery (workers, as merci_system)
 
 
-class _PaymentLinks(HTMLParser):
+class _HeadLinks(HTMLParser):
+    """`<link rel=… href=…>` elements: what the page's own author declares. Anchors are
+    left out on purpose: comments and other people's content are full of them."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.hrefs: list[str] = []
+        self.links: list[tuple[list[str], str]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k.lower(): (v or "") for k, v in attrs}
-        if tag in ("link", "a") and "payment" in a.get("rel", "").lower().split():
-            self.hrefs.append(a.get("href", "").strip())
+        if tag == "link" and a.get("rel"):
+            self.links.append((a["rel"].lower().split(), a.get("href", "").strip()))
 
     handle_startendtag = handle_starttag
 
 
-def payment_owner(body: bytes, *, public_url: str) -> str | None:
-    """The handle a page's rel="payment" link to Merci names (`owner` or `user_id`)."""
-    parser = _PaymentLinks()
+def _links(body: bytes) -> list[tuple[list[str], str]]:
+    parser = _HeadLinks()
     parser.feed(body.decode("utf-8", errors="replace"))
     parser.close()
+    return parser.links
+
+
+def payment_owner(body: bytes, *, public_url: str) -> str | None:
+    """The handle a page's `<link rel="payment">` to Merci names (`owner` or `user_id`)."""
     ours = urlsplit(public_url)
-    for href in parser.hrefs:
+    for rels, href in _links(body):
+        if "payment" not in rels:
+            continue
         target = urlsplit(href)
         if (target.scheme, target.netloc) != (ours.scheme, ours.netloc):
             continue
@@ -198,6 +213,20 @@ def payment_owner(body: bytes, *, public_url: str) -> str | None:
     return None
 
 
+def page_canonical(body: bytes, *, url: str) -> str | None:
+    """The page's `<link rel="canonical">`, normalized, when it names a page of the same
+    site (a page cannot move itself onto another site's URL)."""
+    for rels, href in _links(body):
+        if "canonical" in rels and href:
+            try:
+                target = normalize_url(urljoin(url, href))
+            except UserError:
+                return None
+            same_site = canonical_key(target).split("/", 1)[0] == canonical_key(url).split("/", 1)[0]
+            return target if same_site else None
+    return None
+
+
 @dataclass(frozen=True)
 class Discovery:
     status: str  # found | none | failed | skipped
@@ -207,56 +236,61 @@ class Discovery:
 
 
 async def discover(conn: asyncpg.Connection, *, thing_id: int, public_url: str, policy: FetchPolicy) -> Discovery:
-    """Find an unclaimed thing's owner; assign it when proven. The caller releases the
-    escrow after commit (the thing's shares so far go to its owner)."""
+    """Read an unclaimed thing's page (as merci_system): its `<link rel="canonical">`
+    names the page's one URL, and its `<link rel="payment">` to Merci is its author's
+    proof of ownership of that page, as a verification link is for a site. The escrow
+    follows the owner in the same transaction."""
     row = await conn.fetchrow(
-        "select d.status, d.owner_hint, t.url, t.owner_id from thing_discovery d join things t on t.id = d.thing_id"
+        "select d.status, t.url, t.owner_id from thing_discovery d join things t on t.id = d.thing_id"
         " where d.thing_id = $1", thing_id)
     if row is None or row["status"] != "pending" or row["owner_id"] is not None:
         return Discovery("skipped")
-    found: tuple[int, str] | None = None
-    error = None
-    if row["owner_hint"] is not None:
-        site = await conn.fetchval(
-            "select s.id from sites s where s.owner_id = $1 and s.verified_at is not null"
-            " and (s.host = $2 or $2 like '%.' || s.host) limit 1", row["owner_hint"], host_of(row["url"]))
-        if site is not None:
-            found = (row["owner_hint"], "verified_site")
-    if found is None:
-        try:
-            page = await fetch(row["url"], policy=policy)
-        except FetchError as exc:
-            error = f"{exc.code}: {exc.message}"
-        else:
-            handle = payment_owner(page.body, public_url=public_url)
-            owner = None if handle is None else await conn.fetchval("select id from accounts where handle = $1",
-                                                                    handle)
-            if owner is not None:
-                found = (owner, "payment_link")
-    return await _record(conn, thing_id=thing_id, found=found, error=error)
+    try:
+        page = await fetch(row["url"], policy=policy)
+    except FetchError as exc:
+        return await _record(conn, thing_id=thing_id, canonical=None, owner=None, error=f"{exc.code}: {exc.message}")
+    handle = payment_owner(page.body, public_url=public_url)
+    owner = None if handle is None else await conn.fetchval("select id from accounts where handle = $1", handle)
+    return await _record(conn, thing_id=thing_id, canonical=page_canonical(page.body, url=row["url"]), owner=owner,
+                         error=None)
 
 
-async def _record(conn: asyncpg.Connection, *, thing_id: int, found: tuple[int, str] | None,
+async def _record(conn: asyncpg.Connection, *, thing_id: int, canonical: str | None, owner: int | None,
                   error: str | None) -> Discovery:
+    method = None
     async with conn.transaction():
-        if found is not None:
-            owner, method = found
-            # The owner's tenant takes the thing, as a claim would; only while still unclaimed.
-            url = await conn.fetchval("select url from things where id = $1", thing_id)
-            claimed = await conn.execute(
-                "update things t set owner_id = $2, tenant_id = a.tenant_id, claimed_at = now(),"
-                " site_id = (select s.id from sites s where s.owner_id = $2 and s.verified_at is not null"
-                "            and ($3 = s.host or $3 like '%.' || s.host) order by length(s.host) desc limit 1)"
-                " from accounts a where a.id = $2 and t.id = $1 and t.owner_id is null", thing_id, owner, host_of(url))
-            if claimed != "UPDATE 1":
-                found = None
-        status = "found" if found else ("failed" if error else "none")
+        thing = await conn.fetchrow("select url, owner_id from things where id = $1 for update", thing_id)
+        if thing is None or thing["owner_id"] is not None:
+            return Discovery("skipped")
+        url = thing["url"]
+        if canonical is not None and canonical_key(canonical) != canonical_key(url):
+            try:
+                async with conn.transaction():  # another thing may hold that URL already: keep ours
+                    await conn.execute("update things set url = $2 where id = $1", thing_id, canonical)
+                url = canonical
+            except asyncpg.UniqueViolationError:
+                pass
+        if owner is not None and not urlsplit(url).query:
+            # The page proves itself (and what lies below it) as a verified site would;
+            # the database then gives the thing, and its escrow, to the scope's owner.
+            await conn.execute(
+                "insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at,"
+                " verification_method) select a.tenant_id, a.id, $2, $3, $4, now(), 'link' from accounts a"
+                " where a.id = $1"
+                " on conflict (owner_id, url) do update set verified_at = coalesce(sites.verified_at, now()),"
+                " verification_method = coalesce(sites.verification_method, 'link')",
+                owner, url, host_of(url), "merci-" + secrets.token_urlsafe(18))
+            method = "payment_link"
+        found = await conn.fetchval("select merci_assign_thing($1)", thing_id)
+        if found is not None and method is None:
+            method = "verified_site"  # the canonical URL lies in a verified scope
+        status = "found" if found is not None else ("failed" if error else "none")
         await conn.execute(
             "update thing_discovery set status = $2, owner_id = $3, method = $4, error = $5, updated_at = now()"
-            " where thing_id = $1", thing_id, status, found[0] if found else None, found[1] if found else None,
+            " where thing_id = $1", thing_id, status, found, method if found is not None else None,
             None if error is None else error[:1000])
-    if found:
-        return Discovery("found", found[0], found[1])
+    if found is not None:
+        return Discovery("found", found, method)
     return Discovery(status, error=error)
 
 

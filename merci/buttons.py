@@ -37,7 +37,7 @@ async def thing_for(conn: asyncpg.Connection, sub: Submission) -> dict[str, Any]
     row = await conn.fetchrow(
         "select t.id, t.url, t.title, t.owner_id, a.handle as owner_handle,"
         " (select coalesce(sum(s.clicks), 0)::bigint from thing_stats s where s.thing_id = t.id) as count"
-        " from things t left join accounts a on a.id = t.owner_id where t.id = $1 or t.url = $2"
+        " from things t left join accounts a on a.id = t.owner_id where t.id = $1 or t.canon = merci_canon($2)"
         " order by (t.id = $1) desc nulls last limit 1", sub.thing_id, sub.url)
     return dict(row) if row else None
 
@@ -69,9 +69,11 @@ async def load(conn: asyncpg.Connection, *, sub: Submission, account_id: int | N
             "select exists (select 1 from clicks where supporter_id = $1 and ((thing_id = $2 and period = $3)"
             "               or idempotency_key = $4)) as clicked,"
             " (select coalesce(sum(e.amount), 0) from ledger_accounts la join entries e on e.ledger_account_id = la.id"
-            "   where la.kind = 'supporter' and la.owner_account_id = $1 and la.currency = $5)::bigint as balance",
-            account_id, thing["id"] if thing else None, period, click_key(period, url), currency)
-        state = CLICKED if row["clicked"] else NO_MEANS if row["balance"] < MIN_BUDGET else CAN_CLICK
+            "   where la.kind = 'supporter' and la.owner_account_id = $1 and la.currency = $5)::bigint as balance,"
+            " merci_owns($1, merci_canon($6)) as own",
+            account_id, thing["id"] if thing else None, period, click_key(period, url), currency, url)
+        state = (OWN if row["own"] else CLICKED if row["clicked"] else NO_MEANS if row["balance"] < MIN_BUDGET
+                 else CAN_CLICK)
     return Button(thing, url, title, owner_handle, count, state)
 
 

@@ -98,12 +98,16 @@ balances as (
      group by la.owner_account_id
 )
 select i.i, t.id as thing_id, t.owner_id, coalesce(b.balance, 0)::bigint as balance,
+       -- one's own thing: held, or covered by one of one's verified sites (even if not yet made)
+       (t.owner_id is not null and t.owner_id = i.supporter_id)
+       or exists (select 1 from sites s where s.owner_id = i.supporter_id and s.verified_scope is not null
+                     and merci_covers(s.verified_scope, coalesce(t.canon, merci_canon(i.url)))) as own,
        exists (select 1 from clicks c where c.supporter_id = i.supporter_id and c.thing_id = t.id
                                         and c.period = $5) as clicked,
        exists (select 1 from clicks c where c.supporter_id = i.supporter_id
                                         and c.idempotency_key = i.key) as replayed
   from input i
-  left join things t on t.id = coalesce(i.thing_id, (select u.id from things u where u.url = i.url))
+  left join things t on t.id = coalesce(i.thing_id, (select u.id from things u where u.canon = merci_canon(i.url)))
   left join balances b on b.supporter_id = i.supporter_id
  order by i.i
 """
@@ -130,7 +134,7 @@ async def precheck_many(
             out.append(by_key.get((r.supporter_id, r.idempotency_key), accepted))
         elif r.thing_id is not None and row["thing_id"] is None:
             out.append(UserError("UNKNOWN_THING", "no such thing", where))
-        elif row["owner_id"] == r.supporter_id:
+        elif row["own"]:
             out.append(UserError("OWN_THING", "you cannot click your own thing", where))
         elif row["clicked"] or (r.supporter_id, row["thing_id"] or r.url) in targets:
             out.append(UserError("ALREADY_THIS_MONTH", "you already clicked this thing this month", where))
@@ -296,11 +300,19 @@ with input as (
 resolved as (
     select i.supporter_id, i.tenant_id, coalesce(i.thing_id, t.id) as thing_id, i.url, i.idempotency_key,
            i.accepted_at, i.source, date_trunc('month', i.accepted_at at time zone 'UTC')::date as period
-      from input i left join things t on i.thing_id is null and t.url = i.url
+      from input i left join things t on i.thing_id is null and t.canon = merci_canon(i.url)
+),
+checked as (
+    -- one's own thing: held, or covered by one of one's verified sites
+    select r.*, th.id as found, coalesce(th.owner_id = r.supporter_id
+                         or exists (select 1 from sites s where s.owner_id = r.supporter_id
+                                       and s.verified_scope is not null and merci_covers(s.verified_scope, th.canon)),
+                         false) as own
+      from resolved r left join things th on th.id = r.thing_id
 ),
 valid as (
-    select r.* from resolved r join things t on t.id = r.thing_id
-     where t.owner_id is distinct from r.supporter_id
+    select r.* from checked r
+     where r.found is not null and not r.own
        and not exists (select 1 from month_closes m where m.period = r.period)
 ),
 inserted as (
@@ -318,12 +330,12 @@ stats as (
 ),
 refused as (
     insert into click_rejections (supporter_id, idempotency_key, tenant_id, thing_id, url, period, reason)
-    select r.supporter_id, r.idempotency_key, r.tenant_id, r.thing_id, r.url, r.period,
-           case when r.thing_id is null then 'INVALID_URL'
-                when t.owner_id = r.supporter_id then 'OWN_THING'
+    select r.supporter_id, r.idempotency_key, r.tenant_id, r.found, r.url, r.period,
+           case when r.found is null then 'INVALID_URL'
+                when r.own then 'OWN_THING'
                 when exists (select 1 from month_closes m where m.period = r.period) then 'MONTH_CLOSED'
                 else 'ALREADY_THIS_MONTH' end
-      from resolved r left join things t on t.id = r.thing_id
+      from checked r
      where not exists (select 1 from inserted i where i.supporter_id = r.supporter_id
                                                  and i.idempotency_key = r.idempotency_key)
        -- a redelivered click is already stored under its key: not a refusal
@@ -352,7 +364,7 @@ async def ingest(conn: asyncpg.Connection, batch: list[list[Any]]) -> tuple[int,
         if unknown:
             await conn.execute(
                 "insert into things (tenant_id, url) select distinct on (u) t, u"
-                " from unnest($1::text[], $2::bigint[]) as x(u, t) order by u on conflict (url) do nothing",
+                " from unnest($1::text[], $2::bigint[]) as x(u, t) order by u on conflict (canon) do nothing",
                 [u for u, _ in unknown], [t for _, t in unknown],
             )
         row = await conn.fetchrow(INGEST_SQL, list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]),

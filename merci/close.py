@@ -27,6 +27,7 @@ import asyncpg
 from merci import subscriptions
 from merci.clicks import MONTH_LOCK_NS, month_key
 from merci.split import SPLIT_SQL
+from merci.things import OWNERSHIP_LOCK
 
 SHARD_LOCK_NS = 73_100_04
 DEFAULT_SHARDS = 16
@@ -296,6 +297,11 @@ async def _close_shard(conn: asyncpg.Connection, *, period: date, shard: int) ->
         await conn.execute("select pg_advisory_xact_lock($1, $2)", SHARD_LOCK_NS, month_key(period) * 4096 + shard)
         if await conn.fetchval("select 1 from month_close_shards where period = $1 and shard = $2", period, shard):
             return None
+        # Shared with other shards, exclusive with claims: no thing changes owner between
+        # the split's reading of it and this transaction's commit (an escrow posted for a
+        # thing claimed meanwhile would strand there). Taken before the split's statement,
+        # so the split's snapshot sees every claim committed before it.
+        await conn.execute("select pg_advisory_xact_lock_shared($1, $2)", *OWNERSHIP_LOCK)
         await conn.execute(SHARD_SETTINGS)
         platform = await _platform_tenant(conn)
         currency = close["currency"]

@@ -23,31 +23,31 @@ def months_before(period: date, months: int) -> date:
 
 
 async def release(conn: asyncpg.Connection, *, thing_id: int) -> int:
-    """Move a claimed thing's escrow to its owner's earnings. Returns the cents moved."""
-    moved = 0
+    """Move a claimed thing's escrow to its owner's earnings. Returns the cents moved.
+    One implementation (merci_release_escrow, migration 0015): claims and adoptions
+    call it in their own transaction, the worker and the scheduler's sweep through here."""
     async with conn.transaction():
-        thing = await conn.fetchrow("select owner_id, tenant_id from things where id = $1 for update", thing_id)
-        if thing is None or thing["owner_id"] is None:
-            return 0
-        escrows = await conn.fetch(
-            "select la.id, la.tenant_id, la.currency, coalesce(sum(e.amount), 0)::bigint as balance,"
-            "       count(e.id) as entries"
-            "  from ledger_accounts la left join entries e on e.ledger_account_id = la.id"
-            " where la.kind = 'escrow' and la.thing_id = $1 group by la.id order by la.id", thing_id)
-        for esc in escrows:
-            if esc["balance"] <= 0:
-                continue
-            creator = await ledger.account_id(conn, kind="creator", tenant_id=thing["tenant_id"],
-                                              currency=esc["currency"], owner_account_id=thing["owner_id"])
-            # Keyed by the escrow's entry count: a retry after commit finds the same key.
-            await ledger.post(
-                conn, tenant_id=thing["tenant_id"], kind="escrow_release",
-                idem_key=f"escrow_release:{esc['id']}:{esc['entries']}",
-                lines=[(esc["id"], Money(-esc["balance"], esc["currency"])),
-                       (creator, Money(esc["balance"], esc["currency"]))],
-                memo=f"escrow of thing {thing_id} released on claim",
-            )
-            moved += esc["balance"]
+        moved: int = await conn.fetchval("select merci_release_escrow($1)", thing_id)
+    return moved
+
+
+# Claimed things whose escrow still holds cents. Claims release in their own
+# transaction and a close shard cannot interleave with a claim (the ownership lock),
+# so this finds nothing unless something went wrong; the scheduler releases what it finds.
+STRANDED_SQL = """
+select la.thing_id from ledger_accounts la
+  join things t on t.id = la.thing_id and t.owner_id is not null
+ where la.kind = 'escrow'
+   and (select coalesce(sum(e.amount), 0) from entries e where e.ledger_account_id = la.id) > 0
+ order by 1
+"""
+
+
+async def release_stranded(conn: asyncpg.Connection) -> int:
+    """Release every positive escrow of a claimed thing (as merci_system). Returns the cents moved."""
+    moved = 0
+    for row in await conn.fetch(STRANDED_SQL):
+        moved += await release(conn, thing_id=row["thing_id"])
     return moved
 
 

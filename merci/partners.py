@@ -19,7 +19,7 @@ from merci.budgets import MIN_BUDGET
 from merci.clicks import Accepted, check_key, period_of
 from merci.errors import UserError
 from merci.things import THING_COLUMNS, clean_listing
-from merci.urls import host_of, normalize_url
+from merci.urls import canonical_key, normalize_url
 
 MAX_BATCH = 1000
 MAX_PARTNER_KEY = 180  # namespaced as `p<tenant>:<key>`, within the 200 a click key may have
@@ -64,22 +64,20 @@ class ThingItem:
     language: str | None = None
     tags: list[str] = field(default_factory=list)
     hidden: bool = False
-    owner_id: int | None = None  # a creator of the registering tenant; None: unclaimed
+    owner_id: int | None = None  # a creator of the registering tenant (theirs only if their verified site covers it)
 
 
+# The owner a partner names is checked to be its creator, but the database gives each
+# thing to whoever's verified site covers it (migration 0015), as for everyone else.
 REGISTER_SQL = """
-insert into things (tenant_id, owner_id, site_id, url, title, description, category, language, tags, hidden,
-                    claimed_at)
-select $1, x.owner_id,
-       (select s.id from sites s where s.owner_id = x.owner_id and s.verified_at is not null
-           and (x.host = s.host or x.host like '%.' || s.host) order by length(s.host) desc limit 1),
-       x.url, x.title, x.description, x.category, x.language,
-       array(select jsonb_array_elements_text(x.tags::jsonb)), x.hidden, case when x.owner_id is not null then now() end
-  from unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-              $10::boolean[]) as x(owner_id, url, host, title, description, category, language, tags, hidden)
+insert into things (tenant_id, url, title, description, category, language, tags, hidden)
+select $1, x.url, x.title, x.description, x.category, x.language,
+       array(select jsonb_array_elements_text(x.tags::jsonb)), x.hidden
+  from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[])
+       as x(url, title, description, category, language, tags, hidden)
  order by x.url
-on conflict (url) do nothing
-returning id, url
+on conflict (canon) do nothing
+returning id, canon
 """
 
 
@@ -100,11 +98,11 @@ async def register_things(conn: asyncpg.Connection, *, tenant_id: int,
         except UserError as err:
             errors.append(_item_error("things", i, err))
             continue
-        if url in seen:
+        if canonical_key(url) in seen:
             errors.append(ItemError(["things", str(i), "url"], "DUPLICATE_URL",
-                                    f"the same URL as item {seen[url]} (after normalization)"))
+                                    f"the same page as item {seen[canonical_key(url)]} (after normalization)"))
             continue
-        seen[url] = i
+        seen[canonical_key(url)] = i
         clean.append({"i": i, "url": url, "owner_id": item.owner_id, "hidden": item.hidden, **listing})
     owners = sorted({c["owner_id"] for c in clean if c["owner_id"] is not None})
     if owners:
@@ -117,21 +115,22 @@ async def register_things(conn: asyncpg.Connection, *, tenant_id: int,
     if errors:
         raise BatchRefused(sorted(errors, key=lambda e: int(e.path[1])))
 
-    inserted = {r["url"]: r["id"] for r in await conn.fetch(
-        REGISTER_SQL, tenant_id, [c["owner_id"] for c in clean], [c["url"] for c in clean],
-        [host_of(c["url"]) for c in clean], [c["title"] for c in clean], [c["description"] for c in clean],
-        [c["category"] for c in clean], [c["language"] for c in clean], [json.dumps(c["tags"]) for c in clean],
-        [c["hidden"] for c in clean])}
-    existing = {r["url"]: dict(r) for r in await conn.fetch(
-        "select id, url, owner_id from things where url = any($1::text[])",
-        [c["url"] for c in clean if c["url"] not in inserted])}
+    keys = {c["url"]: canonical_key(c["url"]) for c in clean}
+    inserted = {r["canon"]: r["id"] for r in await conn.fetch(
+        REGISTER_SQL, tenant_id, [c["url"] for c in clean], [c["title"] for c in clean],
+        [c["description"] for c in clean], [c["category"] for c in clean], [c["language"] for c in clean],
+        [json.dumps(c["tags"]) for c in clean], [c["hidden"] for c in clean])}
+    existing = {r["canon"]: dict(r) for r in await conn.fetch(
+        "select id, canon, owner_id from things where canon = any($1::text[])",
+        [k for k in keys.values() if k not in inserted])}
     ids: list[int | None] = [None] * len(items)
     refused: list[ItemError] = []
     for c in clean:
-        if c["url"] in inserted:
-            ids[c["i"]] = inserted[c["url"]]
+        key = keys[c["url"]]
+        if key in inserted:
+            ids[c["i"]] = inserted[key]
             continue
-        other = existing[c["url"]]
+        other = existing[key]
         if other["owner_id"] == c["owner_id"] and c["owner_id"] is not None:
             ids[c["i"]] = other["id"]  # registered before, for the same creator
         elif other["owner_id"] is None:
@@ -139,7 +138,7 @@ async def register_things(conn: asyncpg.Connection, *, tenant_id: int,
                                      "this URL is an unclaimed thing: its creator claims it with a verified site"))
         else:
             refused.append(ItemError(["things", str(c["i"]), "url"], "URL_TAKEN",
-                                     "this URL belongs to another creator"))
+                                     "this URL is on a site another creator verified"))
     return ids, refused
 
 
@@ -215,7 +214,7 @@ async def precheck_clicks(conn: asyncpg.Connection, *, tenant_id: int, items: li
             continue
         if item.thing_id is not None and row["thing_id"] is None:
             out.append(refuse("UNKNOWN_THING", "no such thing"))
-        elif row["owner_id"] == item.supporter_id:
+        elif row["own"]:
             out.append(refuse("OWN_THING", "a supporter cannot click their own thing"))
         elif row["clicked"] or first_of_target.get((item.supporter_id, row["thing_id"] or item.url)):
             out.append(refuse("ALREADY_THIS_MONTH", "this supporter already clicked this thing this month"))

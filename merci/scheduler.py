@@ -66,6 +66,12 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         queue.send(escrow.RETURN_ACTOR, row["period"].isoformat()[:7], queue_name="money")
         sent.append(f"{escrow.RETURN_ACTOR} {row['period']:%Y-%m}")
 
+    # Escrow left on a claimed thing (claims release in their own transaction and a close
+    # cannot interleave with one, so normally none; `merci audit` reports any) goes to its owner.
+    for row in await conn.fetch(escrow.STRANDED_SQL):
+        queue.send(escrow.RELEASE_ACTOR, row["thing_id"], queue_name="money")
+        sent.append(f"{escrow.RELEASE_ACTOR} {row['thing_id']}")
+
     # Payouts still pending after a while: their message was lost or their worker died.
     for payout_id in await payouts.stale(conn, now=now):
         queue.send(payouts.PAYOUT_ACTOR, payout_id, queue_name=payouts.PAYOUT_QUEUE)

@@ -22,7 +22,15 @@ import asyncpg
 # $1 period, $2 default budget, $3 currency, $4 supporter ids (null: all),
 # $5, $6: the supporter id range [from, to) of a shard (null `to`: no upper bound).
 SPLIT_SQL = """
-with c as (
+with own_scopes as materialized (
+    -- The verified scopes of these supporters: few (most supporters create nothing), so
+    -- the clicks below are checked against them by a hash, not a lookup per click.
+    select s.owner_id, s.verified_scope from sites s
+     where s.verified_scope is not null
+       and ($4::bigint[] is null or s.owner_id = any($4::bigint[]))
+       and s.owner_id >= $5::bigint and ($6::bigint is null or s.owner_id < $6::bigint)
+),
+c as (
     select c.supporter_id, c.thing_id, t.owner_id, t.tenant_id as thing_tenant,
            (row_number() over w)::int as rank, (count(*) over w)::int as n
       from clicks c
@@ -30,6 +38,11 @@ with c as (
      where c.period = $1::date
        and ($4::bigint[] is null or c.supporter_id = any($4::bigint[]))
        and c.supporter_id >= $5::bigint and ($6::bigint is null or c.supporter_id < $6::bigint)
+       -- Never a share of one's own thing (by verified scope, whoever holds it now): the
+       -- click is dropped and the split is over the rest.
+       and t.owner_id is distinct from c.supporter_id
+       and not exists (select 1 from own_scopes o
+                        where o.owner_id = c.supporter_id and merci_covers(o.verified_scope, t.canon))
     -- One window for both (one pass): the frame is the whole supporter's month, so
     -- count(*) is N; row_number() ignores frames.
     window w as (partition by c.supporter_id order by c.accepted_at, c.thing_id

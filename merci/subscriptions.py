@@ -29,10 +29,12 @@ async def subscribe(conn: asyncpg.Connection, *, tenant_id: int, supporter_id: i
                     period: date) -> int:
     if months not in TERMS:
         raise UserError("INVALID_TERM", "months is one of 1, 3, 6 or 12", "months")
-    owner = await conn.fetchrow("select owner_id from things where id = $1", thing_id)
+    owner = await conn.fetchrow(
+        "select owner_id, owner_id is not distinct from $2 or merci_owns($2, canon) as own from things where id = $1",
+        thing_id, supporter_id)
     if owner is None:
         raise UserError("UNKNOWN_THING", "no such thing", "thingId")
-    if owner["owner_id"] == supporter_id:
+    if owner["own"]:
         raise UserError("OWN_THING", "you cannot subscribe to your own thing", "thingId")
     if await conn.fetchval(
         "select 1 from subscriptions where supporter_id = $1 and thing_id = $2 and status in ('active', 'paused')",
@@ -69,6 +71,13 @@ with due as (
      where s.status = 'active' and s.start_period <= $1 and s.months_used < s.months
        and ($2::bigint is null or s.id = $2)
        and not exists (select 1 from subscription_periods p where p.subscription_id = s.id and p.period = $1)
+       -- A thing that became one's own (claimed after subscribing) is not counted: the month
+       -- is not used and no click is made (the close would drop it anyway).
+       and not exists (select 1 from things t where t.id = s.thing_id
+                          and (t.owner_id = s.supporter_id
+                               or exists (select 1 from sites o where o.owner_id = s.supporter_id
+                                             and o.verified_scope is not null
+                                             and merci_covers(o.verified_scope, t.canon))))
      order by s.id
      for update of s
 ),

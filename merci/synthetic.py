@@ -36,12 +36,19 @@ async def seed_month(
     first_supporter = base + creators + 1
 
     say("things")
+    # A thing is its creator's by proof (migration 0015): each owned thing's host is a
+    # verified site of its creator; the others' hosts are nobody's.
     await conn.execute(
-        "insert into things (tenant_id, owner_id, url, title, claimed_at)"
-        " select $1, case when g % 2 = 0 then $2 + 1 + (g % $3) end, 'https://t' || $4 || '-' || g || '.example/',"
-        "        'thing ' || g, case when g % 2 = 0 then now() end"
-        "   from generate_series(1, $5) g order by g",
+        "insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at, verification_method)"
+        " select $1, $2 + 1 + (g % $3), 'https://t' || $4 || '-' || g || '.example/',"
+        "        't' || $4 || '-' || g || '.example', 'synthetic', now(), 'well_known'"
+        "   from generate_series(2, $5, 2) g order by g",
         tenant_id, base, creators, tag, things)
+    await conn.execute(
+        "insert into things (tenant_id, url, title)"
+        " select $1, 'https://t' || $2 || '-' || g || '.example/', 'thing ' || g"
+        "   from generate_series(1, $3) g order by g",
+        tenant_id, tag, things)
     first_thing = await conn.fetchval("select min(id) from things where url like $1", f"https://t{tag}-%")
 
     say("budgets and funds")

@@ -1,6 +1,7 @@
-"""Things: anything with a URL that can be clicked. A creator submits their own;
-an unknown URL clicked by a supporter becomes an unclaimed thing (auto-submit),
-which the owner of a verified site for that URL may claim."""
+"""Things: anything with a URL that can be clicked. A thing belongs to the creator
+whose verified site covers its canonical URL (the database decides, migration 0015);
+anything else, submitted or auto-submitted by a click, is unclaimed and its shares
+wait in escrow until a creator proves a site covering it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from merci.errors import UserError
-from merci.urls import host_of, normalize_url
+from merci.urls import normalize_url
 
 CATEGORIES = ("text", "images", "video", "audio", "software", "people", "rest")
 THING_COLUMNS = ("id, tenant_id, owner_id, site_id, url, title, description, category, language, tags, hidden,"
@@ -53,64 +54,66 @@ def clean_listing(*, title: str, description: str, category: str, language: str 
             "tags": clean_tags}
 
 
-async def verified_site_for(conn: asyncpg.Connection, *, owner_id: int, url: str) -> int | None:
-    """The owner's verified site covering this URL's host (subdomains included)."""
-    host = host_of(url)
-    site_id: int | None = await conn.fetchval(
-        "select id from sites where owner_id = $1 and verified_at is not null"
-        " and ($2 = host or $2 like '%.' || host) order by length(host) desc limit 1",
-        owner_id, host,
-    )
-    return site_id
+# Every change of a thing's owner takes this advisory lock exclusively (inside
+# merci_assign_thing); a month-close shard holds it shared (see merci.close).
+OWNERSHIP_LOCK = (7_310_005, 0)
 
 
 async def submit_thing(
     conn: asyncpg.Connection, *, tenant_id: int, owner_id: int, url: str, title: str, description: str = "",
     category: str = "rest", language: str | None = None, tags: list[str] | None = None, hidden: bool = False,
 ) -> int:
+    """Register a thing by URL. It belongs to whoever proved a site covering it (the
+    database decides, see migration 0015): the caller when the URL is in one of their
+    verified scopes, another creator when in theirs, nobody (escrow) otherwise."""
     url = normalize_url(url)
     listing = clean_listing(title=title, description=description, category=category, language=language,
                             tags=tags or [])
-    existing = await conn.fetchrow("select id, owner_id from things where url = $1", url)
+    existing = await conn.fetchrow("select id, owner_id from things where canon = merci_canon($1)", url)
     if existing is not None:
         if existing["owner_id"] == owner_id:
             raise UserError("ALREADY_SUBMITTED", "you have already submitted this URL", "url")
-        if existing["owner_id"] is None:
-            raise UserError("UNCLAIMED_EXISTS", "this URL is an unclaimed thing: claim it instead", "url")
-        raise UserError("URL_TAKEN", "this URL belongs to another creator", "url")
-    site_id = await verified_site_for(conn, owner_id=owner_id, url=url)
-    try:
-        async with conn.transaction():
-            thing_id: int = await conn.fetchval(
-                "insert into things (tenant_id, owner_id, site_id, url, title, description, category, language,"
-                " tags, hidden, claimed_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) returning id",
-                tenant_id, owner_id, site_id, url, listing["title"], listing["description"], listing["category"],
-                listing["language"], listing["tags"], hidden,
-            )
-    except asyncpg.UniqueViolationError as exc:
-        raise UserError("URL_TAKEN", "this URL was just submitted by someone else", "url") from exc
+        if existing["owner_id"] is not None:
+            raise UserError("URL_TAKEN", "this URL is on a site another creator verified", "url")
+        if await conn.fetchval("select merci_assign_thing($1)", existing["id"]) != owner_id:
+            raise UserError("UNCLAIMED_EXISTS",
+                            "this URL is an unclaimed thing: verify a site covering it to claim it", "url")
+        # Proven since it was auto-submitted: it is the caller's now, with the caller's listing.
+        await conn.execute(
+            "update things set title = $2, description = $3, category = $4, language = $5, tags = $6, hidden = $7"
+            " where id = $1", existing["id"], listing["title"], listing["description"], listing["category"],
+            listing["language"], listing["tags"], hidden)
+        return int(existing["id"])
+    thing_id: int | None = await conn.fetchval(
+        "insert into things (tenant_id, url, title, description, category, language, tags, hidden)"
+        " values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (canon) do nothing returning id",
+        tenant_id, url, listing["title"], listing["description"], listing["category"], listing["language"],
+        listing["tags"], hidden,
+    )
+    if thing_id is None:
+        raise UserError("URL_TAKEN", "this URL was just submitted by someone else", "url")
     return thing_id
 
 
-async def claim_thing(conn: asyncpg.Connection, *, tenant_id: int, owner_id: int, thing_id: int) -> int:
-    """Claim an unclaimed thing; the caller then releases its escrow (after commit)."""
-    row = await conn.fetchrow("select id, owner_id, url from things where id = $1 for update", thing_id)
+async def claim_thing(conn: asyncpg.Connection, *, owner_id: int, thing_id: int) -> int:
+    """Take a thing covered by one of the caller's verified sites, with its escrow (in
+    this transaction). Anything the scopes do not give the caller is refused, and the
+    caller's transaction is rolled back with the refusal."""
+    # Read without FOR UPDATE: a claimed thing of another tenant is not the caller's to
+    # lock (RLS), yet its answer is ALREADY_CLAIMED, not NOT_FOUND.
+    row = await conn.fetchrow("select id, owner_id from things where id = $1", thing_id)
     if row is None:
         raise UserError("NOT_FOUND", "no such thing", "thingId")
     if row["owner_id"] == owner_id:
         raise UserError("ALREADY_CLAIMED", "you own this thing already", "thingId")
-    if row["owner_id"] is not None:
+    new_owner = await conn.fetchval("select merci_assign_thing($1)", thing_id)
+    if new_owner == owner_id:
+        return thing_id
+    if new_owner is not None:
         raise UserError("ALREADY_CLAIMED", "this thing belongs to another creator", "thingId")
-    site_id = await verified_site_for(conn, owner_id=owner_id, url=row["url"])
-    if site_id is None:
-        raise UserError("NOT_VERIFIED", "verify a site for this URL's host before claiming it", "thingId")
-    await conn.execute(
-        "update things set owner_id = $1, tenant_id = $2, site_id = $3, claimed_at = now() where id = $4",
-        owner_id, tenant_id, site_id, thing_id,
-    )
-    return thing_id
+    raise UserError("NOT_VERIFIED", "verify a site covering this URL before claiming it", "thingId")
 
 
 async def thing_by_url(conn: asyncpg.Connection, url: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow(f"select {THING_COLUMNS} from things where url = $1", url)
+    row = await conn.fetchrow(f"select {THING_COLUMNS} from things where canon = merci_canon($1)", url)
     return dict(row) if row else None

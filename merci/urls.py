@@ -19,6 +19,13 @@ MAX_URL = 2048
 _SIMPLE = re.compile(r"(https?)://([a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f]")
 _IP_CHARS = re.compile(r"[0-9A-Fa-f.:]+(%[0-9A-Za-z._~-]+)?")  # IPv4, IPv6 (with a zone id)
+# A path the shortcut cannot take as it is: a percent-escape to normalize, or a dot segment.
+_NEEDS_PATH_WORK = re.compile(r"%|/\.\.?(?:/|$)")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# merci_canon (migration 0015) in Python: no scheme, no `www.` (unless that is all the
+# host has), no trailing slash. The database computes the key; this mirrors it for tests.
+_CANON = re.compile(r"https?://(?:www\.(?=[^/?]*\.))?([^?]*)(?:\?(.*))?", re.S)
 
 
 def normalize_url(raw: str, *, field: str = "url") -> str:
@@ -27,8 +34,8 @@ def normalize_url(raw: str, *, field: str = "url") -> str:
         raise UserError("INVALID_URL", "a URL is a string", field)
     text = raw.strip()
     simple = _SIMPLE.fullmatch(text)
-    if simple and len(text) <= MAX_URL:
-        # Already normal (most links are): lowercase http(s), a plain host name, a path at most.
+    if simple and len(text) <= MAX_URL and not _NEEDS_PATH_WORK.search(simple[3] or ""):
+        # Already normal (most links are): lowercase http(s), a plain host name, a plain path at most.
         return f"{simple[1]}://{simple[2]}{simple[3] or '/'}"
     return _normalize(text, field)
 
@@ -62,7 +69,7 @@ def _normalize(text: str, field: str) -> str:
         query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
                            if not k.lower().startswith(TRACKING_PREFIXES) and k.lower() not in TRACKING_PARAMS],
                           doseq=True)
-    path = parts.path or "/"
+    path = _clean_path(parts.path)
     url = urlunsplit((scheme, netloc, path, query, ""))
     if len(url) > MAX_URL:
         raise UserError("INVALID_URL", "this URL is too long", field)
@@ -86,6 +93,44 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _clean_path(path: str) -> str:
+    """The path as browsers resolve it, written one way: backslashes are slashes (as in
+    WHATWG URLs), escapes of unreserved characters decoded and the others in upper case
+    (RFC 3986 6.2.2), then dot segments removed. Without this, `/~bob/../~alice/post`
+    would be a page under bob's verified scope that every browser opens as alice's."""
+    path = _ESCAPE.sub(_unescape, path.replace("\\", "/")) or "/"
+    if "/." not in path:
+        return path
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif seg == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+def _unescape(m: re.Match[str]) -> str:
+    char = chr(int(m[1], 16))
+    return char if char in _UNRESERVED else "%" + m[1].upper()
+
+
+def canonical_key(url: str) -> str:
+    """A normalized URL's canonical key, as the database computes it (merci_canon)."""
+    m = _CANON.fullmatch(url)
+    if m is None:
+        raise ValueError(f"not a normalized URL: {url!r}")
+    return m[1].rstrip("/") + ("?" + m[2] if m[2] else "")
 
 
 def host_of(url: str) -> str:

@@ -308,3 +308,22 @@ def ledger_snapshot(dsn: str) -> list[tuple[object, ...]]:
         select j.idem_key, la.kind, la.owner_account_id, la.thing_id, e.amount, e.thing_id
           from journals j join entries e on e.journal_id = j.id join ledger_accounts la on la.id = e.ledger_account_id
          order by 1, 2, 3, 4, 5, 6""")]
+
+
+PROVE_SITE_SQL = """
+insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at, verification_method)
+select a.tenant_id, a.id, $2, $3, 'proven-in-a-test', now(), $4 from accounts a where a.handle = $1
+on conflict (owner_id, url) do update set verified_at = coalesce(sites.verified_at, now())
+returning id
+"""
+
+
+def prove_site(dsn: str, handle: str, url: str, method: str = "well_known") -> int:
+    """A verified site of `handle` (as the verification worker would record it): with
+    `well_known` its whole host is theirs, with `meta` the URL's path. Things are a
+    creator's only by such proof (migration 0015)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    site = f"{parts.scheme}://{parts.netloc}/" if method == "well_known" else url
+    return int(system_scalar(dsn, PROVE_SITE_SQL, handle, site, parts.hostname, method))

@@ -110,12 +110,30 @@ async def supporter(conn: asyncpg.Connection, tenant_id: int, *, budget: int | N
     return sid
 
 
-async def thing(conn: asyncpg.Connection, tenant_id: int, owner_id: int | None, url: str | None = None) -> int:
-    url = url or f"https://{token('site')}.example/{token('p')}"
+async def verified_site(conn: asyncpg.Connection, owner_id: int, url: str, *, method: str = "well_known") -> int:
+    """A site of `owner_id` proven by `method` (well_known: its whole host; meta: its path)."""
+    from urllib.parse import urlsplit
+
     return int(await conn.fetchval(
-        "insert into things (tenant_id, owner_id, url, title, claimed_at)"
-        " values ($1, $2, $3, 'thing', case when $2::bigint is null then null else now() end) returning id",
-        tenant_id, owner_id, url))
+        "insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at, verification_method)"
+        " select a.tenant_id, a.id, $2, $3, 'tok', now(), $4 from accounts a where a.id = $1"
+        " on conflict (owner_id, url) do update set verified_at = coalesce(sites.verified_at, now()) returning id",
+        owner_id, url, urlsplit(url).hostname, method))
+
+
+async def thing(conn: asyncpg.Connection, tenant_id: int, owner_id: int | None, url: str | None = None) -> int:
+    """A thing; owned things are owned by proof (a verified site of the owner covers it)."""
+    from urllib.parse import urlsplit
+
+    url = url or f"https://{token('site')}.example/{token('p')}"
+    if owner_id is not None:
+        parts = urlsplit(url)
+        await verified_site(conn, owner_id, f"{parts.scheme}://{parts.netloc}/")
+    thing_id = int(await conn.fetchval(
+        "insert into things (tenant_id, url, title) values ($1, $2, 'thing') returning id", tenant_id, url))
+    owner = await conn.fetchval("select owner_id from things where id = $1", thing_id)
+    assert owner == owner_id, f"thing {url} belongs to {owner}, not {owner_id}: another site covers it"
+    return thing_id
 
 
 async def click(conn: asyncpg.Connection, tenant_id: int, supporter_id: int, thing_id: int, at: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import dramatiq
 
-from merci import autosubmit, escrow
+from merci import autosubmit
 from merci.fetch import policy_from_env
 from workers.runtime import run
 
@@ -22,8 +22,5 @@ def discover(thing_id: int) -> None:
             return await autosubmit.discover(conn, thing_id=thing_id, public_url=settings.public_url,
                                              policy=policy_from_env())
 
-    found = run(body)
-    if found.status == "found":
-        # After commit: the shares it earned while unclaimed follow it (a no-op if none).
-        dramatiq.get_broker().enqueue(dramatiq.Message(
-            queue_name="money", actor_name=escrow.RELEASE_ACTOR, args=(thing_id,), kwargs={}, options={}))
+    # The shares it earned while unclaimed moved with it, in discovery's transaction.
+    run(body)

@@ -5,7 +5,7 @@ import strawberry
 from api.things.types import Thing
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
-from merci import escrow, things
+from merci import things
 from merci.ids import from_global
 
 
@@ -33,7 +33,8 @@ class ThingPayload:
 
 @strawberry.type
 class ThingMutations:
-    @strawberry.mutation(description="Register one of your own things by URL.")
+    @strawberry.mutation(description="Register a thing by URL. It is yours when a site you verified covers it;"
+                         " otherwise it belongs to the creator whose verified site does, or waits unclaimed.")
     async def submit_thing(self, info: Info, input: SubmitThingInput) -> ThingPayload:
         ctx = info.context
 
@@ -48,7 +49,7 @@ class ThingMutations:
 
         return await attempt(work, user_errors_only(ThingPayload))
 
-    @strawberry.mutation(description="Claim an auto-submitted thing on a site you verified; its escrow is released.")
+    @strawberry.mutation(description="Claim a thing covered by a site you verified; its escrow is released to you.")
     async def claim_thing(self, info: Info, input: ClaimThingInput) -> ThingPayload:
         ctx = info.context
 
@@ -56,10 +57,8 @@ class ThingMutations:
             me = ctx.require_account()
             _, pk = from_global(input.thing_id, expect="Thing", field="thingId")
             async with ctx.tx() as conn:
-                await things.claim_thing(conn, tenant_id=ctx.principal.tenant_id, owner_id=me, thing_id=pk)
-            # After commit: the worker moves the escrow (the scheduler would retry it too).
-            if ctx.queue is not None:
-                await ctx.queue.asend(escrow.RELEASE_ACTOR, pk, queue_name="money")
+                # The escrow moves in the same transaction (merci_assign_thing).
+                await things.claim_thing(conn, owner_id=me, thing_id=pk)
             return ThingPayload(thing=await Thing.load(info, pk), user_errors=[])
 
         return await attempt(work, user_errors_only(ThingPayload))

@@ -19,5 +19,5 @@ class ThingQueries:
     async def thing_by_url(self, info: Info, url: str) -> Thing | None:
         normalized = normalize_url(url)  # a bad URL is a clear error, not a null
         async with info.context.tx() as conn:
-            pk = await conn.fetchval("select id from things where url = $1", normalized)
+            pk = await conn.fetchval("select id from things where canon = merci_canon($1)", normalized)
         return None if pk is None else await Thing.load(info, pk)

@@ -21,6 +21,7 @@ from tests.conftest import (
     drop_database,
     fast_and_slow_apis,
     fast_path_count,
+    prove_site,
     sign_up,
     unique,
 )
@@ -32,16 +33,21 @@ TOP_UP = "mutation { topUp(input: {amount: 5000}) { userErrors { code } } }"
 
 
 @pytest.fixture(scope="module")
-def apis(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def fast_db(server_url: str) -> Iterator[str]:
     from merci.db import migrate
 
     dsn = create_database(server_url, "merci_fast")
     asyncio.run(migrate(dsn))
     try:
-        with fast_and_slow_apis(dsn, tmp_path_factory.mktemp("fast")) as urls:
-            yield urls
+        yield dsn
     finally:
         drop_database(server_url, dsn)
+
+
+@pytest.fixture(scope="module")
+def apis(fast_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    with fast_and_slow_apis(fast_db, tmp_path_factory.mktemp("fast")) as urls:
+        yield urls
 
 
 def fast_count(base: str) -> float:
@@ -100,7 +106,7 @@ def cases(thing: str, own: str) -> list[tuple[dict[str, Any], bool, str]]:
     ]
 
 
-def test_the_fast_path_answers_as_strawberry_does(apis: tuple[str, str]) -> None:
+def test_the_fast_path_answers_as_strawberry_does(apis: tuple[str, str], fast_db: str) -> None:
     fast_url, slow_url = apis
     gql = GraphQLClient(fast_url)
     fan, poor, maker = sign_up(gql), sign_up(gql), sign_up(gql)
@@ -108,8 +114,10 @@ def test_the_fast_path_answers_as_strawberry_does(apis: tuple[str, str]) -> None
     submit = GraphQLClient(fast_url, maker["token"])
     thing = submit(SUBMIT, {"input": {"url": f"https://{unique('blog')}.example/", "title": "A blog"}})
     thing = thing["submitThing"]["thing"]["id"]
+    own_url = f"https://{unique('mine')}.example/"
+    prove_site(fast_db, fan["handle"], own_url)
     own = GraphQLClient(fast_url, fan["token"])(
-        SUBMIT, {"input": {"url": f"https://{unique('mine')}.example/", "title": "Mine"}})["submitThing"]["thing"]["id"]
+        SUBMIT, {"input": {"url": own_url, "title": "Mine"}})["submitThing"]["thing"]["id"]
     tokens = {"fan": fan["token"], "poor": poor["token"], "anon": None}
     taken = 0
     for body, planned, who in cases(thing, own):

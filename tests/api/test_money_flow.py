@@ -21,6 +21,7 @@ from tests.conftest import (
     Service,
     create_database,
     drop_database,
+    prove_site,
     service_env,
     sign_up,
     start_api,
@@ -89,6 +90,7 @@ def test_founding_story(env: Env) -> None:
     bloggers = [sign_up(gql) for _ in range(5)]
     things = []
     for b in bloggers:
+        prove_site(env.database_url, b["handle"], f"https://{b['handle']}.example/")
         data = gql.as_(b["token"])(SUBMIT, {"input": {"url": f"https://{b['handle']}.example/post?utm_source=x",
                                                       "title": "A post", "category": "text"}})["submitThing"]
         assert data["userErrors"] == [] and data["thing"]["url"] == f"https://{b['handle']}.example/post"
@@ -139,7 +141,9 @@ def test_bad_input_is_refused_and_changes_nothing(env: Env) -> None:
     fan = gql.as_(fan_user["token"])
     poor = gql.as_(sign_up(gql)["token"])
     fan(TOP_UP, {"amount": 2000})
-    mine = fan(SUBMIT, {"input": {"url": f"https://{unique('own')}.example/", "title": "Mine"}})["submitThing"]
+    own_url = f"https://{unique('own')}.example/"
+    prove_site(env.database_url, fan_user["handle"], own_url)
+    mine = fan(SUBMIT, {"input": {"url": own_url, "title": "Mine"}})["submitThing"]
     before = asyncio.run(counts(env.database_url))
 
     def code(query: str, variables: dict[str, Any], field: str) -> str:
@@ -177,9 +181,13 @@ def test_second_click_in_month_and_subscriptions(env: Env) -> None:
     gql = GraphQLClient(env.url)
     fan = gql.as_(sign_up(gql)["token"])
     fan(TOP_UP, {"amount": 2000})
-    creator = gql.as_(sign_up(gql)["token"])
-    thing = creator(SUBMIT, {"input": {"url": f"https://{unique('s')}.example/", "title": "T"}})["submitThing"]
-    other = creator(SUBMIT, {"input": {"url": f"https://{unique('s')}.example/", "title": "U"}})["submitThing"]
+    maker = sign_up(gql)
+    creator = gql.as_(maker["token"])
+    urls = [f"https://{unique('s')}.example/" for _ in range(2)]
+    for url in urls:
+        prove_site(env.database_url, maker["handle"], url)
+    thing = creator(SUBMIT, {"input": {"url": urls[0], "title": "T"}})["submitThing"]
+    other = creator(SUBMIT, {"input": {"url": urls[1], "title": "U"}})["submitThing"]
     tid, oid = thing["thing"]["id"], other["thing"]["id"]
     # This module's month was force-closed above; the worker refuses the month, so
     # subscriptions are exercised through their state machine and materialization here.

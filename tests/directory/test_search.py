@@ -153,9 +153,10 @@ async def test_popular_and_trending_come_from_recent_clicks(gql: GraphQLClient, 
         fresh = await listed_site(conn, tid, owner, title="Fresh pottery")
         thing = {}
         for site in (quiet, old_hit, fresh):
+            # A page of the site: its owner's by proof, and it counts for the site.
             thing[site] = await conn.fetchval(
-                "insert into things (tenant_id, owner_id, site_id, url, title, claimed_at)"
-                " values ($1, $2, $3, $4, 't', now()) returning id", tid, owner, site, f"https://x{site}.example/p")
+                "insert into things (tenant_id, url, title) select $1, s.url || 'p', 't' from sites s"
+                " where s.id = $2 returning id", tid, site)
         fans = [await person(conn, tid, "fan") for _ in range(5)]
 
         async def clicks(site: int, n: int, days_ago: int) -> None:

@@ -58,6 +58,7 @@ def sites(world: World) -> Iterator[tuple[Sites, dict[str, Any]]]:
     creator = world.supporter(funds=0)
     post1, post2 = (f"https://{unique('blog')}.example/post-{i}" for i in (1, 2))
     for url, title in ((post1, "Post one"), (post2, "Article deux")):
+        world.prove_site(creator, url)
         assert world.gql.as_(creator["token"])(SUBMIT, {"url": url, "title": title})["submitThing"]["userErrors"] == []
 
     def link(**q: str) -> str:

@@ -1,6 +1,7 @@
-"""Owner discovery: a click on a URL nobody registered makes an unclaimed thing; the
-worker reads the page (SSRF-guarded) for `<link rel="payment">` to Merci, or trusts
-the owner a link names when they verified a site for that host."""
+"""Owner discovery: a click on a URL nobody registered makes a thing, at once owned by
+whoever verified a site covering it; otherwise the worker reads the page (SSRF-guarded)
+for `<link rel="payment">` to Merci (which proves that page as a verification link
+proves a site) and `<link rel="canonical">`. The owner a link names is never proof."""
 
 from __future__ import annotations
 
@@ -31,10 +32,15 @@ def served(world: World) -> Iterator[Pages]:
             pass
 
         def do_GET(self) -> None:
-            head = ""
+            head, text = "", "Hi"
+            payment = f"{world.url}/submit?owner={creator_handle.get('h', 'nobody')}"
             if self.path.startswith("/with-link"):
-                head = f'<link rel="payment" href="{world.url}/submit?owner={creator_handle["h"]}">'
-            body = f"<!doctype html><html><head>{head}<title>A page</title></head><body>Hi</body></html>".encode()
+                head = f'<link rel="payment" href="{payment}">'
+            if self.path.startswith("/comment-link"):  # an anchor in the body: anyone's comment
+                text = f'<a rel="payment" href="{payment}">tip me</a>'
+            if self.path.startswith("/moved"):
+                head = '<link rel="canonical" href="/canonical/page">'
+            body = f"<!doctype html><html><head>{head}<title>A page</title></head><body>{text}</body></html>".encode()
             self.send_response(200)
             self.send_header("content-type", "text/html")
             self.send_header("content-length", str(len(body)))
@@ -66,14 +72,16 @@ def discovery(world: World, url: str) -> Any:
     return wait_for(settled, what=f"discovery of {url}")
 
 
+def owner_of(world: World, url: str) -> Any:
+    return world.scalar("select owner_id from things where canon = merci_canon($1)", url)
+
+
 def test_owners_found_by_payment_link_or_verified_site(world: World, served: Pages) -> None:
     pages = served.url
     creator = world.partner()  # a creator of another tenant: the thing moves to it
     served.owner["h"] = creator["handle"]
     verified = world.supporter(funds=0)
-    world.sql("insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at, verification_method)"
-              " select tenant_id, id, 'http://127.0.0.1/', '127.0.0.1', 'tok', now(), 'meta' from accounts"
-              " where id = $1", verified["pk"])
+    world.prove_site(verified, f"{pages}/no-link/", method="meta")  # proves that path only
     fan = world.supporter()
     browser = http(world.url)
     log_in(browser, fan["email"])
@@ -83,15 +91,38 @@ def test_owners_found_by_payment_link_or_verified_site(world: World, served: Pag
     assert (found["status"], found["method"]) == ("found", "payment_link")
     creator_pk = world.scalar("select id from accounts where handle = $1", creator["handle"])
     assert (found["owner_id"], found["tenant_id"]) == (creator_pk, creator["tenant_id"])
+    # The page proved itself: a verified site of the creator now covers it.
+    assert world.scalar("select verified_scope from sites where owner_id = $1", creator_pk) \
+        == f"{pages.removeprefix('http://')}/with-link/post/"
 
+    # Under a verified scope the thing is its owner's from the start: nothing to discover.
     click(world, browser, url=f"{pages}/no-link/post", owner=verified["handle"])
-    by_site = discovery(world, f"{pages}/no-link/post")
-    assert (by_site["status"], by_site["method"], by_site["owner_id"]) == ("found", "verified_site", verified["pk"])
+    assert wait_for(lambda: owner_of(world, f"{pages}/no-link/post"), what="the thing") == verified["pk"]
+    assert world.scalar("select count(*) from thing_discovery d join things t on t.id = d.thing_id"
+                        " where t.url = $1", f"{pages}/no-link/post") == 0
 
-    click(world, browser, url=f"{pages}/no-link/other")  # no hint, no link: stays unclaimed (escrow)
-    nobody = discovery(world, f"{pages}/no-link/other")
+    # The owner a link names is a hint, not a proof: outside their scope it stays unclaimed.
+    click(world, browser, url=f"{pages}/elsewhere/other", owner=verified["handle"])
+    nobody = discovery(world, f"{pages}/elsewhere/other")
     assert (nobody["status"], nobody["owner_id"]) == ("none", None)
+
+    # A payment link in the body (a comment, anyone's) proves nothing.
+    click(world, browser, url=f"{pages}/comment-link/post")
+    comment = discovery(world, f"{pages}/comment-link/post")
+    assert (comment["status"], comment["owner_id"]) == ("none", None)
 
     click(world, browser, url="http://10.255.0.1/private")  # never fetched: the SSRF guard refuses it
     refused = discovery(world, "http://10.255.0.1/private")
     assert refused["status"] == "failed" and refused["error"].startswith("FORBIDDEN_ADDRESS")
+
+
+def test_a_page_canonical_link_names_its_one_url(world: World, served: Pages) -> None:
+    pages = served.url
+    fan = world.supporter()
+    browser = http(world.url)
+    log_in(browser, fan["email"])
+    click(world, browser, url=f"{pages}/moved/page?ref=1")
+    settled = wait_for(lambda: world.sql(
+        "select t.url, d.status from things t join thing_discovery d on d.thing_id = t.id"
+        " where t.url like $1 and d.status <> 'pending'", f"{pages}/%"), what="discovery")
+    assert [tuple(r) for r in settled] == [(f"{pages}/canonical/page", "none")]

@@ -21,6 +21,7 @@ ME_CLICKS = "{ me { clicks { nodes { source thing { url title } } } } }"
 def creator_thing(world: World, title: str = "A post") -> tuple[dict[str, Any], dict[str, Any]]:
     creator = world.supporter(funds=0)
     url = f"https://{unique('blog')}.example/post"
+    world.prove_site(creator, url)
     thing = world.gql.as_(creator["token"])(SUBMIT, {"url": url, "title": title})["submitThing"]["thing"]
     thing["pk"] = int(world.scalar("select id from things where url = $1", url))
     return creator, thing

@@ -89,10 +89,10 @@ async def world(system_pool: asyncpg.Pool) -> dict[str, Any]:
                  for i in range(3)]
         period = await conn.fetchval("select date_trunc('month', now() at time zone 'UTC')::date")
         for i, site in enumerate(sites):
+            # A page of the site: its owner's by proof (migration 0015), and it counts for the site.
             thing = await conn.fetchval(
-                "insert into things (tenant_id, owner_id, site_id, url, title, claimed_at)"
-                " values ($1, $2, $3, $4, $5, now()) returning id",
-                tid, owner, site, f"https://zither{site}.example/post", f"Zither post {i}")
+                "insert into things (tenant_id, url, title) select $1, s.url || 'post', $3 from sites s"
+                " where s.id = $2 returning id", tid, site, f"Zither post {i}")
             await conn.execute("insert into thing_stats (thing_id, period, clicks) values ($1, $2, $3)",
                                thing, period, 10 * (i + 1))
     return {"tenant": slug, "handle": handle, "sites": sites}

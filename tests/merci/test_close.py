@@ -6,10 +6,12 @@ import json
 from datetime import date
 
 import asyncpg
+import pytest
 
 from merci import audit, close, config, escrow, months, split
 from merci.budgets import balance, earnings, monthly_budget
 from merci.db import migrate
+from merci.errors import UserError
 from merci.things import claim_thing
 from tests import factories as f
 from tests.conftest import create_database, drop_database
@@ -134,14 +136,17 @@ async def test_escrow_released_on_claim_and_returned_after_hold(system_pool: asy
         assert await balance(conn, account_id=fan, currency="EUR") == 0
 
         creator = await f.person(conn, tenant, "c")
+        # Proving the site adopts what it covers, escrow included, in the same transaction.
         await conn.execute(
             "insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at)"
             " values ($1, $2, $3, $4, 't', now())", tenant, creator, f"https://{host}", host)
-        async with conn.transaction():
-            await claim_thing(conn, tenant_id=tenant, owner_id=creator, thing_id=kept)
-        assert await escrow.release(conn, thing_id=kept) == 450
-        assert await escrow.release(conn, thing_id=kept) == 0  # idempotent
+        assert await conn.fetchval("select owner_id from things where id = $1", kept) == creator
         assert await earnings(conn, account_id=creator, currency="EUR") == 450
+        assert await escrow.release(conn, thing_id=kept) == 0  # nothing left, and idempotent
+        async with conn.transaction():
+            with pytest.raises(UserError) as err:
+                await claim_thing(conn, owner_id=creator, thing_id=kept)
+        assert err.value.code == "ALREADY_CLAIMED"
 
         assert await escrow.return_due(conn, period=period) == 450  # only the orphan's
         assert await escrow.return_due(conn, period=period) == 0
@@ -159,7 +164,8 @@ async def test_thing_claimed_while_the_month_closes_pays_its_new_owner(system_po
         # The start makes the accounts the month will credit: here, the thing's escrow.
         await close.start(conn, period=period, shards=1, currency="EUR", default_budget=500)
         creator = await f.person(conn, tenant, "c")
-        await conn.execute("update things set owner_id = $1, claimed_at = now() where id = $2", creator, unclaimed)
+        url = await conn.fetchval("select url from things where id = $1", unclaimed)
+        await f.verified_site(conn, creator, url)  # adopts the thing
         # The shard finds the owner it reads now, and makes the account it lacks.
         assert await close.close_inline(conn, period=period, shards=1) == "done"
         assert await earnings(conn, account_id=creator, currency="EUR") == 900

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from merci import audit, close, escrow, subscriptions
+from merci.budgets import earnings
 from merci.config import Settings
 from tests import factories as f
 
@@ -132,9 +133,12 @@ async def scenario(dsn: str, sups: list[Supporter], owned: list[bool], claims: l
         escrowed = {t: sum(r[4] for r in first if r[5] == things[t] and r[1] == "escrow") for t in range(6)}
         for t in range(6):
             if not owned[t] and claims[t]:
-                await conn.execute("update things set owner_id = $1, claimed_at = now() where id = $2",
-                                   creators[t], things[t])
-                assert await escrow.release(conn, thing_id=things[t]) == escrowed[t]
+                # Proving a site that covers it adopts the thing and releases its escrow at once.
+                url = await conn.fetchval("select url from things where id = $1", things[t])
+                before = await earnings(conn, account_id=creators[t], currency="EUR")
+                await f.verified_site(conn, creators[t], url)
+                assert await earnings(conn, account_id=creators[t], currency="EUR") - before == escrowed[t]
+                assert await escrow.release(conn, thing_id=things[t]) == 0
         returned = await escrow.return_due(conn, period=period)
         assert returned == sum(a for t, a in escrowed.items() if not owned[t] and not claims[t])
         assert await audit.audit(conn) == []

@@ -79,7 +79,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "public.search_lexemes": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     "public.site_search": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     "public.site_search_top": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
-    # sites and things: their rules are 0012's (ownership by verified scope).
+    # sites and things: their rules are 0015's (ownership by verified scope).
     "public.sites": {"SELECT": ALL, "INSERT": ("host", "owner_id", "tenant_id", "url", "verification_token"),
                      "UPDATE": ("category", "description", "feed_url", "language", "listed", "listed_at", "tags",
                                 "title", "updated_at", "verification_error", "verification_requested_at"),

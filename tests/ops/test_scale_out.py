@@ -40,6 +40,7 @@ from tests.conftest import (
     drop_database,
     free_port,
     need,
+    prove_site,
     service_env,
     sign_up,
     wait_http,
@@ -157,9 +158,11 @@ def test_two_apis_three_workers_one_scheduler_give_the_single_process_ledger(
         workers = [start(f"worker{i}", "worker", "--threads", "2") for i in range(3)]
         bases = start_apis()
         apis = [GraphQLClient(b) for b in bases]
-        creators = [apis[i % 2].as_(sign_up(apis[i % 2])["token"]) for i in range(2)]
+        makers = [sign_up(apis[i % 2]) for i in range(2)]
+        creators = [apis[i % 2].as_(makers[i]["token"]) for i in range(2)]
         urls = [f"https://scale-{u}.example/post" for u in range(URLS)]
         for u in range(0, URLS, 3):  # some things are claimed by creators, the others stay unclaimed
+            prove_site(dsn, makers[u % 2]["handle"], urls[u])
             out = creators[u % 2](SUBMIT, {"input": {"url": urls[u], "title": f"post {u}"}})["submitThing"]
             assert out["userErrors"] == []
         fans = []

@@ -23,6 +23,7 @@ from tests.conftest import (
     create_database,
     drop_database,
     free_port,
+    prove_site,
     service_env,
     sign_up,
     start_worker,
@@ -71,6 +72,10 @@ class World:
             assert errors == [], errors
         user["pk"] = int(self.scalar("select id from accounts where handle = $1", user["handle"]))
         return user
+
+    def prove_site(self, user: dict[str, Any], url: str, method: str = "well_known") -> int:
+        """A verified site of `user` covering `url` (its host; with `meta`, its path)."""
+        return prove_site(self.dsn, user["handle"], url, method)
 
     def partner(self) -> dict[str, Any]:
         """A partner tenant and its admin (a session token)."""

@@ -62,6 +62,7 @@ def test_consent_flow_links_the_account_and_partner_clicks_reach_me(world: World
     creator = world.sql("select id from accounts where handle = $1", partner["handle"])[0]["id"]
     from merci.ids import to_global
 
+    world.prove_site(partner, f"https://{partner['slug']}.example/")
     things = key(REGISTER, {"things": [{"url": f"https://{partner['slug']}.example/post-{i}", "title": f"Post {i}",
                                         "ownerId": to_global("Creator", creator)} for i in range(2)]})
     things = things["registerThings"]["things"]

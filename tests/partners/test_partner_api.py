@@ -35,6 +35,7 @@ def test_register_things_in_bulk(world: World) -> None:
     key = world.api_key(partner, ["things:write"])
     owner = to_global("Creator", int(world.scalar("select id from accounts where handle = $1", partner["handle"])))
     host = f"{partner['slug']}.example"
+    world.prove_site(partner, f"https://{host}/")
     items = [{"url": f"https://{host}/{i}?utm_source=feed", "title": f"Episode {i}", "category": "audio",
               "tags": ["Podcast", "podcast"], "ownerId": owner} for i in range(300)]
     out = key(REGISTER, {"things": items})["registerThings"]
@@ -172,6 +173,7 @@ def test_analytics_per_thing_per_month(world: World) -> None:
     partner = world.partner()
     key = world.api_key(partner, ["things:write", "analytics:read"])
     owner = to_global("Creator", int(world.scalar("select id from accounts where handle = $1", partner["handle"])))
+    world.prove_site(partner, f"https://{partner['slug']}.example/")
     things = key(REGISTER, {"things": [{"url": f"https://{partner['slug']}.example/{i}", "title": str(i),
                                         "ownerId": owner} for i in range(3)]})["registerThings"]["things"]
     pks = [int(world.scalar("select id from things where url = $1", t["url"])) for t in things]

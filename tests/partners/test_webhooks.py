@@ -132,6 +132,7 @@ def test_signed_retried_deduplicated_and_replayable(world: World, receivers: lis
     receivers.append(receiver)
     endpoint_id = endpoint(world, key, receiver, ["CLICK_ACCEPTED", "MONTH_CLOSED", "PAYOUT_SENT"])
     creator = int(world.scalar("select id from accounts where handle = $1", partner["handle"]))
+    world.prove_site(partner, f"https://{partner['slug']}.example/")
     thing = key(REGISTER, {"things": [{"url": f"https://{partner['slug']}.example/hook", "title": "Hooked",
                                        "ownerId": to_global("Creator", creator)}]})["registerThings"]["things"][0]
 
