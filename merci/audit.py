@@ -71,6 +71,31 @@ CHECKS: dict[str, tuple[str, str]] = {
         "no month close failed its self-check",
         "select period, error from month_closes where status = 'failed' limit 5",
     ),
+    "owned_by_proof": (
+        "every thing belongs to the creator whose verified site covers it (the longest scope), or to nobody",
+        "select t.id, t.owner_id, o.owner_id as scope_owner from things t"
+        "  left join lateral (select s.owner_id from sites s"
+        "                      where s.verified_scope = any(merci_scope_prefixes(t.canon))"
+        "                      order by length(s.verified_scope) desc, s.verified_at, s.id limit 1) o on true"
+        " where t.owner_id is distinct from o.owner_id limit 5",
+    ),
+    "claimed_escrow_released": (
+        "no escrow of a claimed thing holds cents (a claim releases it; the scheduler sweeps what is left)",
+        "select la.thing_id, sum(e.amount) as escrow from ledger_accounts la"
+        "  join things t on t.id = la.thing_id and t.owner_id is not null"
+        "  join entries e on e.ledger_account_id = la.id"
+        " where la.kind = 'escrow' group by la.thing_id having sum(e.amount) > 0 limit 5",
+    ),
+    "no_own_share": (
+        "nobody is paid a month-close share for their own thing",
+        "select j.id as journal_id, e.thing_id, sl.owner_account_id as supporter"
+        "  from journals j"
+        "  join entries se on se.journal_id = j.id"
+        "  join ledger_accounts sl on sl.id = se.ledger_account_id and sl.kind = 'supporter'"
+        "  join entries e on e.journal_id = j.id and e.thing_id is not null and e.amount > 0"
+        "  join ledger_accounts la on la.id = e.ledger_account_id and la.kind = 'creator'"
+        " where j.kind = 'month_close' and la.owner_account_id = sl.owner_account_id limit 5",
+    ),
     "payouts_posted": (
         "every sent payout moved exactly its amount from the creator's earnings to the outside world",
         "select p.id, p.amount, x.paid, x.taken from payouts p left join lateral ("

@@ -282,6 +282,26 @@ async def pending_beyond_earnings(conn: asyncpg.Connection, w: World) -> None:
         " values ($1, $2, 100000, 'EUR', 'dev', 'too-much')", w.tenant, w.creator)
 
 
+async def escrow_left_on_a_claimed_thing(conn: asyncpg.Connection, w: World) -> None:
+    held = await conn.fetchval(
+        "insert into ledger_accounts (kind, tenant_id, currency, thing_id) values ('escrow', $1, 'EUR', $2)"
+        " returning id", w.tenant, w.owned[0])
+    await post_raw(conn, w, "correction", [Line(w.accounts["external"], -100), Line(held, 100)])
+
+
+async def owned_without_proof(conn: asyncpg.Connection, w: World) -> None:
+    await without(conn, "things", "things_ownership")
+    await conn.execute("update things set owner_id = $1 where id = $2", w.fan_b, w.owned[0])
+
+
+async def paid_for_own_thing(conn: asyncpg.Connection, w: World) -> None:
+    own = await conn.fetchval(
+        "insert into ledger_accounts (kind, tenant_id, currency, owner_account_id) values ('creator', $1, 'EUR', $2)"
+        " returning id", w.tenant, w.fan_a)
+    await post_raw(conn, w, "month_close", [Line(w.accounts["a"], -100), Line(own, 100, thing=w.owned[0])],
+                   period=MARCH)
+
+
 @dataclass(frozen=True)
 class Corruption:
     what: str
@@ -323,6 +343,12 @@ CORRUPTIONS: dict[str, list[Corruption]] = {
     "clicks_unique": [Corruption("a second click of a supporter on a thing in a month", duplicate_click)],
     "closes_complete": [Corruption("a finished close missing one of its shards", shard_missing)],
     "no_failed_close": [Corruption("a close that failed its self-check", failed_close)],
+    "owned_by_proof": [Corruption("a thing held by an account without a verified site covering it",
+                                  owned_without_proof)],
+    "claimed_escrow_released": [Corruption("cents left in the escrow of a claimed thing",
+                                           escrow_left_on_a_claimed_thing)],
+    "no_own_share": [Corruption("a month-close share paid to the supporter's own creator account",
+                                paid_for_own_thing)],
     "payouts_posted": [
         Corruption("a sent payout whose journal moved another amount", payout_amount_not_moved),
         Corruption("a sent payout whose journal is no payout of its earnings", payout_journal_elsewhere),
