@@ -200,6 +200,13 @@ async def verify(conn: asyncpg.Connection, *, site_id: int, public_url: str, pol
         return None
     outcome = await check(url=row["url"], token=row["verification_token"], handle=row["handle"],
                           public_url=public_url, policy=policy)
+    await record(conn, site_id=site_id, outcome=outcome, now=now)
+    return outcome
+
+
+async def record(conn: asyncpg.Connection, *, site_id: int, outcome: Outcome, now: datetime | None = None) -> None:
+    """Record a check's outcome (as merci_system). A proof gives the site its verified scope,
+    and the database then gives it what that scope covers (migration 0015)."""
     if outcome.verified:
         await conn.execute(
             "update sites set verified_at = coalesce(verified_at, coalesce($2, now())), verification_method = $3,"
@@ -211,7 +218,6 @@ async def verify(conn: asyncpg.Connection, *, site_id: int, public_url: str, pol
         await conn.execute(
             "update sites set verification_error = $3, verification_checked_at = coalesce($2, now()),"
             " updated_at = now() where id = $1", site_id, now, outcome.error)
-    return outcome
 
 
 # ------------------------------------------------------------------ listings

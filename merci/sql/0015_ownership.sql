@@ -113,13 +113,22 @@ $$;
 -- Escrow of a claimed thing -> its owner's earnings, one journal per escrow account,
 -- keyed by the account's entry count (a retry finds the same key). The one
 -- implementation: claims, adoption, the workers and the scheduler's sweep call it.
+--
+-- Nobody is paid for their own thing, not even after the fact: the owner's own shares
+-- of the months the thing waited unclaimed (their clicks on a page they had not proven
+-- yet) go back to their balance, not to their earnings. The escrow holds what came in
+-- since it was last emptied (by a release or such a refund), less the months already
+-- returned to their supporters; the owner's part of that is what their own close
+-- journals put in.
 create or replace function merci_release_escrow(p_thing bigint) returns bigint
 language plpgsql security definer set search_path = public, pg_temp as $$
 declare
   th record;
   esc record;
   creator bigint;
+  refund_to record;
   jid bigint;
+  own bigint;
   moved bigint := 0;
 begin
   select owner_id, tenant_id into th from things where id = p_thing for update;
@@ -133,6 +142,34 @@ begin
      group by la.id order by la.id
   loop
     continue when esc.balance <= 0;
+    select coalesce(sum(e.amount), 0)::bigint into own
+      from entries e join journals j on j.id = e.journal_id
+     where e.ledger_account_id = esc.id and e.amount > 0 and j.kind = 'month_close'
+       and j.id > coalesce((select max(x.journal_id) from entries x join journals xj on xj.id = x.journal_id
+                             where x.ledger_account_id = esc.id
+                               and (xj.kind = 'escrow_release' or xj.idem_key like 'escrow_own:%')), 0)
+       and not exists (select 1 from escrow_returns r where r.thing_id = p_thing and r.period = j.period)
+       and exists (select 1 from entries se join ledger_accounts sl on sl.id = se.ledger_account_id
+                    where se.journal_id = j.id and se.amount < 0 and sl.kind = 'supporter'
+                      and sl.owner_account_id = th.owner_id);
+    own := least(own, esc.balance);
+    if own > 0 then
+      select id, tenant_id into refund_to from ledger_accounts
+       where kind = 'supporter' and owner_account_id = th.owner_id and currency = esc.currency
+       order by id limit 1;
+      insert into journals (tenant_id, kind, idem_key, memo)
+      values (th.tenant_id, 'escrow_return', 'escrow_own:' || esc.id || ':' || esc.n,
+              'the owner''s own shares of thing ' || p_thing || ' back to their balance')
+      on conflict (idem_key) do nothing
+      returning id into jid;
+      if jid is not null then
+        insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency, journal_tenant_id)
+        values (jid, esc.id, esc.tenant_id, -own, esc.currency, th.tenant_id),
+               (jid, refund_to.id, refund_to.tenant_id, own, esc.currency, th.tenant_id);
+        moved := moved + own;
+      end if;
+    end if;
+    continue when esc.balance - own <= 0;
     insert into ledger_accounts (kind, tenant_id, currency, owner_account_id)
     values ('creator', th.tenant_id, esc.currency, th.owner_id) on conflict do nothing;
     select id into creator from ledger_accounts
@@ -145,9 +182,9 @@ begin
     returning id into jid;
     continue when jid is null;
     insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency, journal_tenant_id)
-    values (jid, esc.id, esc.tenant_id, -esc.balance, esc.currency, th.tenant_id),
-           (jid, creator, th.tenant_id, esc.balance, esc.currency, th.tenant_id);
-    moved := moved + esc.balance;
+    values (jid, esc.id, esc.tenant_id, -(esc.balance - own), esc.currency, th.tenant_id),
+           (jid, creator, th.tenant_id, esc.balance - own, esc.currency, th.tenant_id);
+    moved := moved + esc.balance - own;
   end loop;
   return moved;
 end $$;

@@ -151,6 +151,29 @@ async def test_nobody_is_paid_for_their_own_thing(system_pool: asyncpg.Pool, app
         assert await audit.audit(conn) == []
 
 
+async def test_own_shares_waiting_in_escrow_go_back_to_the_balance(system_pool: asyncpg.Pool) -> None:
+    """Click one's own pages before proving the site, let the month close (the shares wait
+    in escrow), then prove it: the others' shares are earnings, one's own come back."""
+    period = date(2031, 8, 1)
+    site = host()
+    async with system_pool.acquire() as conn:
+        tenant = await f.merci_tenant(conn)
+        sly = await f.supporter(conn, tenant, budget=1000, funds=5000)
+        fan = await f.supporter(conn, tenant, budget=1000, funds=5000)
+        page = await f.thing(conn, tenant, None, f"https://{site}/page")
+        elsewhere = await f.thing(conn, tenant, await f.person(conn, tenant, "c"))
+        await f.click(conn, tenant, sly, page, "2031-08-02T00:00:00Z")
+        await f.click(conn, tenant, sly, elsewhere, "2031-08-03T00:00:00Z")
+        await f.click(conn, tenant, fan, page, "2031-08-04T00:00:00Z")
+        assert await close.close_inline(conn, period=period, shards=1) == "done"
+        assert await balance(conn, account_id=sly, currency="EUR") == 4000
+        await f.verified_site(conn, sly, f"https://{site}/")  # adopts the page and its 4.50 + 9.00
+        assert await earnings(conn, account_id=sly, currency="EUR") == 900  # the fan's share only
+        assert await balance(conn, account_id=sly, currency="EUR") == 4450  # their own 4.50 back
+        assert await escrow.release(conn, thing_id=page) == 0
+        assert await audit.audit(conn) == []
+
+
 async def test_a_claim_across_tenants_says_already_claimed(system_pool: asyncpg.Pool,
                                                           app_pool: asyncpg.Pool) -> None:
     """Item 7: a creator of another tenant claiming a claimed thing got NOT_FOUND."""
