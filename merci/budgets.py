@@ -54,13 +54,25 @@ def check_topup(amount: object) -> int:
 
 
 async def credit_topup(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, charge: Charge) -> bool:
-    """Money in: external → the supporter's balance. Idempotent on the provider's reference."""
-    external = await ledger.account_id(conn, kind="external", tenant_id=tenant_id, currency=charge.amount.currency)
-    mine = await ledger.account_id(conn, kind="supporter", tenant_id=tenant_id, currency=charge.amount.currency,
-                                   owner_account_id=account_id)
-    posted = await ledger.post(
-        conn, tenant_id=tenant_id, kind="topup", idem_key=f"topup:{charge.provider}:{charge.reference}",
-        lines=[(external, Money(-charge.amount.minor, charge.amount.currency)), (mine, charge.amount)],
-        memo=f"top-up via {charge.provider}",
-    )
-    return posted is not None
+    """Money in: external → the supporter's balance. Idempotent on the provider's reference.
+    As merci_system (a provider's confirmation, the demo): the API role posts nothing itself."""
+    posted: bool = await conn.fetchval(
+        "select merci_credit_topup($1, $2, $3, $4, $5, $6)", tenant_id, account_id, charge.amount.minor,
+        charge.amount.currency, charge.provider, charge.reference)
+    return posted
+
+
+async def credit_dev_topup(conn: asyncpg.Connection, *, charge: Charge) -> bool:
+    """The `dev` provider's top-up, from the API (merci_app): for the transaction's own
+    account only, and only where `merci migrate` turned dev money on (development and
+    tests), whatever the application believes its environment is."""
+    if charge.provider != "dev":
+        raise UserError("UNKNOWN_PROVIDER", "this provider credits a balance when it confirms the payment",
+                        "provider")
+    try:
+        async with conn.transaction():
+            posted: bool = await conn.fetchval("select merci_dev_topup($1, $2, $3)", charge.amount.minor,
+                                               charge.amount.currency, charge.reference)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise UserError("PROVIDER_UNAVAILABLE", "the dev payment provider is disabled here", "provider") from exc
+    return posted

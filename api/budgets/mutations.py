@@ -68,7 +68,7 @@ class BudgetMutations:
             charge = await provider.charge(account_id=me, amount=DomainMoney(amount, ctx.settings.currency),
                                            idempotency_key=input.idempotency_key or "")
             async with ctx.tx() as conn:
-                await budgets.credit_topup(conn, tenant_id=ctx.principal.tenant_id, account_id=me, charge=charge)
+                await budgets.credit_dev_topup(conn, charge=charge)
             return BudgetPayload(account=await Account.load(info, me), user_errors=[])
 
         return await attempt(work, user_errors_only(BudgetPayload))

@@ -256,7 +256,10 @@ language plpgsql security definer set search_path = public, pg_temp as $$
 declare
   so record;
 begin
-  new.canon := merci_canon(new.url);
+  -- (A page kept in a second form before this migration keeps its '#id' key until its URL changes.)
+  if tg_op = 'INSERT' or new.url is distinct from old.url or new.canon is distinct from old.canon then
+    new.canon := merci_canon(new.url);
+  end if;
   if tg_op = 'INSERT' then
     perform pg_advisory_xact_lock_shared(7310005, 0);
     select * into so from merci_scope_owner(new.canon);
@@ -371,7 +374,8 @@ $$;
 revoke execute on function merci_partner_precheck(bigint[], bigint[], text[], text[], date, text) from public;
 grant execute on function merci_partner_precheck(bigint[], bigint[], text[], text[], date, text) to merci_app;
 revoke execute on function merci_release_escrow(bigint), merci_assign_thing(bigint), merci_adopt_scope(text),
-  merci_things_under(text), merci_sites_adopt(), merci_things_ownership() from public;
+  merci_things_under(text), merci_sites_adopt(), merci_things_ownership(), merci_scope_owner(text),
+  merci_owns(bigint, text) from public;
 -- Claiming applies the rule and nothing else, so the API may ask for it; releasing and
 -- adopting are the workers' (and the claim's own) business.
 grant execute on function merci_assign_thing(bigint) to merci_app, merci_system;

@@ -321,3 +321,68 @@ def test_the_canonical_key_is_the_databases(database_url: str, raw: str) -> None
             await conn.close()
 
     assert canonical_key(url) == asyncio.run(db_key())
+
+
+async def test_the_migration_puts_the_data_already_here_right(server_url: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database from before 0015: squatted things, pages in two forms, owners without
+    proof, escrow stranded on a claimed thing. Migrating gives each thing to the owner its
+    scopes name (flagging the squatters), keeps both forms' history, and releases the escrow."""
+    from merci import db
+    from tests.conftest import create_database, drop_database
+
+    before = [(v, sql) for v, sql in db.migration_files() if v < "0015"]
+    dsn = create_database(server_url, "merci_before_0015")
+    try:
+        monkeypatch.setattr(db, "migration_files", lambda: before)
+        await db.migrate(dsn)
+        monkeypatch.undo()
+        conn = await asyncpg.connect(dsn)
+        try:
+            tenant = await f.merci_tenant(conn)
+            alice, bob, carol = [await f.person(conn, tenant, n) for n in ("alice", "bob", "carol")]
+
+            async def thing(owner: int | None, url: str) -> int:
+                found: int = await conn.fetchval(
+                    "insert into things (tenant_id, owner_id, url, title, claimed_at)"
+                    " values ($1, $2, $3, 't', case when $2::bigint is null then null else now() end) returning id",
+                    tenant, owner, url)
+                return found
+
+            await conn.execute(
+                "insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at,"
+                " verification_method) values ($1, $2, 'https://alice.example/', 'alice.example', 't', now(), 'meta')",
+                tenant, alice)
+            squatted = await thing(bob, "https://alice.example/next-big-post")  # bob, on alice's site
+            hers = await thing(alice, "https://alice.example/hello")
+            twin = await thing(bob, "http://alice.example/hello")  # the same page, a second thing
+            unproven = await thing(carol, "https://carol.example/x")  # nobody proved carol.example
+            waiting = await thing(None, "https://alice.example/later")
+            # Shares that waited in its escrow (as a close before 0015 left them).
+            from merci import ledger
+            from merci.money import Money
+
+            held = await ledger.account_id(conn, kind="escrow", tenant_id=tenant, currency="EUR", thing_id=waiting)
+            outside = await ledger.account_id(conn, kind="external", tenant_id=tenant, currency="EUR")
+            await ledger.post(conn, tenant_id=tenant, kind="correction", idem_key="held",
+                              lines=[(outside, Money(-900, "EUR")), (held, Money(900, "EUR"))])
+        finally:
+            await conn.close()
+
+        assert (await db.migrate(dsn))[0] == "0015_ownership"
+        conn = await asyncpg.connect(dsn)
+        try:
+            owners = dict(await conn.fetch("select id, owner_id from things where id = any($1::bigint[])",
+                                           [squatted, hers, twin, unproven, waiting]))
+            assert owners == {squatted: alice, hers: alice, twin: alice, unproven: None, waiting: alice}
+            flagged = {(r["account_id"], r["thing_id"]) for r in await conn.fetch(
+                "select account_id, thing_id from account_flags where kind = 'squatted'")}
+            assert flagged == {(bob, squatted), (bob, twin), (carol, unproven)}
+            # The twin keeps its history under a key no lookup makes; the page is the first one.
+            assert await conn.fetchval("select id from things where canon = 'alice.example/hello'") == hers
+            assert await earnings(conn, account_id=alice, currency="EUR") == 900  # the escrow, released
+            assert await audit.audit(conn) == []
+        finally:
+            await conn.close()
+    finally:
+        drop_database(server_url, dsn)

@@ -47,17 +47,18 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "public.auth_tokens_id_seq": {"USAGE": ALL},
     "public.budget_changes": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.budget_changes_id_seq": {"USAGE": ALL},
-    "public.click_rejections": {"SELECT": ALL, "INSERT": ALL, "policies": {"tenant_rows": "ALL"}},
-    "public.clicks": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "policies": {"tenant_rows": "ALL"}},
+    # The ledger and clicks are written by the workers and checked functions only (0016).
+    "public.click_rejections": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
+    "public.clicks": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.clicks_id_seq": {"USAGE": ALL},
     "public.directory_state": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     "public.embed_grants": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "policies": {"tenant_rows": "ALL"}},
-    "public.entries": {"SELECT": ALL, "INSERT": ALL, "policies": {"tenant_rows": "ALL"}},
+    "public.entries": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.entries_id_seq": {"USAGE": ALL},
     "public.escrow_returns": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
-    "public.journals": {"SELECT": ALL, "INSERT": ALL, "policies": {"tenant_rows": "ALL"}},
+    "public.journals": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.journals_id_seq": {"USAGE": ALL},
-    "public.ledger_accounts": {"SELECT": ALL, "INSERT": ALL, "policies": {"tenant_rows": "ALL"}},
+    "public.ledger_accounts": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.ledger_accounts_id_seq": {"USAGE": ALL},
     "public.ledger_balances": {"SELECT": ALL},  # a view: the policies of ledger_accounts and entries
     "public.linked_accounts": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL,
@@ -86,7 +87,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                      "policies": {"own_tenant_insert": "INSERT", "own_tenant_update": "UPDATE",
                                   "read_public": "SELECT"}},
     "public.sites_id_seq": {"USAGE": ALL},
-    "public.subscription_periods": {"SELECT": ALL, "INSERT": ALL, "policies": {"tenant_rows": "ALL"}},
+    "public.subscription_periods": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.subscriptions": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.subscriptions_id_seq": {"USAGE": ALL},
     "public.tenants": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
@@ -222,6 +223,68 @@ async def _refused(pool: asyncpg.Pool, scope: Scope, sql: str, *args: object) ->
 
 
 TENANT_TERMS = "select id, fee_bps, partner_share_bps, is_platform from tenants order by id"
+
+
+async def test_the_api_role_mints_no_money_and_forges_no_click(
+    app_pool: asyncpg.Pool, system_pool: asyncpg.Pool, worlds: tuple[TenantWorld, TenantWorld]
+) -> None:
+    """A balanced journal out of thin air (a top-up for oneself), a click spending another
+    supporter's budget: both were one INSERT away for the API role (0016)."""
+    a, _ = worlds
+    ledger_sums = "select count(*), coalesce(sum(abs(amount)), 0) from entries"
+    async with system_pool.acquire() as conn:
+        before = tuple(await conn.fetchrow(ledger_sums))
+        outside = await conn.fetchval("select id from ledger_accounts where kind = 'external' and tenant_id = $1",
+                                      a.tenant_id)
+        mine = await conn.fetchval("select id from ledger_accounts where kind = 'supporter' and owner_account_id = $1",
+                                   a.supporter_id)
+    scope = Scope(a.tenant_id, a.supporter_id)
+    await _refused(app_pool, scope, "insert into journals (tenant_id, kind, idem_key) values ($1, 'topup', 'mint')",
+                   a.tenant_id)
+    await _refused(app_pool, scope,
+                   "insert into entries (journal_id, ledger_account_id, tenant_id, amount, currency,"
+                   " journal_tenant_id) values (1, $1, $3, -100000, 'EUR', $3), (1, $2, $3, 100000, 'EUR', $3)",
+                   outside, mine, a.tenant_id)
+    await _refused(app_pool, scope, "insert into ledger_accounts (kind, tenant_id, currency) values ('external', $1,"
+                   " 'USD')", a.tenant_id)
+    await _refused(app_pool, scope,
+                   "insert into clicks (tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key)"
+                   " values ($1, $2, $3, date_trunc('month', now())::date, now(), 'forged')",
+                   a.tenant_id, a.creator_id, a.thing_id)
+    await _refused(app_pool, scope, "update clicks set thing_id = thing_id where tenant_id = $1", a.tenant_id)
+    await _refused(app_pool, scope, "select merci_credit_topup($1, $2, 100000, 'EUR', 'dev', 'mint')",
+                   a.tenant_id, a.supporter_id)
+    async with system_pool.acquire() as conn:
+        assert tuple(await conn.fetchrow(ledger_sums)) == before
+
+
+async def test_dev_money_only_where_migrate_turned_it_on(
+    app_pool: asyncpg.Pool, database_url: str, worlds: tuple[TenantWorld, TenantWorld]
+) -> None:
+    """The dev provider's top-up goes through a checked function: for the caller only, and
+    refused by the database in staging or production whatever the API believes."""
+    from merci import budgets
+    from merci.errors import UserError
+    from merci.money import Money
+    from merci.payments import Charge
+
+    a, _ = worlds
+    owner = await asyncpg.connect(database_url)
+    try:
+        async with scoped(app_pool, Scope(a.tenant_id, a.supporter_id)) as conn:
+            assert await budgets.credit_dev_topup(conn, charge=Charge("dev", "ok-1", Money(700, "EUR")))
+            assert await budgets.balance(conn, account_id=a.supporter_id, currency="EUR") == 5700
+        await owner.execute("update merci_settings set value = 'off' where name = 'dev_money'")
+        async with scoped(app_pool, Scope(a.tenant_id, a.supporter_id)) as conn:
+            with pytest.raises(UserError) as err:
+                await budgets.credit_dev_topup(conn, charge=Charge("dev", "ok-2", Money(700, "EUR")))
+            assert err.value.code == "PROVIDER_UNAVAILABLE"
+            assert await budgets.balance(conn, account_id=a.supporter_id, currency="EUR") == 5700
+    finally:
+        await owner.execute("update merci_settings set value = 'on' where name = 'dev_money'")
+        await owner.close()
+    # Nor for someone else, by naming another tenant than the account's.
+    await _refused(app_pool, Scope(a.tenant_id + 10**6, a.supporter_id), "select merci_dev_topup(700, 'EUR', 'x')")
 
 
 async def test_a_tenant_cannot_set_fees_shares_or_platform(

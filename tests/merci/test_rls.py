@@ -61,8 +61,9 @@ async def test_tenant_a_cannot_read_or_write_b(
     async with scoped(app_pool, Scope(a.tenant_id, a.supporter_id)) as conn:
         assert await conn.fetchval(f"select count(*) from {table} where tenant_id = $1", b.tenant_id) == 0
         assert await conn.fetchval(f"select count(*) from {table} where tenant_id = $1", a.tenant_id) > 0
-        # No UPDATE grant at all on the ledger, nor on account_private (admin flags: 0014).
-        if table not in ("journals", "entries", "ledger_accounts", "account_private"):
+        # No UPDATE grant at all on the ledger, on account_private (admin flags: 0014), nor on
+        # clicks (only the ingestion worker writes them: 0016).
+        if table not in ("journals", "entries", "ledger_accounts", "account_private", "clicks"):
             status = await conn.execute(f"update {table} set tenant_id = tenant_id where tenant_id = $1",
                                         b.tenant_id)
             assert status == "UPDATE 0"
