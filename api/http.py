@@ -26,7 +26,7 @@ from graph.context import Context
 from graph.fastpath import FastPath, FastQuery, encode_json, read_body, replay_body
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
-from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher
+from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher, sign_batch
 from merci.config import Settings
 from merci.db import Scope as DbScope
 from merci.db import create_pool, scoped
@@ -204,7 +204,7 @@ def create_app(
     tenant_ids = TenantIds()  # slugs found, shared by authentication and the resolvers
 
     async def send_clicks(batch: list[list[Any]]) -> None:
-        await queue.asend(INGEST_ACTOR, batch, queue_name=CLICK_QUEUE)
+        await queue.asend(INGEST_ACTOR, batch, sign_batch(batch, settings.secret_key), queue_name=CLICK_QUEUE)
         metrics.CLICKS_ACCEPTED.inc(len(batch))  # in the broker: accepted
 
     @asynccontextmanager

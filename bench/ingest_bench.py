@@ -19,7 +19,8 @@ from datetime import UTC, date, datetime
 import asyncpg
 
 from bench.common import Timer, fresh_database, report, server
-from merci.config import Settings
+from merci.clicks import sign_batch
+from merci.config import Settings, load
 from merci.queue import Queue, make_broker
 from merci.synthetic import seed_month
 
@@ -85,8 +86,9 @@ def main() -> None:
             time.sleep(3)  # workers booted and polling
             queue = Queue(make_broker("", Settings(database_url=dsn).derived().app_database_url))
             with Timer() as t:
+                secret = load(database_url=dsn).secret_key  # the workers' (from the environment)
                 for b in batches:
-                    queue.send("clicks.ingest", b, queue_name="clicks")
+                    queue.send("clicks.ingest", b, sign_batch(b, secret), queue_name="clicks")
                 while asyncio.run(count(dsn)) < total:
                     time.sleep(0.05)
             queue.close()

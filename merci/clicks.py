@@ -8,12 +8,15 @@ A click belongs to the month in which it was accepted. Ingestion is idempotent o
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+import orjson
 import structlog
 
 from merci.budgets import MIN_BUDGET
@@ -37,6 +40,19 @@ def period_of(at: datetime) -> date:
 
 def month_key(period: date) -> int:
     return period.year * 100 + period.month
+
+
+def sign_batch(batch: list[list[Any]], secret: str) -> str:
+    """The API's signature on a batch of accepted clicks. The API role may enqueue
+    clicks.ingest (migration 0014), so one SQL injection could queue a click spending any
+    supporter's budget; without MERCI_SECRET_KEY it cannot sign one, and the worker
+    ingests only signed batches."""
+    body = orjson.dumps(batch)
+    return hmac.new(secret.encode(), b"merci.clicks:" + body, hashlib.sha256).hexdigest()
+
+
+def signed(batch: list[list[Any]], signature: str | None, secret: str) -> bool:
+    return signature is not None and hmac.compare_digest(signature, sign_batch(batch, secret))
 
 
 def check_key(key: str) -> str:

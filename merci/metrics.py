@@ -66,6 +66,8 @@ GRAPHQL_ERRORS = Counter("merci_graphql_errors", "Errors in GraphQL responses, b
 USER_ERRORS = Counter("merci_user_errors", "userErrors returned by mutations, by mutation and code.",
                       ["mutation", "code"])
 CLICKS_ACCEPTED = Counter("merci_clicks_accepted", "Clicks accepted by the API: answered PENDING once durably queued.")
+CLICKS_FORGED = Counter("merci_clicks_forged", "Clicks a worker dropped: their batch was not signed by the API "
+                        "(MERCI_SECRET_KEY differs between API and workers, or someone else queued them).")
 
 # Operation names come from clients: past this many distinct ones, the rest count as "other".
 MAX_OPERATION_NAMES = int(os.environ.get("MERCI_METRICS_MAX_OPERATIONS", "200"))

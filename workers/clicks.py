@@ -6,15 +6,26 @@ from typing import Any
 
 import asyncpg
 import dramatiq
+import structlog
 
-from merci import clicks, subscriptions
+from merci import clicks, metrics, subscriptions
 from merci.close import parse_period
 from workers.runtime import run
+
+log = structlog.get_logger("merci.workers.clicks")
 
 
 @dramatiq.actor(actor_name=clicks.INGEST_ACTOR, queue_name=clicks.CLICK_QUEUE, max_retries=50,
                 min_backoff=200, max_backoff=30_000)
-def ingest(batch: list[list[Any]]) -> None:
+def ingest(batch: list[list[Any]], signature: str | None = None) -> None:
+    from workers import settings
+
+    if not clicks.signed(batch, signature, settings.secret_key):
+        # Not from the API (whose role may enqueue this actor): dropped, never retried.
+        log.error("unsigned or forged click batch dropped", clicks=len(batch))
+        metrics.CLICKS_FORGED.inc(len(batch))
+        return
+
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:
             await clicks.ingest(conn, batch)

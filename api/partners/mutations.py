@@ -24,7 +24,7 @@ from api.things.types import Thing
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import metrics, oauth, partners, webhooks
-from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, Accepted, period_of
+from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, Accepted, period_of, sign_batch
 from merci.errors import UserError
 from merci.fetch import policy_from_env
 from merci.ids import from_global
@@ -226,7 +226,8 @@ class PartnerMutations:
                 if ctx.queue is None:
                     raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
                 try:  # one message for the whole call: accepted means in the broker
-                    await ctx.queue.asend(INGEST_ACTOR, [a.message() for a in batch.values()],
+                    messages = [a.message() for a in batch.values()]
+                    await ctx.queue.asend(INGEST_ACTOR, messages, sign_batch(messages, ctx.settings.secret_key),
                                           queue_name=CLICK_QUEUE)
                 except Exception as exc:  # broker down: nothing accepted; the same call may be retried
                     raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc

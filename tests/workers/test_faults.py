@@ -15,6 +15,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from merci.clicks import sign_batch
+from merci.config import load
 from merci.db import migrate
 from merci.queue import Queue, make_broker
 from merci.synthetic import seed_month
@@ -80,8 +82,9 @@ def test_worker_killed_during_ingestion_loses_and_doubles_nothing(fresh_db, tmp_
             expected.add((info["first_supporter"] + s, thing))
             batch.append([info["first_supporter"] + s, 1, thing, None, f"k{k}", "2025-01-15T12:00:00+00:00", "click"])
         batches.append(batch)
+    secret = load(database_url=dsn).secret_key  # what the workers read from the environment
     for batch in batches + batches[:50]:  # the first 50 batches are delivered twice
-        queue.send("clicks.ingest", batch, queue_name="clicks")
+        queue.send("clicks.ingest", batch, sign_batch(batch, secret), queue_name="clicks")
     queue.close()
 
     worker = start_worker(dsn, tmp_path / "w1.log", threads=2, **FAST)
@@ -101,6 +104,32 @@ def test_worker_killed_during_ingestion_loses_and_doubles_nothing(fresh_db, tmp_
     assert {(r[0], r[1]) for r in rows} == expected
     assert system_scalar(dsn, "select sum(clicks) from thing_stats") == len(expected)
     assert system_scalar(dsn, "select count(*) from click_rejections") == 0  # redelivery is not a refusal
+
+
+def test_a_click_batch_the_api_did_not_sign_is_dropped(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The API role may queue clicks.ingest: a batch queued without the API's signature
+    (by an injected statement, say) spends nobody's budget and is not retried."""
+    dsn = fresh_db()
+    info = asyncio.run(seed(dsn, supporters=3, things=11, clicks_per_supporter=0))
+    first, thing = info["first_supporter"], info["first_thing"]
+
+    def batch(supporter: int) -> list[list[object]]:
+        return [[supporter, 1, thing, None, "k", "2025-01-15T12:00:00+00:00", "click"]]
+
+    secret = load(database_url=dsn).secret_key
+    queue = Queue(make_broker("", dsn))
+    queue.send("clicks.ingest", batch(first), queue_name="clicks")  # unsigned
+    queue.send("clicks.ingest", batch(first + 1), sign_batch(batch(first + 1), "not the key"), queue_name="clicks")
+    queue.send("clicks.ingest", batch(first + 2), sign_batch(batch(first + 2), secret), queue_name="clicks")
+    queue.close()
+    worker = start_worker(dsn, tmp_path / "w.log", threads=1, **FAST)
+    try:
+        wait_until(lambda: system_scalar(dsn, "select count(*) from dramatiq.queue where queue_name = 'clicks'"
+                                         " and state in ('queued', 'consumed')") == 0, 60, "the batches handled")
+    finally:
+        worker.stop()
+    assert [r[0] for r in system_fetch(dsn, "select supporter_id from clicks")] == [first + 2]
+    assert "unsigned or forged click batch dropped" in (tmp_path / "w.log").read_text(errors="replace")
 
 
 def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
