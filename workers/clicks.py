@@ -8,7 +8,7 @@ import asyncpg
 import dramatiq
 import structlog
 
-from merci import clicks, metrics, subscriptions
+from merci import clicks, subscriptions
 from merci.close import parse_period
 from workers.runtime import run
 
@@ -23,6 +23,9 @@ def ingest(batch: list[list[Any]], signature: str | None = None) -> None:
     if not clicks.signed(batch, signature, settings.secret_key):
         # Not from the API (whose role may enqueue this actor): dropped, never retried.
         log.error("unsigned or forged click batch dropped", clicks=len(batch))
+        # (prometheus_client only once the worker process has booted: see worker_metrics)
+        from merci import metrics
+
         metrics.CLICKS_FORGED.inc(len(batch))
         return
 
