@@ -13,11 +13,13 @@ import strawberry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
+from api import graphiql
 from api.accounts.mutations import SESSION_COOKIE
 from api.clicks.mutations import FAST_MUTATIONS
 from api.embeds.routes import routes as embed_routes
@@ -134,6 +136,9 @@ class _Refused(Exception):
 class MerciGraphQL(GraphQL[Context, None]):
     def encode_json(self, data: object) -> bytes:
         return encode_json(data)  # UTF-8, as graph.fastpath writes it
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(graphiql.page())  # its assets from Merci itself, not a CDN
 
     async def get_context(self, request: Request, response: Response | None = None) -> Context:  # type: ignore[override]
         state = request.app.state
@@ -254,6 +259,9 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", MetricsEndpoint().serve),
             endpoint,
+            # GraphiQL's own files (the IDE is off in production, and so are they).
+            *([] if settings.production else
+              [Mount(graphiql.PATH, app=StaticFiles(directory=graphiql.directory()), name="graphiql")]),
             *embed_routes(),
             *(routes or []),
         ],
