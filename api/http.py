@@ -1,4 +1,6 @@
-"""The HTTP face: Starlette app serving GraphQL, health probes and (later) embeds."""
+"""The HTTP shell every face shares: GraphQL at /graphql with authentication and request
+limits, health probes and metrics. Each face brings its own pages (`routes`): the api its
+embeds, the directory its /directory page (merci.faces decides which)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from strawberry.asgi import GraphQL
 from api import graphiql
 from api.accounts.mutations import SESSION_COOKIE
 from api.clicks.mutations import FAST_MUTATIONS
-from api.embeds.routes import routes as embed_routes
 from api.observability import MetricsEndpoint, Observe, request_header
 from graph.context import Context
 from graph.fastpath import FastPath, FastQuery, encode_json, read_body, replay_body
@@ -189,6 +190,10 @@ async def _refuse_nul(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# Probes and scrapes: the cluster's own (kubelet, Prometheus), never behind the Ingress.
+INTERNAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -262,7 +267,6 @@ def create_app(
             # GraphiQL's own files (the IDE is off in production, and so are they).
             *([] if settings.production else
               [Mount(graphiql.PATH, app=StaticFiles(directory=graphiql.directory()), name="graphiql")]),
-            *embed_routes(),
             *(routes or []),
         ],
         lifespan=lifespan,

@@ -7,11 +7,13 @@ from typing import Any, Literal
 
 import strawberry
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 from strawberry.annotation import StrawberryAnnotation
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types.union import StrawberryUnion
 
+import api.embeds.routes
 import api.schema
 import directory.page
 import directory.queries
@@ -89,8 +91,21 @@ def subgraph_sdl(face: Face) -> str:
     return build_schema(face).as_str()
 
 
+def pages(face: Face) -> list[BaseRoute]:
+    """What a face serves besides the shell's /graphql, probes and metrics: the api its
+    embeds (button, login, submit, badges, oEmbed, OAuth), the directory its /directory
+    page; `all` both. The ingress (k8s/base/ingress.yaml) sends each path to the face
+    that serves it, and tests/k8s checks it against these."""
+    routes: list[BaseRoute] = []
+    if face != "directory":
+        routes += api.embeds.routes.routes()
+    if face != "api":
+        routes += directory.page.routes()
+    return routes
+
+
 def app(settings: Settings, face: Face = "all", **kwargs: object) -> Starlette:
-    if face != "api":  # the directory's server-rendered page and planned search come with its subgraph
-        kwargs["routes"] = [*kwargs.get("routes", []), *directory.page.routes()]  # type: ignore[misc]
+    if face != "api":  # the directory's planned search comes with its subgraph
         kwargs["fast_queries"] = directory.queries.FAST_QUERIES
+    kwargs["routes"] = [*pages(face), *kwargs.get("routes", [])]  # type: ignore[misc]
     return create_app(settings, build_schema(face), **kwargs)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The embeds' HTTP routes (mounted by api.http.create_app)."""
+"""The embeds' HTTP routes: the api face's pages (merci.faces.pages mounts them)."""
 
 from __future__ import annotations
 
