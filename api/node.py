@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from api.accounts.loaders import account_by_id
 from api.accounts.types import Account, Creator
-from api.subscriptions.types import Subscription
+from api.subscriptions.types import GLOBAL_ID_TYPE, ThingSubscription
 from api.tenants.types import ApiKey, Tenant
 from api.things.types import Thing
 from graph.context import Info
@@ -21,4 +21,4 @@ register("Account", Account.load)
 register("Tenant", Tenant.load)
 register("ApiKey", ApiKey.load)
 register("Thing", Thing.load)
-register("Subscription", Subscription.load)
+register(GLOBAL_ID_TYPE, ThingSubscription.load)

@@ -18,7 +18,7 @@ from api.partners.types import LinkedAccount, OAuthClient, WebhookDelivery, Webh
 from api.payouts.mutations import PayoutMutations, PayoutQueries
 from api.sites.types import ApiSite
 from api.subscriptions.mutations import SubscriptionMutations
-from api.subscriptions.types import Subscription
+from api.subscriptions.types import ThingSubscription
 from api.tenants.mutations import TenantMutations
 from api.tenants.queries import TenantQueries
 from api.tenants.types import ApiKey, Tenant
@@ -32,7 +32,7 @@ QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, Thing
                              NodeQueries)
 MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations, BudgetMutations, ThingMutations, ClickMutations,
                                SubscriptionMutations, PartnerMutations, PayoutMutations)
-TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, Subscription, Click, ApiSite, WebhookEndpoint,
+TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, ThingSubscription, Click, ApiSite, WebhookEndpoint,
                            WebhookDelivery, OAuthClient, LinkedAccount)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from merci.faces import public_sdl, subgraph_sdl
+from graphql import GraphQLField, GraphQLObjectType, GraphQLSchema, GraphQLString
+
+from merci.faces import build_schema, public_sdl, subgraph_sdl
 from tests.conftest import ROOT
 
 
@@ -30,3 +32,27 @@ def test_subgraphs_are_federation_2() -> None:
         sdl = subgraph_sdl(face)  # type: ignore[arg-type]
         assert "specs.apollo.dev/federation/v2.11" in sdl
         assert "@key" in sdl
+
+
+ROOT_NAMES = {"query": "Query", "mutation": "Mutation", "subscription": "Subscription"}
+
+
+def root_name_problems(schema: GraphQLSchema) -> list[str]:
+    """Object types named after a root operation type without being that root: composition
+    takes them as the root (a data type `Subscription` became the supergraph's
+    subscription root and broke every gateway's answers for it)."""
+    roots = {"query": schema.query_type, "mutation": schema.mutation_type, "subscription": schema.subscription_type}
+    return [f"{name} is not the {operation} root" for operation, name in ROOT_NAMES.items()
+            if name in schema.type_map and schema.type_map[name] is not roots[operation]]
+
+
+def test_no_type_is_named_after_a_root_operation_type() -> None:
+    for face in ("all", "api", "directory"):
+        schema = build_schema(face)._schema  # type: ignore[arg-type]
+        assert root_name_problems(schema) == [], face
+        assert schema.subscription_type is None, face  # Merci serves no GraphQL subscriptions
+    # The check sees such a type (positive control).
+    field = {"id": GraphQLField(GraphQLString)}
+    named_like_a_root = GraphQLSchema(query=GraphQLObjectType("Query", field),
+                                      types=[GraphQLObjectType("Subscription", field)])
+    assert root_name_problems(named_like_a_root) == ["Subscription is not the subscription root"]

@@ -9,7 +9,7 @@ from api.accounts.loaders import account_by_id
 from api.clicks.types import Click, ClickReceipt, ClickStatus
 from api.months.types import Month, MonthlyEarning, MonthStatus, Share
 from api.payouts.types import Payout
-from api.subscriptions.types import SUB_COLUMNS, Subscription
+from api.subscriptions.types import SUB_COLUMNS, ThingSubscription
 from api.tenants.types import Tenant
 from api.things.types import Thing
 from graph.context import Info
@@ -161,9 +161,9 @@ class Account(Node):
 
     @strawberry.field(description="The supporter's subscriptions, newest first.")
     async def subscriptions(self, info: Info, first: int | None = None,
-                            after: str | None = None) -> Connection[Subscription]:
+                            after: str | None = None) -> Connection[ThingSubscription]:
         return await _newest_first(info, f"select {SUB_COLUMNS} from subscriptions where supporter_id = $1", self.pk,
-                                   first, after, lambda r: Subscription.from_row(dict(r)))
+                                   first, after, lambda r: ThingSubscription.from_row(dict(r)))
 
     @staticmethod
     async def load(info: Info, pk: int) -> Account | None:

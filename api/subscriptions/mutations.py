@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import strawberry
 
-from api.subscriptions.types import Subscription
+from api.subscriptions.types import GLOBAL_ID_TYPE, ThingSubscription
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import subscriptions
@@ -19,39 +19,39 @@ class SubscribeInput:
 
 
 @strawberry.input
-class SubscriptionIdInput:
+class ThingSubscriptionIdInput:
     id: strawberry.ID
 
 
 @strawberry.type
-class SubscriptionPayload:
-    subscription: Subscription | None
+class ThingSubscriptionPayload:
+    subscription: ThingSubscription | None
     user_errors: list[UserErrorType]
 
 
-async def _transition(info: Info, input: SubscriptionIdInput, action: str) -> SubscriptionPayload:
+async def _transition(info: Info, input: ThingSubscriptionIdInput, action: str) -> ThingSubscriptionPayload:
     ctx = info.context
 
-    async def work() -> SubscriptionPayload:
+    async def work() -> ThingSubscriptionPayload:
         me = ctx.require_account()
-        _, pk = from_global(input.id, expect="Subscription")
+        _, pk = from_global(input.id, expect=GLOBAL_ID_TYPE)
         async with ctx.tx() as conn:
             await subscriptions.transition(conn, supporter_id=me, subscription_id=pk, action=action)
         if action == "resume" and ctx.queue is not None:
             await ctx.queue.asend(subscriptions.MATERIALIZE_ACTOR, f"{period_of(datetime.now(UTC)):%Y-%m}", pk,
                                   queue_name=CLICK_QUEUE)
-        return SubscriptionPayload(subscription=await Subscription.load(info, pk), user_errors=[])
+        return ThingSubscriptionPayload(subscription=await ThingSubscription.load(info, pk), user_errors=[])
 
-    return await attempt(work, user_errors_only(SubscriptionPayload))
+    return await attempt(work, user_errors_only(ThingSubscriptionPayload))
 
 
 @strawberry.type
 class SubscriptionMutations:
     @strawberry.mutation(description="Click a thing every month for 1, 3, 6 or 12 months, starting now.")
-    async def subscribe(self, info: Info, input: SubscribeInput) -> SubscriptionPayload:
+    async def subscribe(self, info: Info, input: SubscribeInput) -> ThingSubscriptionPayload:
         ctx = info.context
 
-        async def work() -> SubscriptionPayload:
+        async def work() -> ThingSubscriptionPayload:
             me = ctx.require_account()
             _, thing = from_global(input.thing_id, expect="Thing", field="thingId")
             period = period_of(datetime.now(UTC))
@@ -60,18 +60,18 @@ class SubscriptionMutations:
                                                    thing_id=thing, months=input.months, period=period)
             if ctx.queue is not None:  # after commit; the scheduler catches up if this is lost
                 await ctx.queue.asend(subscriptions.MATERIALIZE_ACTOR, f"{period:%Y-%m}", pk, queue_name=CLICK_QUEUE)
-            return SubscriptionPayload(subscription=await Subscription.load(info, pk), user_errors=[])
+            return ThingSubscriptionPayload(subscription=await ThingSubscription.load(info, pk), user_errors=[])
 
-        return await attempt(work, user_errors_only(SubscriptionPayload))
+        return await attempt(work, user_errors_only(ThingSubscriptionPayload))
 
     @strawberry.mutation(description="Pause: paused months are not counted.")
-    async def pause_subscription(self, info: Info, input: SubscriptionIdInput) -> SubscriptionPayload:
+    async def pause_subscription(self, info: Info, input: ThingSubscriptionIdInput) -> ThingSubscriptionPayload:
         return await _transition(info, input, "pause")
 
     @strawberry.mutation(description="Resume a paused subscription.")
-    async def resume_subscription(self, info: Info, input: SubscriptionIdInput) -> SubscriptionPayload:
+    async def resume_subscription(self, info: Info, input: ThingSubscriptionIdInput) -> ThingSubscriptionPayload:
         return await _transition(info, input, "resume")
 
     @strawberry.mutation(description="Cancel: no further months are counted.")
-    async def cancel_subscription(self, info: Info, input: SubscriptionIdInput) -> SubscriptionPayload:
+    async def cancel_subscription(self, info: Info, input: ThingSubscriptionIdInput) -> ThingSubscriptionPayload:
         return await _transition(info, input, "cancel")

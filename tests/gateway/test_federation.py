@@ -5,6 +5,7 @@ identity forwarded to each, and composition that fails on a drifted supergraph."
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -171,10 +172,28 @@ def test_supergraph_is_composed_from_the_code(tmp_path: Path) -> None:
     composed = subprocess.run(["node", "compose.mjs", "--check"], cwd=GATEWAY, capture_output=True, text=True)
     assert composed.returncode == 0, composed.stdout + composed.stderr
     # A drifted supergraph fails the check.
-    copy = tmp_path / "gateway"
-    shutil.copytree(GATEWAY, copy, ignore=shutil.ignore_patterns("node_modules"))
-    (copy / "node_modules").symlink_to(GATEWAY / "node_modules")
+    copy = gateway_copy(tmp_path)
     drifted = (copy / "supergraph.graphql").read_text().replace("clicksThisMonth", "clicksThisWeek")
     (copy / "supergraph.graphql").write_text(drifted)
     stale = subprocess.run(["node", "compose.mjs", "--check"], cwd=copy, capture_output=True, text=True)
     assert stale.returncode == 1 and "drifted" in stale.stderr
+
+
+def gateway_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "gateway"
+    shutil.copytree(GATEWAY, copy, ignore=shutil.ignore_patterns("node_modules"))
+    (copy / "node_modules").symlink_to(GATEWAY / "node_modules")
+    return copy
+
+
+def test_composition_refuses_a_type_named_after_a_root_operation_type(tmp_path: Path) -> None:
+    """Composition takes an object type named Subscription (or Query, Mutation) as that
+    root whatever the subgraph's `schema {}` says; the gateways then broke every field
+    returning the supporter's subscriptions. compose.mjs refuses the name."""
+    node_ready()
+    copy = gateway_copy(tmp_path)
+    api = copy / "subgraphs" / "api.graphql"
+    api.write_text(re.sub(r"\bThingSubscription\b", "Subscription", api.read_text()))
+    refused = subprocess.run(["node", "compose.mjs", "--check"], cwd=copy, capture_output=True, text=True)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "subgraph api: object type `Subscription` is named after the subscription root" in refused.stderr
