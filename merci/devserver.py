@@ -42,6 +42,7 @@ class DevRuntime:
                 print(f"embedded PostgreSQL in {embedded.pgdata}", flush=True)
             if sys.stderr.isatty():
                 env.setdefault("MERCI_LOG_FORMAT", "console")  # a person reads these, not a collector
+            env.update(self.local_env(env))
             os.environ.update(env)
             settings = config.load()
             self._prepare(settings)
@@ -54,7 +55,9 @@ class DevRuntime:
                 subprocess.Popen([py, "-m", "merci.cli", "scheduler"], env=env),
             ]
             print(f"\nMerci is running:\n  GraphQL + GraphiQL  http://127.0.0.1:{self.port}/graphql\n"
+                  f"  directory           http://127.0.0.1:{self.port}/directory\n"
                   f"  health              http://127.0.0.1:{self.port}/healthz\n"
+                  f"  worker metrics      http://127.0.0.1:{env['dramatiq_prom_port']}/metrics\n"
                   f"  demo logins         dave@merci.test / merci-demo-password (supporter),\n"
                   f"                      admin@merci.test / merci-demo-password (platform admin)\n"
                   f"Stop with Ctrl-C.\n", flush=True)
@@ -68,6 +71,19 @@ class DevRuntime:
             self._stop_children()
             if embedded is not None:
                 embedded.stop()
+
+    def local_env(self, env: dict[str, str]) -> dict[str, str]:
+        """What one machine's run needs, unless the environment says otherwise: links and
+        buttons name this run's port (MERCI_PUBLIC_URL); sites served on this machine can be
+        verified (MERCI_FETCH_ALLOW_LOOPBACK: the SSRF guard refuses loopback addresses
+        elsewhere); the workers' metrics take the next port and a folder of this run's own,
+        so two runs on one machine do not collide."""
+        return {
+            "MERCI_PUBLIC_URL": env.get("MERCI_PUBLIC_URL") or f"http://127.0.0.1:{self.port}",
+            "MERCI_FETCH_ALLOW_LOOPBACK": env.get("MERCI_FETCH_ALLOW_LOOPBACK", "1"),
+            "dramatiq_prom_port": env.get("dramatiq_prom_port") or str(self.port + 1),
+            "dramatiq_prom_db": env.get("dramatiq_prom_db") or str((self.data_dir / "prometheus").resolve()),
+        }
 
     def _prepare(self, settings: config.Settings) -> None:
         from merci.cli import _seed

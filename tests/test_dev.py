@@ -17,9 +17,10 @@ import pytest
 from tests.conftest import ROOT, free_port
 
 
-def start_dev(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
-    env["MERCI_WORKER_METRICS"] = "0"
+def start_dev(data_dir: Path, port: int, log: Path, *, worker_metrics: bool = False) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "BROKER_URL", "MERCI_PUBLIC_URL", "dramatiq_prom_port", "dramatiq_prom_db")}
+    env["MERCI_WORKER_METRICS"] = "1" if worker_metrics else "0"
     return subprocess.Popen([sys.executable, "-m", "merci.cli", "dev", "--port", str(port), "--data-dir",
                              str(data_dir)], env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
@@ -92,3 +93,50 @@ def test_dev_runs_restarts_without_reseeding_and_stops_clean(tmp_path: Path) -> 
             proc.kill()
     log = (tmp_path / "dev2.log").read_text()
     assert "demo data already present" in log and "database is up to date" in log
+
+
+def _port_pair() -> int:
+    """A free port whose next one is free too (the run's workers' metrics)."""
+    import socket
+
+    while True:
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+def test_two_runs_on_one_machine_each_name_their_own_port(tmp_path: Path) -> None:
+    """Links, buttons and verification proofs name the run's own port, and two runs side by
+    side do not collide (each run's workers' metrics on its port + 1)."""
+    runs = []
+    try:
+        for name in ("one", "two"):
+            port = _port_pair()
+            log = tmp_path / f"{name}.log"
+            proc = start_dev(tmp_path / name, port, log, worker_metrics=True)
+            runs.append((proc, port, log))
+        for proc, port, log in runs:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(proc, base + "/healthz", log)
+            data = httpx.post(base + "/graphql", json={"query": "{ sites(first: 1) { nodes { buttonUrl } } }"}).json()
+            assert data["data"]["sites"]["nodes"][0]["buttonUrl"].startswith(base + "/"), data
+            oembed = httpx.get(base + "/oembed", params={"url": "https://alice.example/posts/hello-world",
+                                                         "format": "json"})
+            assert oembed.status_code == 200 and base + "/" in oembed.text, oembed.text
+        for proc, port, log in runs:
+            metrics = httpx.get(f"http://127.0.0.1:{port + 1}/metrics", timeout=10)
+            assert metrics.status_code == 200 and "merci_" in metrics.text
+            assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        for proc, _, _ in runs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _, _ in runs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
