@@ -127,7 +127,7 @@ def test_two_runs_on_one_machine_each_name_their_own_port(tmp_path: Path) -> Non
             oembed = httpx.get(base + "/oembed", params={"url": "https://alice.example/posts/hello-world",
                                                          "format": "json"})
             assert oembed.status_code == 200 and base + "/" in oembed.text, oembed.text
-        for proc, port, log in runs:
+        for _proc, port, log in runs:
             metrics = httpx.get(f"http://127.0.0.1:{port + 1}/metrics", timeout=10)
             assert metrics.status_code == 200 and "merci_" in metrics.text
             assert "Traceback" not in log.read_text(), log.read_text()
