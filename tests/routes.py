@@ -24,6 +24,10 @@ class Served:
     template: str  # as the app declares it: /badge/thing/{id}.svg
     path: str  # a concrete path it answers: /badge/thing/1.svg
     methods: frozenset[str]
+    pattern: str  # the paths it answers, as a regular expression
+
+    def answers(self, path: str, method: str) -> bool:
+        return method in self.methods and re.fullmatch(self.pattern, path) is not None
 
     @property
     def method(self) -> str:
@@ -35,10 +39,11 @@ def _served(route: BaseRoute) -> Served:
     if isinstance(route, Route):
         path = _PARAM.sub("1", route.path)
         assert route.path_regex.match(path), f"{path} does not match its own route {route.path}"
-        return Served(route.path, path, frozenset(route.methods or {"GET"}))
+        return Served(route.path, path, frozenset(route.methods or {"GET"}), route.path_regex.pattern)
     if isinstance(route, Mount) and isinstance(route.app, StaticFiles):  # GraphiQL's, outside production
         first = min(p.name for p in Path(str(route.app.directory)).iterdir() if p.is_file())
-        return Served(route.path + "/", f"{route.path}/{first}", frozenset({"GET", "HEAD"}))
+        return Served(route.path + "/", f"{route.path}/{first}", frozenset({"GET", "HEAD"}),
+                      re.escape(route.path) + "/.*")
     raise AssertionError(f"a route of a kind nobody taught tests/routes.py: {route!r}")
 
 

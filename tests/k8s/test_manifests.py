@@ -417,8 +417,9 @@ def referenced_secrets(objs: list[Obj]) -> set[str]:
 
 
 def check_network_policies(objs: list[Obj], overlay: str) -> list[str]:
-    """Ingress is denied by default; the subgraphs admit only the gateway and Prometheus;
-    PostgreSQL and the broker admit only pods labelled as their clients."""
+    """Ingress is denied by default; the subgraphs admit only the gateway, Prometheus and,
+    when the Ingress routes paths to them, the Ingress controller; PostgreSQL and the
+    broker admit only pods labelled as their clients."""
     problems = []
     policies = find(objs, "NetworkPolicy")
     if not any(p["spec"]["podSelector"] == {} and "Ingress" in p["spec"]["policyTypes"]
@@ -432,6 +433,10 @@ def check_network_policies(objs: list[Obj], overlay: str) -> list[str]:
                 for rule in p["spec"].get("ingress", [])]
 
     gateway_labels = templates["merci-gateway"]["metadata"]["labels"]
+    services = {s["metadata"]["name"]: s for s in find(objs, "Service")}
+    routed = {name for ingress in find(objs, "Ingress") for rule in ingress["spec"]["rules"]
+              for path in rule["http"]["paths"] if (svc := services.get(path["backend"]["service"]["name"]))
+              for name, t in templates.items() if matches(svc["spec"]["selector"], t["metadata"]["labels"])}
     for name in ("merci-api", "merci-directory"):
         rules = rules_for(templates[name]["metadata"]["labels"])
         if not rules:
@@ -442,8 +447,12 @@ def check_network_policies(objs: list[Obj], overlay: str) -> list[str]:
                     peer.get("podSelector", {}).get("matchLabels", {"-": "-"}), gateway_labels)
                 from_prometheus = peer.get("namespaceSelector", {}).get("matchLabels", {}).get(
                     "kubernetes.io/metadata.name") == "monitoring"
-                if not (from_gateway or from_prometheus):
-                    problems.append(f"{name}: admits {peer}, neither the gateway nor Prometheus")
+                from_ingress = "podSelector" not in peer and peer.get("namespaceSelector", {}).get(
+                    "matchLabels", {}).get("kubernetes.io/metadata.name") == "ingress-nginx"
+                if from_ingress and name not in routed:
+                    problems.append(f"{name}: admits the Ingress controller, but the Ingress routes nothing to it")
+                elif not (from_gateway or from_prometheus or from_ingress):
+                    problems.append(f"{name}: admits {peer}, neither the gateway, the Ingress nor Prometheus")
             if [p.get("port") for p in rule.get("ports", [])] != [8000]:
                 problems.append(f"{name}: a rule admits ports other than 8000: {rule.get('ports')}")
     # A pod that needs the database or the broker must carry the label those policies admit.
@@ -709,6 +718,11 @@ def _open_api(objs: list[Obj]) -> None:
     policy["spec"]["ingress"].append({"from": [{"podSelector": {}}], "ports": [{"port": 8000}]})
 
 
+def _directory_unrouted(objs: list[Obj]) -> None:
+    paths = one(objs, "Ingress", "merci")["spec"]["rules"][0]["http"]["paths"]
+    paths[:] = [p for p in paths if p["backend"]["service"]["name"] != "merci-directory"]
+
+
 def _postgres_trigger_on_redis(objs: list[Obj]) -> None:
     trigger = one(objs, "ScaledObject", "merci-worker-clicks")["spec"]["triggers"][0]
     trigger["type"], trigger["metadata"] = "postgresql", {"query": "SELECT count(*) FROM dramatiq.queue"}
@@ -732,7 +746,8 @@ BREAKAGES: list[tuple[Callable[[list[Obj]], None], str]] = [
     (_no_pdb, "Deployment/merci-directory: no PodDisruptionBudget"),
     (_latest, "uses latest"),
     (_undefined_var, "$(NOT_DEFINED), not defined"),
-    (_open_api, "neither the gateway nor Prometheus"),
+    (_open_api, "neither the gateway, the Ingress nor Prometheus"),
+    (_directory_unrouted, "merci-directory: admits the Ingress controller, but the Ingress routes nothing to it"),
     (_postgres_trigger_on_redis, "no trigger on the backlog of clicks in the Redis broker"),
     (_one_instance, "1 instances, expected 3 in production"),
 ]
