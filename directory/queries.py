@@ -16,11 +16,12 @@ from directory.types import (
     Site,
     SiteSearchConnection,
     SiteSort,
+    precision,
 )
 from graph.context import Context, Info
 from graph.errors import ClientError
 from graph.fastpath import Decline, FastQuery
-from graph.relay import Connection, Edge, PageInfo, check_first, connection, decode_int_cursor
+from graph.relay import Connection, Counter, Edge, check_first, connection_of, page_info, window
 from merci import search, sites
 from merci.config import Settings
 from merci.errors import UserError
@@ -40,16 +41,13 @@ class DirectoryQueries:
         return await Site.load(info, pk)
 
     @strawberry.field(description="Listed sites, newest first.")
-    async def sites(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Site]:
-        n = check_first(first)
-        cursor = decode_int_cursor(after)
+    async def sites(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                    before: str | None = None) -> Connection[Site]:
+        w = window(first, after, last, before)
         async with info.context.tx() as conn:
-            rows = await conn.fetch(
-                f"select {SITE_COLUMNS} from sites where listed and verified_at is not null"
-                " and ($1::bigint is null or id < $1) order by id desc limit $2",
-                cursor, n + 1,
-            )
-        return connection([Site.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda s: s.pk)
+            page = await sites.listed().page(conn, w)
+        return connection_of(page, lambda r: Site.from_row(dict(r)), cursor_of=lambda s: s.pk,
+                             counter=Counter.of(info.context.tx, sites.count_listed))
 
     @strawberry.field(description="Flattr's categories, with how many listed sites each has.")
     async def categories(self, info: Info, lang: str = "en") -> list[Category]:
@@ -77,7 +75,7 @@ class DirectoryQueries:
         edges = [Edge(cursor=c, node=Site.from_row(r)) for r, c in zip(page.rows, page.cursors, strict=True)]
         return SiteSearchConnection(
             edges=edges,
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=edges[-1].cursor if edges else None),
+            page_info=page_info(page.cursors, page.has_next_page, after is not None),
             corrected_query=page.corrected_query, query=q, match=page.match, counting=[],
         )
 
@@ -114,7 +112,7 @@ _COMPUTED: dict[str, tuple[str, Callable[[dict[str, Any], Settings], Any]]] = {
     "buttonUrl": ("url", lambda r, settings: sites.button_href(settings.public_url, r["url"])),
 }
 _SITE_FIELDS = _PLAIN.keys() | _COMPUTED.keys()
-_COUNTED = frozenset({"totalCount", "facets", "countsAreEstimates"})
+_COUNTED = frozenset({"totalCount", "totalCountPrecision", "facets", "countsAreEstimates"})
 
 
 @functools.lru_cache(maxsize=256)
@@ -164,11 +162,14 @@ async def search_sites_fast(ctx: Context, args: dict[str, Any], wanted: frozense
     out: dict[str, Any] = {
         "edges": [{"cursor": c, "node": node} for c, node in zip(page.cursors, nodes, strict=True)],
         "nodes": nodes,
-        "pageInfo": {"hasNextPage": page.has_next_page, "endCursor": page.cursors[-1] if page.cursors else None},
+        "pageInfo": {"hasNextPage": page.has_next_page, "hasPreviousPage": args.get("after") is not None,
+                     "startCursor": page.cursors[0] if page.cursors else None,
+                     "endCursor": page.cursors[-1] if page.cursors else None},
         "correctedQuery": page.corrected_query,
     }
     if counts is not None:
-        out |= {"totalCount": counts.total, "countsAreEstimates": counts.estimated, "facets": {
+        out |= {"totalCount": counts.total, "countsAreEstimates": counts.estimated,
+                "totalCountPrecision": precision(counts).name, "facets": {
             "categories": [{"value": v, "count": c} for v, c in counts.categories],
             "languages": [{"value": v, "count": c} for v, c in counts.languages]}}
     return out
@@ -178,7 +179,7 @@ FAST_QUERIES = {"searchSites": FastQuery(search_sites_fast, {
     "SiteSearchConnection": frozenset({"edges", "nodes", "pageInfo", "correctedQuery", *_COUNTED}),
     "SiteEdge": frozenset({"cursor", "node"}),
     "Site": frozenset(_SITE_FIELDS),
-    "PageInfo": frozenset({"hasNextPage", "endCursor"}),
+    "PageInfo": frozenset({"hasNextPage", "hasPreviousPage", "startCursor", "endCursor"}),
     "SearchFacets": frozenset({"categories", "languages"}),
     "FacetCount": frozenset({"value", "count"}),
 })}

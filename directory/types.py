@@ -12,7 +12,7 @@ import strawberry
 
 from directory.loaders import can_see_private, creator_by_id, site_by_id
 from graph.context import Info
-from graph.relay import Connection, Edge, Node, PageInfo, check_first, connection, decode_int_cursor
+from graph.relay import Connection, CountPrecision, Edge, Node, PageInfo, paginate, window
 from merci import search, sites
 from merci.ids import from_global, to_global
 
@@ -88,17 +88,12 @@ class DirectoryCreator(Node):
         return DirectoryCreator.from_row(row) if row else None
 
     @strawberry.field(description="The creator's sites: listed ones, and all of them for the creator.")
-    async def sites(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Site]:
-        n = check_first(first)
-        cursor = decode_int_cursor(after)
+    async def sites(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                    before: str | None = None) -> Connection[Site]:
         p = info.context.principal
-        everything = p.account_id == self.pk or p.tenant_wide  # RLS keeps other tenants' unlisted sites away
-        async with info.context.tx() as conn:
-            rows = await conn.fetch(
-                f"select {sites.SITE_COLUMNS} from sites where owner_id = $1"
-                " and ($2 or (listed and verified_at is not null)) and ($3::bigint is null or id < $3)"
-                " order by id desc limit $4", self.pk, everything, cursor, n + 1)
-        return connection([Site.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda s: s.pk)
+        listing = sites.of_owner(owner_id=self.pk, everything=p.account_id == self.pk or p.tenant_wide)
+        return await paginate(info.context.tx, listing, window(first, after, last, before),
+                              lambda r: Site.from_row(dict(r)), cursor_of=lambda s: s.pk)
 
 
 @strawberry.federation.type(keys=["id"], description="A creator's website, listed in the directory once verified.")
@@ -219,6 +214,14 @@ class SiteSearchConnection:
                                   "estimated (from the most popular sites that match) rather than counted.")
     async def counts_are_estimates(self, info: Info) -> bool:
         return (await self._facets(info)).estimated
+
+    @strawberry.field(description="EXACT, or ESTIMATE as countsAreEstimates says (as on every connection).")
+    async def total_count_precision(self, info: Info) -> CountPrecision:
+        return precision(await self._facets(info))
+
+
+def precision(facets: search.Facets) -> CountPrecision:
+    return CountPrecision.ESTIMATE if facets.estimated else CountPrecision.EXACT
 
 
 @strawberry.type(description="One of Flattr's categories.")

@@ -21,6 +21,7 @@ import structlog
 
 from merci.budgets import MIN_BUDGET
 from merci.errors import UserError
+from merci.paging import Keyset
 from merci.urls import normalize_url
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,12 @@ def sign_batch(batch: list[list[Any]], secret: str) -> str:
 
 def signed(batch: list[list[Any]], signature: str | None, secret: str) -> bool:
     return signature is not None and hmac.compare_digest(signature, sign_batch(batch, secret))
+
+
+def of_supporter(*, supporter_id: int, period: date) -> Keyset:
+    """A supporter's stored clicks of a month, newest first."""
+    return Keyset("select id, thing_id, period, accepted_at, source, idempotency_key from clicks"
+                  " where supporter_id = $1 and period = $2", (supporter_id, period))
 
 
 def check_key(key: str) -> str:

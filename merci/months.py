@@ -8,6 +8,7 @@ from datetime import date
 
 import asyncpg
 
+from merci.paging import Keyset
 from merci.split import projected
 
 
@@ -27,6 +28,13 @@ class SupporterMonth:
     fee: int
     clicks: int
     shares: list[Share] = field(default_factory=list)
+
+
+def clicked(*, supporter_id: int) -> Keyset:
+    """The months a supporter clicked in (any source: their clicks are what a month
+    splits), newest first, keyed by period."""
+    return Keyset("select distinct period from clicks where supporter_id = $1", (supporter_id,),
+                  key="period", key_type="date")
 
 
 async def budget_for(conn: asyncpg.Connection, *, account_id: int, period: date, default: int) -> int:

@@ -24,6 +24,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from merci.accounts import hash_secret
 from merci.errors import UserError
 from merci.ids import to_global
+from merci.paging import Keyset
 
 # What a partner may ask a supporter for. The consent page explains each.
 SCOPES = {"clicks:write": "send Merci clicks on your behalf, from your monthly budget"}
@@ -33,6 +34,27 @@ MAX_REDIRECT_URIS = 10
 CLIENT_ID_RE = re.compile(r"^mc_(\d{1,18})_[A-Za-z0-9_-]{16,64}$")
 VERIFIER_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1
 CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url(SHA-256), unpadded
+CLIENT_COLUMNS = "id, client_id, name, redirect_uris, created_at, revoked_at"
+LINK_SELECT = """
+select l.id, l.tenant_id, l.account_id, l.scopes, l.created_at, l.updated_at, l.revoked_at, a.handle,
+       c.name as client_name, t.slug as partner_slug, t.name as partner_name
+  from linked_accounts l join accounts a on a.id = l.account_id join oauth_clients c on c.id = l.client_pk
+  join tenants t on t.id = l.tenant_id
+"""
+
+
+def clients(*, tenant_id: int) -> Keyset:
+    """A tenant's OAuth clients, oldest first."""
+    return Keyset(f"select {CLIENT_COLUMNS} from oauth_clients where tenant_id = $1", (tenant_id,),
+                  descending=False)
+
+
+def links(*, partner: bool, tenant_id: int, account_id: int | None, active: bool | None) -> Keyset:
+    """Linked accounts, oldest first: a partner's (`partner`: its tenant's), or a
+    supporter's own; only active (or only ended) ones when `active` says so."""
+    return Keyset(LINK_SELECT + " where (case when $1 then l.tenant_id = $2 else l.account_id = $3 end)"
+                  " and ($4::boolean is null or (l.revoked_at is null) = $4)",
+                  (partner, tenant_id, account_id, active), key="l.id", descending=False)
 
 
 def client_tenant(client_id: str) -> int | None:

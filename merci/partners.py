@@ -18,6 +18,7 @@ import asyncpg
 from merci.budgets import MIN_BUDGET
 from merci.clicks import Accepted, check_key, period_of
 from merci.errors import UserError
+from merci.paging import Keyset, Page, Window
 from merci.things import THING_COLUMNS, clean_listing
 from merci.urls import canonical_key, normalize_url
 
@@ -239,23 +240,24 @@ class ThingMonth:
     earnings: int | None  # None while the month is open
 
 
-async def analytics(conn: asyncpg.Connection, *, period: date, first: int,
-                    after: int | None) -> tuple[list[ThingMonth], bool]:
-    """The tenant's own things clicked in `period`, by id; earnings once it is closed.
-    Returns `first + 1` rows at most (the extra one says there is more)."""
+async def analytics(conn: asyncpg.Connection, *, period: date,
+                    window: Window) -> tuple[Page, list[ThingMonth], bool]:
+    """A page of the tenant's own things clicked in `period`, by id; earnings once it is
+    closed. (How many there are in all: analytics_totals.)"""
     closed = await conn.fetchval("select status = 'done' from month_closes where period = $1", period) or False
     cols = ", ".join(f"t.{c.strip()}" for c in THING_COLUMNS.split(","))
-    rows = await conn.fetch(
+    page = await Keyset(
         f"select {cols}, s.clicks from things t join thing_stats s on s.thing_id = t.id and s.period = $1"
-        " where t.tenant_id = merci_tenant() and s.clicks > 0 and ($2::bigint is null or t.id > $2)"
-        " order by t.id limit $3", period, after, first + 1)
+        " where t.tenant_id = merci_tenant() and s.clicks > 0", (period,), key="t.id", descending=False,
+    ).page(conn, window)
+    rows = page.rows
     earned: dict[int, int] = {}
     if closed and rows:
         earned = {r["thing_id"]: int(r["amount"]) for r in await conn.fetch(
             "select thing_id, amount from merci_thing_earnings($1, $2::bigint[])", period, [r["id"] for r in rows])}
     out = [ThingMonth({k: r[k] for k in r.keys() if k != "clicks"}, period, int(r["clicks"]),
                       earned.get(r["id"], 0) if closed else None) for r in rows]
-    return out, closed
+    return page, out, closed
 
 
 async def analytics_totals(conn: asyncpg.Connection, *, period: date) -> tuple[int, int, int | None]:

@@ -24,6 +24,7 @@ import asyncpg
 from merci import budgets, ledger
 from merci.errors import UserError
 from merci.money import Money, parse_amount
+from merci.paging import Keyset
 from merci.payments import PayoutProvider, PayoutRefused
 
 PAYOUT_ACTOR = "payouts.send"
@@ -52,6 +53,12 @@ class Payout:
     @classmethod
     def of(cls, row: asyncpg.Record) -> Payout:
         return cls(**dict(row))
+
+
+
+def of_account(*, account_id: int) -> Keyset:
+    """An account's payouts, newest first (RLS shows a creator only their own)."""
+    return Keyset(f"select {COLUMNS} from payouts where account_id = $1", (account_id,))
 
 
 def check_key(key: object) -> str:

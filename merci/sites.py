@@ -16,6 +16,7 @@ import asyncpg
 
 from merci.errors import UserError
 from merci.fetch import FetchError, FetchPolicy, fetch
+from merci.paging import Count, Keyset
 from merci.urls import normalize_url
 
 CATEGORIES = ("text", "images", "video", "audio", "software", "people", "rest")
@@ -36,6 +37,24 @@ SITE_COLUMNS = (
 
 
 # ------------------------------------------------------------------ sites
+
+def listed() -> Keyset:
+    """The directory's sites (listed and verified), newest first."""
+    return Keyset(f"select {SITE_COLUMNS} from sites where listed and verified_at is not null", ())
+
+
+async def count_listed(conn: asyncpg.Connection) -> Count:
+    """How many sites the directory lists: the few rows of listing_counts, which move
+    with every listing, not a count of the sites."""
+    return Count(int(await conn.fetchval("select coalesce(sum(n), 0)::bigint from listing_counts")), True)
+
+
+def of_owner(*, owner_id: int, everything: bool) -> Keyset:
+    """A creator's sites, newest first: all of them (`everything`: for the creator and
+    their tenant; RLS keeps other tenants' unlisted sites away) or the listed ones."""
+    return Keyset(f"select {SITE_COLUMNS} from sites where owner_id = $1"
+                  " and ($2 or (listed and verified_at is not null))", (owner_id, everything))
+
 
 
 def site_url(raw: str, *, field: str = "url") -> tuple[str, str]:

@@ -9,6 +9,7 @@ import asyncpg
 
 from merci.accounts import hash_secret
 from merci.errors import UserError
+from merci.paging import Keyset
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$")
 SCOPES = frozenset({"read", "things:write", "clicks:write", "sites:write", "webhooks:write", "analytics:read"})
@@ -69,6 +70,12 @@ async def make_tenant_admin(conn: asyncpg.Connection, *, account_id: int) -> Non
     """Make an account its tenant's admin; the scope's account must be a platform admin
     (merci_make_tenant_admin checks it: merci_app cannot write admin flags itself)."""
     await conn.execute("select merci_make_tenant_admin($1)", account_id)
+
+
+def api_keys() -> Keyset:
+    """The tenant's API keys (RLS: the caller's tenant), oldest first."""
+    return Keyset("select id, name, hint, scopes, created_at, revoked_at from api_keys where true", (),
+                  descending=False)
 
 
 async def create_api_key(

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from merci.errors import UserError
+from merci.paging import Keyset
 from merci.urls import normalize_url
 
 CATEGORIES = ("text", "images", "video", "audio", "software", "people", "rest")
@@ -29,6 +30,18 @@ def visible_sql(tenant_wide: str) -> str:
             " or exists (select 1 from clicks c where c.supporter_id = merci_account() and c.thing_id = things.id)"
             " or exists (select 1 from subscriptions s where s.supporter_id = merci_account()"
             " and s.thing_id = things.id))")
+
+
+def owned_by(*, owner_id: int, tenant_wide: bool) -> Keyset:
+    """A creator's things, newest first, as the caller may see them."""
+    return Keyset(f"select {THING_COLUMNS} from things where owner_id = $1 and {visible_sql('$2')}",
+                  (owner_id, tenant_wide))
+
+
+def on_site(*, site_id: int, tenant_wide: bool) -> Keyset:
+    """A site's things, newest first, as the caller may see them."""
+    return Keyset(f"select {THING_COLUMNS} from things where site_id = $1 and {visible_sql('$2')}",
+                  (site_id, tenant_wide))
 
 
 def clean_listing(*, title: str, description: str, category: str, language: str | None,

@@ -29,6 +29,7 @@ import httpx
 from merci.errors import UserError
 from merci.fetch import FetchError, FetchPolicy, address_problem, failure, resolve
 from merci.ids import to_global
+from merci.paging import Keyset
 
 EVENTS = ("click.accepted", "month.closed", "payout.sent")
 DELIVER_ACTOR = "webhooks.deliver"
@@ -38,6 +39,21 @@ MAX_ENDPOINTS = 20  # per tenant
 TOLERANCE_SECONDS = 300  # how old a signature receivers should accept
 TIMEOUT_SECONDS = 10.0
 USER_AGENT = "Merci-Webhooks/1.0"
+ENDPOINT_COLUMNS = "id, url, events, description, active, created_at, disabled_at"
+DELIVERY_COLUMNS = ("d.id, d.event_id, d.endpoint_id, d.replay_of, d.status, d.attempts, d.created_at,"
+                    " d.last_attempt_at, d.delivered_at, d.last_error, e.type, e.payload, e.created_at as event_at")
+
+
+def endpoints() -> Keyset:
+    """The tenant's webhook endpoints (RLS: the caller's tenant), oldest first."""
+    return Keyset(f"select {ENDPOINT_COLUMNS} from webhook_endpoints where true", (), descending=False)
+
+
+def deliveries(*, endpoint_id: int, status: str | None) -> Keyset:
+    """An endpoint's deliveries, newest first, of one status or all."""
+    return Keyset(f"select {DELIVERY_COLUMNS} from webhook_deliveries d join webhook_events e on e.id = d.event_id"
+                  " where d.endpoint_id = $1 and ($2::text is null or d.status = $2)", (endpoint_id, status),
+                  key="d.id")
 
 
 # ---------------------------------------------------------------- signatures

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+import asyncpg
 import strawberry
 
 from api.accounts.loaders import account_by_id
@@ -15,13 +16,13 @@ from api.things.types import Thing
 from graph.context import Info
 from graph.errors import ClientError
 from graph.money import Money
-from graph.relay import Connection, Node, check_first, connection, decode_int_cursor
-from merci import budgets, months, payouts
+from graph.relay import Connection, Counter, Node, decode_period_cursor, from_items, paginate, window
+from merci import budgets, clicks, months, payouts, things
 from merci.clicks import period_of
 from merci.close import CloseError, parse_period
 from merci.ids import from_global, to_global
+from merci.paging import Keyset
 from merci.payouts import Payout as DomainPayout
-from merci.things import THING_COLUMNS, visible_sql
 
 
 @strawberry.federation.type(keys=["id"], description="A creator's public profile.")
@@ -46,15 +47,11 @@ class Creator(Node):
 
     @strawberry.field(description="The creator's things, newest first (hidden ones only to who may see them: see "
                                   "`Thing.hidden`).")
-    async def things(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Thing]:
-        n = check_first(first)
-        cursor = decode_int_cursor(after)
-        async with info.context.tx() as conn:
-            rows = await conn.fetch(
-                f"select {THING_COLUMNS} from things where owner_id = $1 and {visible_sql('$2')}"
-                " and ($3::bigint is null or id < $3) order by id desc limit $4",
-                self.pk, info.context.principal.tenant_wide, cursor, n + 1)
-        return connection([Thing.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda t: t.pk)
+    async def things(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                     before: str | None = None) -> Connection[Thing]:
+        listing = things.owned_by(owner_id=self.pk, tenant_wide=info.context.principal.tenant_wide)
+        return await paginate(info.context.tx, listing, window(first, after, last, before),
+                              lambda r: Thing.from_row(dict(r)), cursor_of=lambda t: t.pk)
 
 
 @strawberry.type(description="The logged-in account, with its private fields.")
@@ -98,9 +95,11 @@ class Account(Node):
             return Money.make(await budgets.earnings(conn, account_id=self.pk, currency=cur), cur)
 
     @strawberry.field(description="Your payouts, newest first (only your own: empty for anyone else).")
-    async def payouts(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Payout]:
-        return await _newest_first(info, f"select {payouts.COLUMNS} from payouts where account_id = $1", self.pk,
-                                   first, after, lambda r: Payout.of(DomainPayout.of(r)))
+    async def payouts(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                      before: str | None = None) -> Connection[Payout]:
+        return await paginate(info.context.tx, payouts.of_account(account_id=self.pk),
+                              window(first, after, last, before), lambda r: Payout.of(DomainPayout.of(r)),
+                              cursor_of=lambda p: p.pk)
 
     @strawberry.field(description="Earnings that a payout may take now: not yet paid out, nor reserved by a "
                                   "pending payout. Your own only (zero for anyone else).")
@@ -121,29 +120,27 @@ class Account(Node):
     @strawberry.field(description="A month (YYYY-MM, default: this month): the projected split while open, "
                       "what was posted once closed.")
     async def month(self, info: Info, period: str | None = None) -> Month:
-        s = info.context.settings
-        p = _period(period)
         async with info.context.tx() as conn:
-            m = await months.supporter_month(conn, supporter_id=self.pk, period=p, default_budget=s.default_budget,
-                                             currency=s.currency)
-        return Month(
-            period=f"{m.period:%Y-%m}", status=MonthStatus(m.status), budget=Money.make(m.budget, s.currency),
-            charge=Money.make(m.charge, s.currency), fee=Money.make(m.fee, s.currency), clicks=m.clicks,
-            shares=[Share(amount=Money.make(x.amount, s.currency), in_escrow=x.in_escrow, thing_pk=x.thing_id)
-                    for x in m.shares],
-        )
+            return await _month(info, conn, self.pk, _period(period))
+
+    @strawberry.field(description="The months you clicked in, newest first: each as `month(period:)` tells it.")
+    async def months(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                     before: str | None = None) -> Connection[Month]:
+        w = window(first, after, last, before, decode=decode_period_cursor)
+        listing = months.clicked(supporter_id=self.pk)
+        async with info.context.tx() as conn:  # a page of months, in one transaction
+            page = await listing.page(conn, w)
+            items = [await _month(info, conn, self.pk, r["period"]) for r in page.rows]
+        return from_items(items, cursor_of=lambda m: f"{m.period}-01", has_next=page.has_next,
+                          has_previous=page.has_previous, counter=Counter.of(info.context.tx, listing.count))
 
     @strawberry.field(description="Stored clicks of a month (YYYY-MM, default: this month), newest first.")
     async def clicks(self, info: Info, period: str | None = None, first: int | None = None,
-                     after: str | None = None) -> Connection[Click]:
-        n = check_first(first)
-        cursor = decode_int_cursor(after)
-        async with info.context.tx() as conn:
-            rows = await conn.fetch(
-                "select id, thing_id, period, accepted_at, source, idempotency_key from clicks"
-                " where supporter_id = $1 and period = $2 and ($3::bigint is null or id < $3)"
-                " order by id desc limit $4", self.pk, _period(period), cursor, n + 1)
-        return connection([Click.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda c: c.pk)
+                     after: str | None = None, last: int | None = None,
+                     before: str | None = None) -> Connection[Click]:
+        listing = clicks.of_supporter(supporter_id=self.pk, period=_period(period))
+        return await paginate(info.context.tx, listing, window(first, after, last, before),
+                              lambda r: Click.from_row(dict(r)), cursor_of=lambda c: c.pk)
 
     @strawberry.field(description="What became of a click sent with `flattr`, by its idempotency key.")
     async def click_receipt(self, info: Info, idempotency_key: str) -> ClickReceipt:
@@ -187,6 +184,18 @@ class Account(Node):
         )
 
 
+async def _month(info: Info, conn: asyncpg.Connection, supporter_id: int, period: date) -> Month:
+    s = info.context.settings
+    m = await months.supporter_month(conn, supporter_id=supporter_id, period=period, default_budget=s.default_budget,
+                                     currency=s.currency)
+    return Month(
+        period=f"{m.period:%Y-%m}", status=MonthStatus(m.status), budget=Money.make(m.budget, s.currency),
+        charge=Money.make(m.charge, s.currency), fee=Money.make(m.fee, s.currency), clicks=m.clicks,
+        shares=[Share(amount=Money.make(x.amount, s.currency), in_escrow=x.in_escrow, thing_pk=x.thing_id)
+                for x in m.shares],
+    )
+
+
 def _period(text: str | None) -> date:
     if text is None:
         return period_of(datetime.now(UTC))
@@ -199,9 +208,5 @@ def _period(text: str | None) -> date:
 async def _newest_first(info: Info, select: str, owner: int, first: int | None, after: str | None,
                         make: Any) -> Connection[Any]:
     """A page of `select`'s rows (owned by `owner`, its $1), newest first, by id."""
-    n = check_first(first)
-    cursor = decode_int_cursor(after)
-    async with info.context.tx() as conn:
-        rows = await conn.fetch(f"{select} and ($2::bigint is null or id < $2) order by id desc limit $3",
-                                owner, cursor, n + 1)
-    return connection([make(r) for r in rows], first=n, cursor_of=lambda x: x.pk)
+    return await paginate(info.context.tx, Keyset(select, (owner,)), window(first, after), make,
+                          cursor_of=lambda x: x.pk)

@@ -10,7 +10,6 @@ import strawberry
 
 from api.clicks.types import ClickReceipt, ClickStatus
 from api.partners.types import (
-    LINK_SELECT,
     LinkedAccount,
     OAuthClient,
     WebhookDelivery,
@@ -333,7 +332,7 @@ class PartnerMutations:
         async def work() -> LinkedAccountPayload:
             _, pk = from_global(input.id, expect="LinkedAccount")
             async with ctx.tx() as conn:
-                row = await conn.fetchrow(LINK_SELECT + " where l.id = $1", pk)
+                row = await conn.fetchrow(oauth.LINK_SELECT + " where l.id = $1", pk)
                 if row is None or not may_see_link(ctx, dict(row)):
                     raise UserError("NOT_FOUND", "no such linked account", "id")
                 await oauth.revoke_link(conn, link_id=pk)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
@@ -11,10 +11,13 @@ from api.things.types import Thing
 from graph.context import Context, Info
 from graph.money import Money
 from graph.node import register
-from graph.relay import Connection, Node, check_first, connection, decode_int_cursor
-from merci import webhooks
+from graph.relay import Connection, Counter, Node, from_items, paginate, window
+from merci import partners, webhooks
 from merci.errors import UserError
 from merci.ids import to_global
+from merci.oauth import LINK_SELECT
+from merci.paging import Window
+from merci.webhooks import DELIVERY_COLUMNS
 
 
 def require_partner(ctx: Context, scope: str) -> None:
@@ -56,11 +59,6 @@ class WebhookDeliveryStatus(Enum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"
-
-
-ENDPOINT_COLUMNS = "id, url, events, description, active, created_at, disabled_at"
-DELIVERY_COLUMNS = ("d.id, d.event_id, d.endpoint_id, d.replay_of, d.status, d.attempts, d.created_at,"
-                    " d.last_attempt_at, d.delivered_at, d.last_error, e.type, e.payload, e.created_at as event_at")
 
 
 @strawberry.type(description="One try at delivering a webhook: what the endpoint answered, or why it could not.")
@@ -149,16 +147,11 @@ class WebhookEndpoint(Node):
 
     @strawberry.field(description="Deliveries to this endpoint, newest first.")
     async def deliveries(self, info: Info, first: int | None = None, after: str | None = None,
-                         status: WebhookDeliveryStatus | None = None) -> Connection[WebhookDelivery]:
-        n = check_first(first)
-        cursor = decode_int_cursor(after)
-        async with info.context.tx() as conn:
-            rows = await conn.fetch(
-                f"select {DELIVERY_COLUMNS} from webhook_deliveries d join webhook_events e on e.id = d.event_id"
-                " where d.endpoint_id = $1 and ($2::text is null or d.status = $2)"
-                " and ($3::bigint is null or d.id < $3) order by d.id desc limit $4",
-                self.pk, None if status is None else status.value, cursor, n + 1)
-        return connection([WebhookDelivery.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda d: d.pk)
+                         status: WebhookDeliveryStatus | None = None, last: int | None = None,
+                         before: str | None = None) -> Connection[WebhookDelivery]:
+        listing = webhooks.deliveries(endpoint_id=self.pk, status=None if status is None else status.value)
+        return await paginate(info.context.tx, listing, window(first, after, last, before),
+                              lambda r: WebhookDelivery.from_row(dict(r)), cursor_of=lambda d: d.pk)
 
 
 @strawberry.type(name="OAuthClient", description="A partner's OAuth 2 client, for linking supporters' accounts.")
@@ -187,14 +180,6 @@ class OAuthClient(Node):
                                       " from oauth_clients where id = $1 and tenant_id = $2", pk,
                                       ctx.principal.tenant_id)
         return OAuthClient.from_row(dict(row)) if row else None
-
-
-LINK_SELECT = """
-select l.id, l.tenant_id, l.account_id, l.scopes, l.created_at, l.updated_at, l.revoked_at, a.handle,
-       c.name as client_name, t.slug as partner_slug, t.name as partner_name
-  from linked_accounts l join accounts a on a.id = l.account_id join oauth_clients c on c.id = l.client_pk
-  join tenants t on t.id = l.tenant_id
-"""
 
 
 @strawberry.type(description="A supporter's Merci account linked to a partner, which may then send clicks for them.")
@@ -252,7 +237,21 @@ class PartnerAnalytics:
     things_clicked: int
     clicks: int
     earnings: Money | None = strawberry.field(description="Credited at the month's close; null while open.")
-    things: Connection[ThingMonthStats]
+    month: strawberry.Private[date]
+    paging: strawberry.Private[Window]  # partnerAnalytics' own (deprecated) first/after
+
+    @strawberry.field(description="The things clicked that month, by id (as many in all as thingsClicked).")
+    async def things(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                     before: str | None = None) -> Connection[ThingMonthStats]:
+        given = (first, after, last, before) != (None, None, None, None)
+        w = window(first, after, last, before) if given else self.paging
+        cur = info.context.settings.currency
+        async with info.context.tx() as conn:
+            page, rows, _ = await partners.analytics(conn, period=self.month, window=w)
+        stats = [ThingMonthStats(period=self.period, clicks=r.clicks, thing_row=r.thing,
+                                 earnings=None if r.earnings is None else Money.make(r.earnings, cur)) for r in rows]
+        return from_items(stats, cursor_of=lambda s: s.thing_row["id"], has_next=page.has_next,
+                          has_previous=page.has_previous, counter=Counter.known(self.things_clicked))
 
 
 register("WebhookEndpoint", WebhookEndpoint.load)

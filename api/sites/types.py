@@ -7,10 +7,10 @@ import strawberry
 from api.sites.loaders import site_clicks_in_period, visible_site_ids
 from api.things.types import Thing
 from graph.context import Info
-from graph.relay import Connection, Node, check_first, connection, decode_int_cursor
+from graph.relay import Connection, Node, paginate, window
+from merci import things
 from merci.clicks import period_of
 from merci.ids import from_global, to_global
-from merci.things import THING_COLUMNS, visible_sql
 
 
 @strawberry.federation.type(keys=["id"], name="Site", description="A creator's website.")
@@ -34,12 +34,8 @@ class ApiSite(Node):
                                          lambda c: site_clicks_in_period(c, period)).load(self.pk)
 
     @strawberry.field(description="The site's things, newest first.")
-    async def things(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Thing]:
-        n = check_first(first)
-        cursor = decode_int_cursor(after)
-        async with info.context.tx() as conn:
-            rows = await conn.fetch(
-                f"select {THING_COLUMNS} from things where site_id = $1 and {visible_sql('$2')}"
-                " and ($3::bigint is null or id < $3) order by id desc limit $4",
-                self.pk, info.context.principal.tenant_wide, cursor, n + 1)
-        return connection([Thing.from_row(dict(r)) for r in rows], first=n, cursor_of=lambda t: t.pk)
+    async def things(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                     before: str | None = None) -> Connection[Thing]:
+        listing = things.on_site(site_id=self.pk, tenant_wide=info.context.principal.tenant_wide)
+        return await paginate(info.context.tx, listing, window(first, after, last, before),
+                              lambda r: Thing.from_row(dict(r)), cursor_of=lambda t: t.pk)

@@ -4,7 +4,8 @@ import strawberry
 
 from api.tenants.types import ApiKey, Tenant
 from graph.context import Info
-from graph.relay import Connection, check_first, connection, decode_int_cursor
+from graph.relay import Connection, empty, paginate, window
+from merci import tenants
 
 
 @strawberry.type
@@ -15,17 +16,11 @@ class TenantQueries:
 
     @strawberry.field(description="Tenant admins: the tenant's API keys.")
     async def api_keys(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+        before: str | None = None,
     ) -> Connection[ApiKey]:
-        n = check_first(first)
-        cursor = decode_int_cursor(after) or 0
+        w = window(first, after, last, before)
         ctx = info.context
         if not (ctx.principal.tenant_admin or ctx.principal.platform_admin):
-            return connection([], first=n, cursor_of=lambda k: k.pk)
-        async with ctx.tx() as conn:
-            rows = await conn.fetch(
-                "select id, name, hint, scopes, created_at, revoked_at from api_keys"
-                " where id > $1 order by id limit $2",
-                cursor, n + 1,
-            )
-        return connection([ApiKey.from_row(r) for r in rows], first=n, cursor_of=lambda k: k.pk)
+            return empty()
+        return await paginate(ctx.tx, tenants.api_keys(), w, ApiKey.from_row, cursor_of=lambda k: k.pk)
