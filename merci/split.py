@@ -41,8 +41,10 @@ c as (
        -- Never a share of one's own thing (by verified scope, whoever holds it now): the
        -- click is dropped and the split is over the rest.
        and t.owner_id is distinct from c.supporter_id
-       and not exists (select 1 from own_scopes o
-                        where o.owner_id = c.supporter_id and merci_covers(o.verified_scope, t.canon))
+       -- (most supporters have no verified site: one hash probe tells, whatever the plan)
+       and (c.supporter_id not in (select o.owner_id from own_scopes o)
+            or not exists (select 1 from own_scopes o
+                            where o.owner_id = c.supporter_id and merci_covers(o.verified_scope, t.canon)))
     -- One window for both (one pass): the frame is the whole supporter's month, so
     -- count(*) is N; row_number() ignores frames.
     window w as (partition by c.supporter_id order by c.accepted_at, c.thing_id
