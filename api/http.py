@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
-from api import graphiql
+from api import cors, graphiql
 from api.accounts.mutations import SESSION_COOKIE
 from api.clicks.mutations import FAST_MUTATIONS
 from api.observability import MetricsEndpoint, Observe, request_header
@@ -31,6 +31,7 @@ from merci import accounts, metrics, observability
 from merci.accounts import Principal
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher, sign_batch
 from merci.config import Settings
+from merci.cors import Allowlist
 from merci.db import Scope as DbScope
 from merci.db import create_pool, scoped
 from merci.tenants import DEFAULT_TENANT, TenantIds
@@ -46,9 +47,11 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 class Auth:
     """Resolves the caller before GraphQL runs; a bad bearer token is a clear 401."""
 
-    def __init__(self, app: ASGIApp, tenant_ids: TenantIds) -> None:
+    def __init__(self, app: ASGIApp, tenant_ids: TenantIds, allowlist: Allowlist, public_url: str) -> None:
         self.app = app
         self.tenant_ids = tenant_ids
+        self.allowlist = allowlist  # CORS: which other origins' pages may use the cookie
+        self.public_url = public_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,7 +103,10 @@ class Auth:
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             principal = await self.resolve(pool, cookie)
-            if principal is not None and principal.account_id is not None:
+            # A cookie the calling page may not use (api.cors.cookie_allowed) counts as not
+            # sent, as SameSite would have it: the request runs anonymously (and may log in).
+            if principal is not None and principal.account_id is not None and await cors.cookie_allowed(
+                    request.scope, self.public_url, self.allowlist, principal.tenant_id):
                 request.state.session_token = cookie
                 return principal
         given = request_header(request.scope, TENANT_HEADER.encode())
@@ -212,6 +218,7 @@ def create_app(
     queue: Any = None, pool_size: int = 20, fast_queries: dict[str, FastQuery] | None = None,
 ) -> Starlette:
     tenant_ids = TenantIds()  # slugs found, shared by authentication and the resolvers
+    allowlist = Allowlist(settings.cors_origins)  # CORS, shared by its middleware, Auth and the mutations
 
     async def send_clicks(batch: list[list[Any]]) -> None:
         await queue.asend(INGEST_ACTOR, batch, sign_batch(batch, settings.secret_key), queue_name=CLICK_QUEUE)
@@ -221,6 +228,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.tenant_ids = tenant_ids
+        app.state.cors = allowlist
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         # Cached principals are evicted the moment the database says they changed.
         app.state.evictions = None if accounts.principals.ttl <= 0 else await accounts.PrincipalEvictions(
@@ -246,9 +254,11 @@ def create_app(
         schema, graphql_ide=None if settings.production else "graphiql",
         allow_queries_via_get=True,
     )
-    auth = Auth(graphql, tenant_ids)
+    auth = Auth(graphql, tenant_ids, allowlist, settings.public_url)
     endpoint = Route("/graphql", auth, methods=["GET", "POST"])
-    middleware = [Middleware(Observe), Middleware(RefuseNul, graphql_path="/graphql")]
+    middleware = [Middleware(Observe),
+                  Middleware(cors.Cors, path="/graphql", allowlist=allowlist, max_age=settings.cors_max_age),
+                  Middleware(RefuseNul, graphql_path="/graphql")]
     mutation_type = schema._schema.mutation_type
     fast = {name: m for name, m in FAST_MUTATIONS.items() if mutation_type is not None and name in mutation_type.fields}
     # Query fields planned likewise (the directory's search): the caller says which.

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from merci.errors import UserError
+from merci.urls import normalize_origin
 
 APP_ROLE = "merci_app"
 SYSTEM_ROLE = "merci_system"
@@ -46,6 +50,10 @@ class Settings:
     payout_threshold: int = 1000
     public_url: str = "http://127.0.0.1:8000"
     secret_key: str = "dev-secret-change-me"
+    # Browser apps on other origins that may call /graphql with the user's cookie (the web
+    # app's); partners list theirs per tenant (cors_origins). Preflights cached this long.
+    cors_origins: tuple[str, ...] = ()
+    cors_max_age: int = 600
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -64,6 +72,18 @@ class Settings:
                        listen_database_url=self.listen_database_url or app)
 
 
+def cors_origins(text: str) -> tuple[str, ...]:
+    """MERCI_CORS_ORIGINS: origins separated by commas or spaces; a bad one stops the start."""
+    found: list[str] = []
+    for item in re.split(r"[\s,]+", text.strip()):
+        if item:
+            try:
+                found.append(normalize_origin(item))
+            except UserError as err:
+                raise RuntimeError(f"MERCI_CORS_ORIGINS: {item!r}: {err.message}") from err
+    return tuple(dict.fromkeys(found))
+
+
 def load(**overrides: str) -> Settings:
     env = os.environ
     s = Settings(
@@ -80,6 +100,8 @@ def load(**overrides: str) -> Settings:
         payout_threshold=int(env.get("MERCI_PAYOUT_THRESHOLD", "1000")),
         public_url=env.get("MERCI_PUBLIC_URL", "http://127.0.0.1:8000"),
         secret_key=env.get("MERCI_SECRET_KEY", "dev-secret-change-me"),
+        cors_origins=cors_origins(env.get("MERCI_CORS_ORIGINS", "")),
+        cors_max_age=int(env.get("MERCI_CORS_MAX_AGE", "600")),
     )
     if overrides:
         s = replace(s, **overrides)  # type: ignore[arg-type]

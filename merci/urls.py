@@ -125,6 +125,40 @@ def _unescape(m: re.Match[str]) -> str:
     return char if char in _UNRESERVED else "%" + m[1].upper()
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_HOST_NAME = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})*")
+_ORIGIN_HELP = "an origin is scheme://host[:port], such as https://app.example"
+
+
+def normalize_origin(raw: str, *, field: str = "origin") -> str:
+    """A web origin written as browsers send it in `Origin` (lowercase, the host in ASCII,
+    no default port), for exact comparison with that header. https, or http on this
+    machine only (a developer's app): a page served over plain http elsewhere can be
+    rewritten on its way, and a listed origin's pages may use the caller's cookie."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text or len(text) > 300 or _BAD_CHARS.search(text):
+        raise UserError("INVALID_ORIGIN", _ORIGIN_HELP, field)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+        host = _ascii_host(parts.hostname or "")
+    except (ValueError, UnicodeError) as exc:
+        raise UserError("INVALID_ORIGIN", _ORIGIN_HELP, field) from exc
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or parts.path not in ("", "/") or parts.query or parts.fragment \
+            or parts.username is not None or parts.password is not None:
+        raise UserError("INVALID_ORIGIN", f"{_ORIGIN_HELP}: a scheme and a host, no path, no wildcard", field)
+    ip = _is_ip(host)
+    if not ip and (not _HOST_NAME.fullmatch(host) or ("." not in host and host != "localhost")):
+        raise UserError("INVALID_ORIGIN", f"{_ORIGIN_HELP}: not a valid host name, and no wildcard", field)
+    if scheme == "http" and host not in LOOPBACK_HOSTS:
+        raise UserError("INSECURE_ORIGIN", "an origin uses https (http only for localhost)", field)
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}"
+
+
 def canonical_key(url: str) -> str:
     """A normalized URL's canonical key, as the database computes it (merci_canon)."""
     m = _CANON.fullmatch(url)

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from api import cors
 from api.accounts.mutations import SESSION_COOKIE
 from api.embeds.i18n import LANGS, TEXT
 from merci import accounts
@@ -84,9 +85,7 @@ def csrf_ok(settings: Settings, session_token: str, purpose: str, given: str) ->
 
 
 def own_origins(request: Request) -> set[str]:
-    public = urlsplit(settings_of(request).public_url)
-    host = request.headers.get("host", "")
-    return {f"{public.scheme}://{public.netloc}", f"{request.url.scheme}://{host}"}
+    return set(cors.own_origins(request.scope, settings_of(request).public_url))
 
 
 def same_origin(request: Request) -> bool:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import strawberry
 
 from api.tenants.types import ApiKey, Tenant
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
-from merci import accounts, tenants
+from merci import accounts, cors, tenants
 from merci.db import Scope, set_scope
 from merci.errors import UserError
 from merci.ids import from_global
@@ -54,6 +56,18 @@ class RevokeApiKeyInput:
 @strawberry.type
 class RevokeApiKeyPayload:
     api_key: ApiKey | None
+    user_errors: list[UserErrorType]
+
+
+@strawberry.input
+class CorsOriginInput:
+    origin: str = strawberry.field(description="scheme://host[:port]: https, or http on localhost.")
+
+
+@strawberry.type
+class CorsOriginPayload:
+    origin: str | None = strawberry.field(description="The origin as browsers send it (lowercase, no default port).")
+    tenant: Tenant | None
     user_errors: list[UserErrorType]
 
 
@@ -114,3 +128,26 @@ class TenantMutations:
             return RevokeApiKeyPayload(api_key=await ApiKey.load(info, pk), user_errors=[])
 
         return await attempt(work, user_errors_only(RevokeApiKeyPayload))
+
+    @strawberry.mutation(description="Tenant admins: let the pages of an origin (your app's) call the API from a"
+                                     " browser, for your tenant (CORS). Listing it again changes nothing.")
+    async def add_cors_origin(self, info: Info, input: CorsOriginInput) -> CorsOriginPayload:
+        return await _change_origin(info, cors.add_origin, input.origin)
+
+    @strawberry.mutation(description="Tenant admins: take an origin off your tenant's CORS list.")
+    async def remove_cors_origin(self, info: Info, input: CorsOriginInput) -> CorsOriginPayload:
+        return await _change_origin(info, cors.remove_origin, input.origin)
+
+
+async def _change_origin(info: Info, change: Callable[..., Awaitable[str]], origin: str) -> CorsOriginPayload:
+    ctx = info.context
+
+    async def work() -> CorsOriginPayload:
+        ctx.require_tenant_admin()
+        async with ctx.tx() as conn:
+            stored = await change(conn, origin=origin)
+        ctx.request.app.state.cors.forget()  # this process answers with the new list at once
+        return CorsOriginPayload(origin=stored, tenant=await Tenant.load(info, ctx.principal.tenant_id),
+                                 user_errors=[])
+
+    return await attempt(work, user_errors_only(CorsOriginPayload))

@@ -6,6 +6,7 @@ import strawberry
 
 from graph.context import Info
 from graph.relay import Node
+from merci import cors
 from merci.ids import to_global
 
 
@@ -18,6 +19,16 @@ class Tenant(Node):
     fee_bps: int
     partner_share_bps: int
     pk: strawberry.Private[int]
+
+    @strawberry.field(description="Tenant admins: the origins (`https://app.example`) whose pages may call"
+                                  " the API from a browser for this tenant (CORS; docs/cors.md). Null for"
+                                  " anyone else.")
+    async def cors_origins(self, info: Info) -> list[str] | None:
+        p = info.context.principal
+        if self.pk != p.tenant_id or not (p.tenant_admin or p.platform_admin):
+            return None
+        async with info.context.tx() as conn:
+            return await cors.tenant_origins(conn)
 
     @staticmethod
     async def load(info: Info, pk: int) -> Tenant | None:

@@ -51,6 +51,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "public.click_rejections": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.clicks": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.clicks_id_seq": {"USAGE": ALL},
+    # Written only through merci_list_cors_origin (0019).
+    "public.cors_origins": {"SELECT": ALL, "policies": {"tenant_rows": "SELECT"}},
     "public.directory_state": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     "public.embed_grants": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.entries": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
@@ -185,7 +187,8 @@ async def test_every_security_definer_function_pins_its_search_path(system_pool:
         public = await conn.fetch(
             "select p.proname from pg_proc p where p.proname = any($1) and has_function_privilege('public', p.oid,"
             " 'execute')", ["merci_enqueue", "merci_create_tenant", "merci_make_tenant_admin",
-                            "merci_caller_is_platform_admin"])
+                            "merci_caller_is_platform_admin", "merci_caller_is_tenant_admin",
+                            "merci_list_cors_origin", "merci_cors_origins"])
     assert len(rows) > 10
     assert [r["name"] for r in rows if r["proconfig"] != ["search_path=public, pg_temp"]] == []
     assert public == []  # the checked functions are merci_app's, not everyone's
