@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import MaskErrors
 
 from merci.errors import UserError
 
@@ -40,6 +41,36 @@ def should_mask(error: GraphQLError) -> bool:
         # Syntax, validation and variable errors: about the request, never internal.
         return False
     return not isinstance(original, ClientError | UserError | GraphQLError)
+
+
+def error_code(error: GraphQLError) -> str:
+    """The code of an error raised without one, named as the gateways name theirs: a
+    document that does not parse, one that does not validate, variables that do not
+    coerce, and anything else (a bug: masked, see should_mask)."""
+    if isinstance(error, GraphQLSyntaxError):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.path is None and error.message.startswith("Variable '$"):
+        return "BAD_USER_INPUT"
+    if error.path is None and error.original_error is None:
+        return "GRAPHQL_VALIDATION_FAILED"
+    return "INTERNAL_SERVER_ERROR"
+
+
+def name_error(error: GraphQLError) -> None:
+    """Give `error` its code (extensions.code) if it has none, so that every error a
+    client sees has one: a client tells a request error from a bug by it, and the answer
+    through a gateway, which names its errors so, is the answer of the process itself."""
+    if not (error.extensions or {}).get("code"):
+        error.extensions = {**(error.extensions or {}), "code": error_code(error)}
+
+
+class MaskUnexpected(MaskErrors):
+    """Strawberry's MaskErrors, with the code that the gateways give a masked error."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL_SERVER_ERROR"}
+        return masked
 
 
 async def attempt(

@@ -426,7 +426,8 @@ class FastPath:
                 location = [{"line": loc.source.get_location(loc.start).line,
                              "column": loc.source.get_location(loc.start).column}] if loc else []
                 result: dict[str, Any] = {"data": None, "errors": [
-                    {"message": "Unexpected error.", "locations": location, "path": [plan.root_key]}]}
+                    {"message": "Unexpected error.", "locations": location, "path": [plan.root_key],
+                     "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]}  # as graph.errors.MaskUnexpected names it
                 failed = True
             else:
                 result = {"data": {plan.root_key: shape(plan.selection, payload)}}

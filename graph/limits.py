@@ -12,13 +12,13 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
+    NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     StringValueNode,
     ValidationRule,
 )
 from strawberry.extensions import (
     AddValidationRules,
-    MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -27,7 +27,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from graph.errors import should_mask
+from graph.errors import MaskUnexpected, should_mask
 from graph.observability import Observability
 
 MAX_DEPTH = 12
@@ -104,18 +104,24 @@ RULES = [rule for proto in (QueryDepthLimiter(max_depth=MAX_DEPTH), MaxAliasesLi
           for rule in proto.validation_rules] + [TotalDepthRule, NoNulText]
 
 
+# In production the schema is not for reading: the public one is schema.graphql.
+PRODUCTION_RULES = [*RULES, NoSchemaIntrospectionCustomRule]
+
+
 class RequestLimits(AddValidationRules):
-    def __init__(self) -> None:
-        super().__init__(list(RULES))
+    def __init__(self, production: bool = False) -> None:
+        super().__init__(list(PRODUCTION_RULES if production else RULES))
 
 
-def extensions(extra: list[type[SchemaExtension]] | None = None) -> list[object]:
+def extensions(extra: list[type[SchemaExtension]] | None = None, *, production: bool = False) -> list[object]:
+    """The gateway applies the same limits (gateway/policy.mjs), so that an operation is
+    answered alike through it and by one process."""
     return [
         Observability,  # first: it wraps the others, so it times everything and sees errors as masked
-        RequestLimits,
+        lambda: RequestLimits(production),
         NoNulVariables,
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: MaskErrors(should_mask_error=should_mask, error_message="Unexpected error."),
+        lambda: MaskUnexpected(should_mask_error=should_mask, error_message="Unexpected error."),
         # Clients send the same few documents again and again: parse and validate each once.
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),

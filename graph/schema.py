@@ -9,7 +9,7 @@ import structlog
 from graphql import GraphQLError
 from strawberry.utils.logging import StrawberryLogger
 
-from graph.errors import should_mask
+from graph.errors import name_error, should_mask
 
 log = structlog.get_logger("merci.graphql")
 
@@ -22,9 +22,11 @@ class Schema(strawberry.federation.Schema):
     error lines fires on bugs, not on clients."""
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # Every error passes here once, before MaskErrors (which names the masked ones).
         for error in errors:
             if should_mask(error):
                 StrawberryLogger.error(error, execution_context)
             else:
+                name_error(error)
                 code = (error.extensions or {}).get("code")
                 log.info("graphql_request_error", error=error.message, code=code)

@@ -26,11 +26,11 @@ from merci.config import Settings
 Face = Literal["all", "api", "directory"]
 
 
-def build_schema(face: Face = "all") -> strawberry.federation.Schema:
+def build_schema(face: Face = "all", *, production: bool = False) -> strawberry.federation.Schema:
     if face == "api":
-        return api.schema.build(extensions())
+        return api.schema.build(extensions(production=production))
     if face == "directory":
-        return directory.schema.build(extensions())
+        return directory.schema.build(extensions(production=production))
     # One process serving both subgraphs merged (the embedded default: no Node needed).
     return _MergedSchema(
         # NodeQueries comes with the api subgraph; it resolves both subgraphs' types here.
@@ -38,7 +38,7 @@ def build_schema(face: Face = "all") -> strawberry.federation.Schema:
         mutation=merge_types("Mutation", api.schema.MUTATIONS + directory.schema.MUTATIONS),
         # The merged entities come first: their names then stand for both subgraphs' classes.
         types=[*_merged_entities(), *api.schema.TYPES, *directory.schema.TYPES],
-        extensions=extensions(),  # type: ignore[arg-type]
+        extensions=extensions(production=production),  # type: ignore[arg-type]
         federation_version="2.11",
         # Each subgraph has its own class for a shared entity (api's Creator, directory's
         # Creator); the merged class registered first is the one GraphQL type of that name.
@@ -108,4 +108,4 @@ def app(settings: Settings, face: Face = "all", **kwargs: object) -> Starlette:
     if face != "api":  # the directory's planned search comes with its subgraph
         kwargs["fast_queries"] = directory.queries.FAST_QUERIES
     kwargs["routes"] = [*pages(face), *kwargs.get("routes", [])]  # type: ignore[misc]
-    return create_app(settings, build_schema(face), **kwargs)  # type: ignore[arg-type]
+    return create_app(settings, build_schema(face, production=settings.production), **kwargs)  # type: ignore[arg-type]

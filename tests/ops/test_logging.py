@@ -163,4 +163,5 @@ def test_a_bug_is_logged_as_an_error_and_a_client_s_mistake_as_info(captured: io
     assert [(r["level"], r["logger"]) for r in records] == [
         ("error", "strawberry.execution"), ("info", "merci.graphql"), ("info", "merci.graphql")], records
     assert "RuntimeError" in str(records[0].get("exception")), "the bug keeps its traceback"
-    assert records[1]["code"] == "BAD_PAGE_SIZE" and records[2]["code"] is None
+    # A request error without a code of its own gets one (graph.errors.error_code), as the client sees it.
+    assert records[1]["code"] == "BAD_PAGE_SIZE" and records[2]["code"] == "GRAPHQL_VALIDATION_FAILED"
