@@ -11,7 +11,7 @@ from directory.types import Site
 from graph.context import Context, Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import sites
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.ids import from_global
 
 
@@ -81,15 +81,21 @@ class DirectoryMutations:
 
         async def work() -> SitePayload:
             me, tenant_wide = _may_manage(ctx)
+            checks = Checks()  # the URL's refusal with the owner's
+            checks(sites.site_url, input.url)
             owner = me
             if input.owner_id is not None:
-                kind, owner = from_global(input.owner_id, field="ownerId")
-                if kind not in ("Creator", "Account"):
-                    raise UserError("INVALID_ID", "not a valid Creator id", "ownerId")
-                if owner != me and not tenant_wide:
-                    raise UserError("FORBIDDEN", "only your tenant's admins and keys add sites for others", "ownerId")
-            if owner is None:
-                raise UserError("OWNER_REQUIRED", "an API key says whose site this is", "ownerId")
+                found = checks(from_global, input.owner_id, field="ownerId")
+                owner = None if found is None else found[1]
+                if found is not None and found[0] not in ("Creator", "Account"):
+                    checks.refuse(UserError("INVALID_ID", "not a valid Creator id", "ownerId"))
+                elif found is not None and owner != me and not tenant_wide:
+                    checks.refuse(UserError("FORBIDDEN", "only your tenant's admins and keys add sites for others",
+                                            "ownerId"))
+            elif owner is None:
+                checks.refuse(UserError("OWNER_REQUIRED", "an API key says whose site this is", "ownerId"))
+            checks.done()
+            assert owner is not None  # (else refused above)
             async with ctx.tx() as conn:
                 if not await conn.fetchval("select 1 from accounts where id = $1 and tenant_id = merci_tenant()",
                                            owner):
@@ -124,8 +130,10 @@ class DirectoryMutations:
 
         async def work() -> SitePayload:
             me, tenant_wide = _may_manage(ctx)
-            pk = _site_pk(input.site_id)
-            listing = _listing(input)
+            checks = Checks()
+            pk = checks(_site_pk, input.site_id)
+            listing = checks(_listing, input)
+            checks.done()
             async with ctx.tx() as conn:
                 site = await sites.editable_site(conn, site_id=pk, account_id=me, tenant_admin=tenant_wide)
                 await sites.save_listing(conn, site=site, listing=listing)
@@ -158,8 +166,10 @@ class DirectoryMutations:
                 raise UserError("FORBIDDEN", "bulk listing is for tenant admins and API keys", None)
             if not 1 <= len(input.listings) <= sites.MAX_BULK:
                 raise UserError("TOO_MANY_LISTINGS", f"send 1 to {sites.MAX_BULK} listings at a time", "listings")
-            cleaned = [(_site_pk(item.site_id, f"listings.{i}.siteId"), _listing(item, f"listings.{i}."))
-                       for i, item in enumerate(input.listings)]
+            checks = Checks()  # every item's every refusal
+            cleaned = [(checks(_site_pk, item.site_id, f"listings.{i}.siteId"),
+                        checks(_listing, item, f"listings.{i}.")) for i, item in enumerate(input.listings)]
+            checks.done()
             if len({pk for pk, _ in cleaned}) != len(cleaned):
                 raise UserError("DUPLICATE_SITE", "a site appears twice", "listings")
             # One order for every writer: counters of the same category and language are
@@ -180,9 +190,9 @@ class DirectoryMutations:
                 return await work()
             except UserError as err:
                 # A bulk error points into the list: ["listings", "3", "description"].
-                path = err.field.split(".") if err.field else None
                 return BulkListSitesPayload(sites=None, user_errors=[
-                    UserErrorType(field=path, message=err.message, code=err.code)])
+                    UserErrorType(field=e.field.split(".") if e.field else None, message=e.message, code=e.code)
+                    for e in err.each()])
 
         return await run()
 

@@ -24,7 +24,8 @@ class UserErrorType:
 
     @staticmethod
     def of(err: UserError) -> UserErrorType:
-        return UserErrorType(field=[err.field] if err.field else None, message=err.message, code=err.code)
+        # A dotted field locates it in a nested input: "admin.email" is ["admin", "email"].
+        return UserErrorType(field=err.field.split(".") if err.field else None, message=err.message, code=err.code)
 
 
 class ClientError(Exception):
@@ -83,8 +84,8 @@ async def attempt(
     """
     try:
         return await work()
-    except UserError as err:
-        return on_error([UserErrorType.of(err)])
+    except UserError as err:  # all of them, when an input was refused for several reasons (UserErrors)
+        return on_error([UserErrorType.of(e) for e in err.each()])
 
 
 def user_errors_only(payload_cls: type[T]) -> Callable[[list[UserErrorType]], T]:

@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from merci.db import Scope
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 
 log = structlog.get_logger("merci.accounts")
 
@@ -90,21 +90,38 @@ def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def check_sign_up(checks: Checks, *, email: str, password: str, handle: str, display_name: str = "",
+                  prefix: str = "") -> tuple[str | None, str | None]:
+    """Adds to `checks` what a sign-up refuses without the database; returns the email
+    and handle as stored (None where refused), so that the database's checks of the
+    good ones run too. `prefix` locates the fields in a larger input ("admin.")."""
+    mine = Checks()
+    clean_email = mine(normalize_email, email)
+    clean_handle = mine(normalize_handle, handle)
+    mine(check_password, password)
+    if len(display_name) > 100:
+        mine.refuse(UserError("INVALID_DISPLAY_NAME", "a display name has at most 100 characters", "displayName"))
+    for err in mine.errors:
+        checks.refuse(UserError(err.code, err.message, prefix + err.field if err.field else None))
+    return clean_email, clean_handle
+
+
 async def sign_up(
     conn: asyncpg.Connection, *, tenant_id: int, email: str, password: str, handle: str,
     display_name: str = "",
 ) -> int:
-    email = normalize_email(email)
-    handle = normalize_handle(handle)
-    check_password(password)
-    if len(display_name) > 100:
-        raise UserError("INVALID_DISPLAY_NAME", "a display name has at most 100 characters", "displayName")
-    if await conn.fetchval(
-        "select 1 from account_private where tenant_id = $1 and email = $2", tenant_id, email
+    checks = Checks()  # every field's refusal at once: a bad handle does not hide a short password
+    clean_email, clean_handle = check_sign_up(checks, email=email, password=password, handle=handle,
+                                              display_name=display_name)
+    if clean_email is not None and await conn.fetchval(
+        "select 1 from account_private where tenant_id = $1 and email = $2", tenant_id, clean_email
     ):
-        raise UserError("EMAIL_TAKEN", "an account with this email already exists", "email")
-    if await conn.fetchval("select 1 from accounts where handle = $1", handle):
-        raise UserError("HANDLE_TAKEN", "this handle is not available", "handle")
+        checks.refuse(UserError("EMAIL_TAKEN", "an account with this email already exists", "email"))
+    if clean_handle is not None and await conn.fetchval("select 1 from accounts where handle = $1", clean_handle):
+        checks.refuse(UserError("HANDLE_TAKEN", "this handle is not available", "handle"))
+    checks.done()
+    assert clean_email is not None and clean_handle is not None
+    email, handle = clean_email, clean_handle
     password_hash = _hasher.hash(password)
     try:
         async with conn.transaction():  # savepoint: a lost race leaves nothing behind

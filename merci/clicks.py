@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from merci.budgets import MIN_BUDGET
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.paging import Keyset
 from merci.urls import normalize_url
 
@@ -99,11 +99,15 @@ class ClickRequest:
 
 def check_request(*, supporter_id: int, tenant_id: int, thing_id: int | None, url: str | None,
                   idempotency_key: str) -> ClickRequest:
-    """The checks that need no database; raises UserError."""
-    key = check_key(idempotency_key)
+    """The checks that need no database; raises UserError (UserErrors: all of them)."""
+    checks = Checks()
+    key = checks(check_key, idempotency_key)
     if (thing_id is None) == (url is None):
-        raise UserError("INVALID_TARGET", "give either thingId or url", "thingId")
-    return ClickRequest(supporter_id, tenant_id, thing_id, None if url is None else normalize_url(url), key)
+        checks.refuse(UserError("INVALID_TARGET", "give either thingId or url", "thingId"))
+    elif url is not None:
+        url = checks(normalize_url, url)
+    checks.done()
+    return ClickRequest(supporter_id, tenant_id, thing_id, url, key)
 
 
 # One round trip for any number of clicks of one tenant, answered per click in order.
@@ -246,6 +250,114 @@ class ClickBatcher(GroupCommit[Accepted, None]):
         super().__init__(run, max_batch)
 
 
+# ----------------------------------------------------------------- receipts
+
+# How long the receipt of a click refused at once is kept (then its key reads UNKNOWN).
+REFUSAL_KEPT_DAYS = 7
+# Queued for longer than this: its message was lost (none should be; this bounds the table).
+LOST_AFTER_DAYS = 35
+# What the API answers is not a refusal of the click: the client may send it again.
+NOT_REFUSALS = frozenset({"UNAVAILABLE", "UNAUTHENTICATED", "INVALID_IDEMPOTENCY_KEY"})
+
+# (supporter, key, tenant, refusal or None while queued, thing, period): a click_receipts row.
+ReceiptRow = tuple[int, str, int, str | None, int | None, date]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What became of a click: accepted (stored by the workers), refused (by the API at
+    once, or by the workers), pending (queued), or unknown (never seen, or forgotten)."""
+
+    status: str
+    code: str | None = None
+    thing_id: int | None = None
+    period: date | None = None
+
+
+def queued_row(click: Accepted) -> ReceiptRow:
+    return (click.supporter_id, click.idempotency_key, click.tenant_id, None, click.thing_id,
+            period_of(click.accepted_at))
+
+
+def refused_row(*, supporter_id: int, tenant_id: int, key: str, error: UserError, thing_id: int | None,
+                now: datetime) -> ReceiptRow | None:
+    """The receipt of a click the API refused at once; None when there is nothing to
+    remember (a key that is not one, or an answer that is no refusal of the click)."""
+    if error.code in NOT_REFUSALS:
+        return None
+    try:
+        key = check_key(key)
+    except UserError:
+        return None
+    return (supporter_id, key, tenant_id, error.code, thing_id, period_of(now))
+
+
+RECORD_RECEIPTS_SQL = """
+insert into click_receipts as r (supporter_id, idempotency_key, tenant_id, refusal, thing_id, period)
+select * from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::date[])
+on conflict (supporter_id, idempotency_key) do update
+   set tenant_id = excluded.tenant_id, refusal = excluded.refusal, thing_id = excluded.thing_id,
+       period = excluded.period, at = now()
+"""
+
+
+async def record_receipts(conn: asyncpg.Connection, rows: list[ReceiptRow]) -> None:
+    """What the API answered, one statement for a batch (the last answer to a key wins)."""
+    latest = {(r[0], r[1]): r for r in rows}  # one key twice in a statement: the upsert would refuse it
+    if latest:
+        await conn.execute(RECORD_RECEIPTS_SQL, *(list(c) for c in zip(*latest.values(), strict=True)))
+
+
+async def forget_queued(conn: asyncpg.Connection, clicks: list[Accepted]) -> None:
+    """The broker did not take these after all: their receipts go back to UNKNOWN."""
+    await conn.execute(
+        "delete from click_receipts r using unnest($1::bigint[], $2::text[]) as x(s, k)"
+        " where r.supporter_id = x.s and r.idempotency_key = x.k and r.refusal is null",
+        [c.supporter_id for c in clicks], [c.idempotency_key for c in clicks])
+
+
+RECEIPT_SQL = """
+select 'accepted' as status, null::text as code, thing_id, period::date, ingested_at as at, 0 as rank from clicks
+ where supporter_id = $1 and idempotency_key = $2
+union all
+select 'refused', reason, thing_id, period::date, at, 1 from click_rejections
+ where supporter_id = $1 and idempotency_key = $2
+union all
+select case when refusal is null then 'pending' else 'refused' end, refusal, thing_id, period::date, at, 1
+  from click_receipts where supporter_id = $1 and idempotency_key = $2
+order by rank, at desc limit 1
+"""
+
+
+async def receipt(conn: asyncpg.Connection, *, supporter_id: int, key: str) -> Receipt:
+    """A stored click wins; otherwise the newer of a worker's refusal and the API's own
+    answer (the same key may have been sent again since); otherwise nobody saw it."""
+    row = await conn.fetchrow(RECEIPT_SQL, supporter_id, key.strip())
+    if row is None:
+        return Receipt("unknown")
+    return Receipt(row["status"], row["code"], row["thing_id"], row["period"])
+
+
+async def purge_receipts(conn: asyncpg.Connection) -> int:
+    """Forget what the workers have settled since (their rows answer now), refusals after
+    REFUSAL_KEPT_DAYS, and anything queued longer than a month lasts; as merci_system,
+    from the scheduler."""
+    done = await conn.fetchval(f"""
+        with gone as (
+            delete from click_receipts r
+             where (r.refusal is null and (
+                        exists (select 1 from clicks c where c.supporter_id = r.supporter_id
+                                   and c.idempotency_key = r.idempotency_key)
+                        -- (a refusal older than the answer is not this sending's outcome)
+                     or exists (select 1 from click_rejections x where x.supporter_id = r.supporter_id
+                                   and x.idempotency_key = r.idempotency_key and x.at >= r.at)
+                     or r.at < now() - interval '{LOST_AFTER_DAYS} days'))
+                or (r.refusal is not null and r.at < now() - interval '{REFUSAL_KEPT_DAYS} days')
+            returning 1)
+        select count(*) from gone""")
+    return int(done)
+
+
 class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
     """Group commit of the API's clicks: checked together, then (with `send`) handed
     to the broker together, and only then answered; a click whose message could not
@@ -263,21 +375,31 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
         self.tenant_id: int | None = None
 
         async def run(batch: list[ClickRequest]) -> list[Accepted | BaseException]:
-            results = await self._check(batch, currency)
+            now = datetime.now(UTC)
+            results = await self._check(batch, currency, now)
             accepted = [r for r in results if isinstance(r, Accepted)]
-            if send is not None and accepted:
-                try:
-                    await send([c.message() for c in accepted])
-                except Exception as exc:  # the broker is down: none of these is accepted
-                    log.warning("clicks could not be handed to the broker", exc_info=exc, clicks=len(accepted))
-                    return [UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
-                            if isinstance(r, Accepted) else r for r in results]
+            receipts = [row for row in (
+                refused_row(supporter_id=q.supporter_id, tenant_id=q.tenant_id, key=q.idempotency_key, error=r,
+                            thing_id=q.thing_id, now=now)
+                for q, r in zip(batch, results, strict=True) if isinstance(r, UserError)) if row is not None]
+            if send is None or not accepted:  # (without `send`, the caller queues and the workers answer)
+                await self._record(receipts)
+                return results
+            # The receipts of the queued clicks are written while their message is sent, so
+            # that a receipt asked for as soon as the answer arrives already reads PENDING.
+            sent, _ = await asyncio.gather(send([c.message() for c in accepted]),
+                                           self._record([*receipts, *map(queued_row, accepted)]),
+                                           return_exceptions=True)
+            if isinstance(sent, Exception):  # the broker is down: none of these is accepted
+                log.warning("clicks could not be handed to the broker", exc_info=sent, clicks=len(accepted))
+                await self._forget(accepted)
+                return [UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
+                        if isinstance(r, Accepted) else r for r in results]
             return results
 
         super().__init__(run, max_batch)
 
-    async def _check(self, batch: list[ClickRequest], currency: str) -> list[Accepted | BaseException]:
-        now = datetime.now(UTC)
+    async def _check(self, batch: list[ClickRequest], currency: str, now: datetime) -> list[Accepted | BaseException]:
         tenants = {r.tenant_id for r in batch}
         try:
             if len(tenants) == 1:
@@ -294,6 +416,24 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
         except BaseException:
             await self.close()  # whatever state it is in, the next batch starts afresh
             raise
+
+    async def _record(self, rows: list[ReceiptRow]) -> None:
+        """Receipts, per tenant (RLS). A failure loses only receipts: the clicks are in
+        the broker all the same, and read UNKNOWN, then ACCEPTED once stored."""
+        try:
+            for tenant_id in sorted({r[2] for r in rows}):
+                await record_receipts(await self._connection(tenant_id), [r for r in rows if r[2] == tenant_id])
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("click receipts not recorded", exc_info=exc, clicks=len(rows))
+            await self.close()
+
+    async def _forget(self, clicks: list[Accepted]) -> None:
+        try:
+            for tenant_id in sorted({c.tenant_id for c in clicks}):
+                await forget_queued(await self._connection(tenant_id), [c for c in clicks if c.tenant_id == tenant_id])
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("click receipts not forgotten", exc_info=exc, clicks=len(clicks))
+            await self.close()
 
     async def _connection(self, tenant_id: int) -> asyncpg.Connection:
         if self.conn is None or self.conn.is_closed():

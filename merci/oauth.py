@@ -22,7 +22,7 @@ from authlib.oauth2.rfc6749 import errors as oauth
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from merci.accounts import hash_secret
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.ids import to_global
 from merci.paging import Keyset
 
@@ -88,12 +88,15 @@ def check_redirect_uri(raw: str) -> str:
 async def create_client(conn: asyncpg.Connection, *, tenant_id: int, name: str, redirect_uris: list[str],
                         created_by: int | None) -> tuple[int, str, str]:
     """Returns (pk, client id, client secret). The secret is shown once."""
+    checks = Checks()
     name = name.strip()
     if not 1 <= len(name) <= 100:
-        raise UserError("INVALID_NAME", "a name has 1 to 100 characters", "name")
-    uris = [check_redirect_uri(u) for u in redirect_uris]
+        checks.refuse(UserError("INVALID_NAME", "a name has 1 to 100 characters", "name"))
+    uris = [checks(check_redirect_uri, u) for u in redirect_uris]
     if not 1 <= len(uris) <= MAX_REDIRECT_URIS:
-        raise UserError("INVALID_REDIRECT_URI", f"give 1 to {MAX_REDIRECT_URIS} redirect URIs", "redirectUris")
+        checks.refuse(UserError("INVALID_REDIRECT_URI", f"give 1 to {MAX_REDIRECT_URIS} redirect URIs",
+                                "redirectUris"))
+    checks.done()
     client_id = f"mc_{tenant_id}_{secrets.token_urlsafe(18)}"
     secret = f"mcs_{secrets.token_urlsafe(32)}"
     pk: int = await conn.fetchval(

@@ -17,7 +17,7 @@ import asyncpg
 
 from merci.budgets import MIN_BUDGET
 from merci.clicks import Accepted, check_key, period_of
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.paging import Keyset, Page, Window
 from merci.things import THING_COLUMNS, clean_listing
 from merci.urls import canonical_key, normalize_url
@@ -92,12 +92,12 @@ async def register_things(conn: asyncpg.Connection, *, tenant_id: int,
     clean: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
-        try:
-            url = normalize_url(item.url)
-            listing = clean_listing(title=item.title, description=item.description, category=item.category,
-                                    language=item.language, tags=item.tags)
-        except UserError as err:
-            errors.append(_item_error("things", i, err))
+        checks = Checks()  # each item: all its fields' refusals
+        url = checks(normalize_url, item.url)
+        listing = checks(clean_listing, title=item.title, description=item.description, category=item.category,
+                         language=item.language, tags=item.tags)
+        if checks.failed:
+            errors.extend(_item_error("things", i, err) for err in checks.errors)
             continue
         if canonical_key(url) in seen:
             errors.append(ItemError(["things", str(i), "url"], "DUPLICATE_URL",
@@ -165,16 +165,16 @@ def check_clicks(items: list[ClickItem]) -> list[ClickItem]:
     errors: list[ItemError] = []
     clean: list[ClickItem] = []
     for i, item in enumerate(items):
-        try:
-            key = check_key(item.idempotency_key)
-            if len(key) > MAX_PARTNER_KEY:
-                raise UserError("INVALID_IDEMPOTENCY_KEY",
-                                f"idempotencyKey has 1 to {MAX_PARTNER_KEY} characters", "idempotencyKey")
-            if (item.thing_id is None) == (item.url is None):
-                raise UserError("INVALID_TARGET", "give either thingId or url", "thingId")
-            url = None if item.url is None else normalize_url(item.url)
-        except UserError as err:
-            errors.append(_item_error("clicks", i, err))
+        checks = Checks()
+        key = checks(check_key, item.idempotency_key)
+        if key is not None and len(key) > MAX_PARTNER_KEY:
+            checks.refuse(UserError("INVALID_IDEMPOTENCY_KEY",
+                                    f"idempotencyKey has 1 to {MAX_PARTNER_KEY} characters", "idempotencyKey"))
+        if (item.thing_id is None) == (item.url is None):
+            checks.refuse(UserError("INVALID_TARGET", "give either thingId or url", "thingId"))
+        url = None if item.url is None else checks(normalize_url, item.url)
+        if checks.failed:
+            errors.extend(_item_error("clicks", i, err) for err in checks.errors)
             continue
         clean.append(ClickItem(item.supporter_id, item.thing_id, url, key))
     if errors:

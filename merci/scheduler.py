@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from merci import close, escrow, payouts, search, subscriptions
+from merci import clicks, close, escrow, payouts, search, subscriptions
 from merci.clicks import CLICK_QUEUE, period_of
 from merci.config import Settings
 from merci.db import create_pool
@@ -71,6 +71,10 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
     for row in await conn.fetch(escrow.STRANDED_SQL):
         queue.send(escrow.RELEASE_ACTOR, row["thing_id"], queue_name="money")
         sent.append(f"{escrow.RELEASE_ACTOR} {row['thing_id']}")
+
+    # Click receipts the workers have settled since (their own rows answer now), old refusals.
+    if purged := await clicks.purge_receipts(conn):
+        log.info("forgot %d click receipts", purged)
 
     # Payouts still pending after a while: their message was lost or their worker died.
     for payout_id in await payouts.stale(conn, now=now):

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.fetch import FetchError, FetchPolicy, fetch
 from merci.paging import Count, Keyset
 from merci.urls import normalize_url
@@ -254,30 +254,36 @@ class Listing:
 
 def clean_listing(*, title: str, description: str, language: str, category: str,
                   tags: Sequence[str] = (), feed_url: str | None = None, prefix: str = "") -> Listing:
-    """Check a listing; every refusal names its field (`prefix` locates it in a bulk input)."""
+    """Check a listing; every refusal names its field (`prefix` locates it in a bulk input),
+    and all of them are reported at once (UserErrors)."""
+    checks = Checks()
     title = " ".join(title.split())
     if not 1 <= len(title) <= 200:
-        raise UserError("INVALID_TITLE", "a title has 1 to 200 characters", prefix + "title")
+        checks.refuse(UserError("INVALID_TITLE", "a title has 1 to 200 characters", prefix + "title"))
     description = description.strip()
     if not 5 <= len(description) <= 1000:
-        raise UserError("INVALID_DESCRIPTION", "a description has 5 to 1000 characters", prefix + "description")
+        checks.refuse(UserError("INVALID_DESCRIPTION", "a description has 5 to 1000 characters",
+                                prefix + "description"))
     language = language.strip().lower()
     if len(language) != 2 or not (language.isascii() and language.isalpha()):
-        raise UserError("INVALID_LANGUAGE", "language is a two-letter ISO 639-1 code such as en or fr",
-                        prefix + "language")
+        checks.refuse(UserError("INVALID_LANGUAGE", "language is a two-letter ISO 639-1 code such as en or fr",
+                                prefix + "language"))
     category = category.strip().lower()
     if category not in CATEGORIES:
-        raise UserError("INVALID_CATEGORY", f"category is one of {', '.join(CATEGORIES)}", prefix + "category")
+        checks.refuse(UserError("INVALID_CATEGORY", f"category is one of {', '.join(CATEGORIES)}",
+                                prefix + "category"))
     clean_tags: list[str] = []
     for tag in tags:
         t = " ".join(tag.split()).lower()
         if t and t not in clean_tags:
             clean_tags.append(t)
     if len(clean_tags) > MAX_TAGS:
-        raise UserError("TOO_MANY_TAGS", f"a listing has at most {MAX_TAGS} tags", prefix + "tags")
+        checks.refuse(UserError("TOO_MANY_TAGS", f"a listing has at most {MAX_TAGS} tags", prefix + "tags"))
     if any(len(t) > MAX_TAG for t in clean_tags):
-        raise UserError("INVALID_TAG", f"a tag has at most {MAX_TAG} characters", prefix + "tags")
-    feed = None if feed_url is None or not feed_url.strip() else normalize_url(feed_url, field=prefix + "feedUrl")
+        checks.refuse(UserError("INVALID_TAG", f"a tag has at most {MAX_TAG} characters", prefix + "tags"))
+    feed = None if feed_url is None or not feed_url.strip() else checks(normalize_url, feed_url,
+                                                                         field=prefix + "feedUrl")
+    checks.done()
     return Listing(title, description, language, category, clean_tags, feed)
 
 

@@ -25,10 +25,15 @@ TRANSITIONS = {
 }
 
 
-async def subscribe(conn: asyncpg.Connection, *, tenant_id: int, supporter_id: int, thing_id: int, months: int,
-                    period: date) -> int:
+def check_term(months: int) -> int:
     if months not in TERMS:
         raise UserError("INVALID_TERM", "months is one of 1, 3, 6 or 12", "months")
+    return months
+
+
+async def subscribe(conn: asyncpg.Connection, *, tenant_id: int, supporter_id: int, thing_id: int, months: int,
+                    period: date) -> int:
+    check_term(months)
     owner = await conn.fetchrow(
         "select owner_id, owner_id is not distinct from $2 or merci_owns($2, canon) as own from things where id = $1",
         thing_id, supporter_id)

@@ -8,7 +8,7 @@ import secrets
 import asyncpg
 
 from merci.accounts import hash_secret
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.paging import Keyset
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$")
@@ -40,18 +40,26 @@ class TenantIds:
         return found
 
 
+def check_tenant(*, slug: str, name: str, fee_bps: int, partner_share_bps: int) -> str:
+    """A new tenant's fields, every refusal at once; returns the slug as stored."""
+    checks = Checks()
+    slug = slug.strip().lower()
+    if not SLUG_RE.match(slug):
+        checks.refuse(UserError("INVALID_SLUG", "a slug is 3 to 40 lowercase letters, digits or dashes", "slug"))
+    if not 1 <= len(name.strip()) <= 200:
+        checks.refuse(UserError("INVALID_NAME", "a name has 1 to 200 characters", "name"))
+    if not 0 <= fee_bps <= 5000:
+        checks.refuse(UserError("INVALID_FEE", "feeBps is between 0 and 5000", "feeBps"))
+    if not 0 <= partner_share_bps <= 10000:
+        checks.refuse(UserError("INVALID_SHARE", "partnerShareBps is between 0 and 10000", "partnerShareBps"))
+    checks.done()
+    return slug
+
+
 async def create_tenant(
     conn: asyncpg.Connection, *, slug: str, name: str, fee_bps: int = 1000, partner_share_bps: int = 0
 ) -> int:
-    slug = slug.strip().lower()
-    if not SLUG_RE.match(slug):
-        raise UserError("INVALID_SLUG", "a slug is 3 to 40 lowercase letters, digits or dashes", "slug")
-    if not 1 <= len(name.strip()) <= 200:
-        raise UserError("INVALID_NAME", "a name has 1 to 200 characters", "name")
-    if not 0 <= fee_bps <= 5000:
-        raise UserError("INVALID_FEE", "feeBps is between 0 and 5000", "feeBps")
-    if not 0 <= partner_share_bps <= 10000:
-        raise UserError("INVALID_SHARE", "partnerShareBps is between 0 and 10000", "partnerShareBps")
+    slug = check_tenant(slug=slug, name=name, fee_bps=fee_bps, partner_share_bps=partner_share_bps)
     if await tenant_id_by_slug(conn, slug) is not None:
         raise UserError("SLUG_TAKEN", "this slug is taken", "slug")
     try:
@@ -82,13 +90,15 @@ async def create_api_key(
     conn: asyncpg.Connection, *, tenant_id: int, name: str, scopes: list[str], created_by: int | None
 ) -> tuple[int, str]:
     """Return (key id, secret). The secret is shown once; only its hash is stored."""
+    checks = Checks()
     unknown = sorted(set(scopes) - SCOPES)
     if unknown:
-        raise UserError("UNKNOWN_SCOPE", f"unknown scopes: {', '.join(unknown)}", "scopes")
+        checks.refuse(UserError("UNKNOWN_SCOPE", f"unknown scopes: {', '.join(unknown)}", "scopes"))
     if not scopes:
-        raise UserError("NO_SCOPE", "give the key at least one scope", "scopes")
+        checks.refuse(UserError("NO_SCOPE", "give the key at least one scope", "scopes"))
     if not 1 <= len(name.strip()) <= 100:
-        raise UserError("INVALID_NAME", "a name has 1 to 100 characters", "name")
+        checks.refuse(UserError("INVALID_NAME", "a name has 1 to 100 characters", "name"))
+    checks.done()
     secret = f"mk_{tenant_id}_{secrets.token_urlsafe(32)}"
     key_id: int = await conn.fetchval(
         "insert into api_keys (tenant_id, name, secret_hash, hint, scopes, created_by)"

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.paging import Keyset
 from merci.urls import normalize_url
 
@@ -46,23 +46,26 @@ def on_site(*, site_id: int, tenant_wide: bool) -> Keyset:
 
 def clean_listing(*, title: str, description: str, category: str, language: str | None,
                   tags: list[str]) -> dict[str, Any]:
+    """A thing's listing, checked; refuses with every field that is wrong (UserErrors)."""
+    checks = Checks()
     title = title.strip()
     if not 1 <= len(title) <= 300:
-        raise UserError("INVALID_TITLE", "a title has 1 to 300 characters", "title")
+        checks.refuse(UserError("INVALID_TITLE", "a title has 1 to 300 characters", "title"))
     if len(description) > 2000:
-        raise UserError("INVALID_DESCRIPTION", "a description has at most 2000 characters", "description")
+        checks.refuse(UserError("INVALID_DESCRIPTION", "a description has at most 2000 characters", "description"))
     category = category.strip().lower()
     if category not in CATEGORIES:
-        raise UserError("INVALID_CATEGORY", f"category is one of {', '.join(CATEGORIES)}", "category")
+        checks.refuse(UserError("INVALID_CATEGORY", f"category is one of {', '.join(CATEGORIES)}", "category"))
     if language is not None:
         language = language.strip().lower()
         if len(language) != 2 or not language.isalpha() or not language.isascii():
-            raise UserError("INVALID_LANGUAGE", "language is a two-letter ISO 639-1 code", "language")
+            checks.refuse(UserError("INVALID_LANGUAGE", "language is a two-letter ISO 639-1 code", "language"))
     clean_tags = sorted({t.strip().lower() for t in tags if t.strip()})
     if len(clean_tags) > 10:
-        raise UserError("TOO_MANY_TAGS", "at most 10 tags", "tags")
+        checks.refuse(UserError("TOO_MANY_TAGS", "at most 10 tags", "tags"))
     if any(len(t) > 50 for t in clean_tags):
-        raise UserError("INVALID_TAG", "a tag has at most 50 characters", "tags")
+        checks.refuse(UserError("INVALID_TAG", "a tag has at most 50 characters", "tags"))
+    checks.done()
     return {"title": title, "description": description.strip(), "category": category, "language": language,
             "tags": clean_tags}
 
@@ -79,9 +82,11 @@ async def submit_thing(
     """Register a thing by URL. It belongs to whoever proved a site covering it (the
     database decides, see migration 0015): the caller when the URL is in one of their
     verified scopes, another creator when in theirs, nobody (escrow) otherwise."""
-    url = normalize_url(url)
-    listing = clean_listing(title=title, description=description, category=category, language=language,
-                            tags=tags or [])
+    checks = Checks()
+    url = checks(normalize_url, url)
+    listing = checks(clean_listing, title=title, description=description, category=category, language=language,
+                     tags=tags or [])
+    checks.done()
     existing = await conn.fetchrow("select id, owner_id from things where canon = merci_canon($1)", url)
     if existing is not None:
         if existing["owner_id"] == owner_id:

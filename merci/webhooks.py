@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.fetch import FetchError, FetchPolicy, address_problem, failure, resolve
 from merci.ids import to_global
 from merci.paging import Keyset
@@ -126,10 +126,12 @@ def check_events(events: list[str]) -> list[str]:
 async def create_endpoint(conn: asyncpg.Connection, *, tenant_id: int, url: str, events: list[str],
                           description: str = "", allow_loopback: bool = False) -> tuple[int, str]:
     """Returns (endpoint id, signing secret). The secret is shown once."""
-    url = check_url(url, allow_loopback=allow_loopback)
-    events = check_events(events)
+    checks = Checks()
+    url = checks(check_url, url, allow_loopback=allow_loopback)
+    events = checks(check_events, events)
     if len(description) > 200:
-        raise UserError("INVALID_DESCRIPTION", "a description has at most 200 characters", "description")
+        checks.refuse(UserError("INVALID_DESCRIPTION", "a description has at most 200 characters", "description"))
+    checks.done()
     count = await conn.fetchval("select count(*) from webhook_endpoints where tenant_id = $1 and active", tenant_id)
     if count >= MAX_ENDPOINTS:
         raise UserError("TOO_MANY_ENDPOINTS", f"at most {MAX_ENDPOINTS} active endpoints per tenant", None)
@@ -140,13 +142,22 @@ async def create_endpoint(conn: asyncpg.Connection, *, tenant_id: int, url: str,
     return endpoint_id, secret
 
 
+def check_changes(*, url: str | None, events: list[str] | None,
+                  allow_loopback: bool = False) -> tuple[str | None, list[str] | None]:
+    """An endpoint's new URL and events (None: unchanged), checked together."""
+    checks = Checks()
+    if url is not None:
+        url = checks(check_url, url, allow_loopback=allow_loopback)
+    if events is not None:
+        events = checks(check_events, events)
+    checks.done()
+    return url, events
+
+
 async def update_endpoint(conn: asyncpg.Connection, *, endpoint_id: int, url: str | None = None,
                           events: list[str] | None = None, active: bool | None = None,
                           allow_loopback: bool = False) -> None:
-    if url is not None:
-        url = check_url(url, allow_loopback=allow_loopback)
-    if events is not None:
-        events = check_events(events)
+    url, events = check_changes(url=url, events=events, allow_loopback=allow_loopback)
     status = await conn.execute(
         "update webhook_endpoints set url = coalesce($2, url), events = coalesce($3, events),"
         " active = coalesce($4, active),"

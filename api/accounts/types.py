@@ -142,19 +142,13 @@ class Account(Node):
         return await paginate(info.context.tx, listing, window(first, after, last, before),
                               lambda r: Click.from_row(dict(r)), cursor_of=lambda c: c.pk)
 
-    @strawberry.field(description="What became of a click sent with `flattr`, by its idempotency key.")
+    @strawberry.field(description="What became of a click sent with `flattr`, by its idempotency key "
+                                  "(ACCEPTED or REFUSED for good, PENDING while queued, UNKNOWN if never received).")
     async def click_receipt(self, info: Info, idempotency_key: str) -> ClickReceipt:
         async with info.context.tx() as conn:
-            row = await conn.fetchrow(
-                "select 'accepted' as status, null as reason, thing_id, period from clicks"
-                " where supporter_id = $1 and idempotency_key = $2"
-                " union all select 'rejected', reason, thing_id, period from click_rejections"
-                " where supporter_id = $1 and idempotency_key = $2 limit 1", self.pk, idempotency_key)
-        if row is None:
-            return ClickReceipt(idempotency_key=idempotency_key, status=ClickStatus.PENDING, reason=None,
-                                period=None, thing_pk=None)
-        return ClickReceipt(idempotency_key=idempotency_key, status=ClickStatus(row["status"]),
-                            reason=row["reason"], period=f"{row['period']:%Y-%m}", thing_pk=row["thing_id"])
+            r = await clicks.receipt(conn, supporter_id=self.pk, key=idempotency_key)
+        return ClickReceipt(idempotency_key=idempotency_key, status=ClickStatus(r.status), reason=r.code,
+                            period=None if r.period is None else f"{r.period:%Y-%m}", thing_pk=r.thing_id)
 
     @strawberry.field(description="The supporter's subscriptions, newest first.")
     async def subscriptions(self, info: Info, first: int | None = None,

@@ -7,6 +7,7 @@ from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.money import Money
 from merci import budgets
+from merci.errors import Checks
 from merci.payments import provider_for
 
 
@@ -63,8 +64,10 @@ class BudgetMutations:
             from merci.money import Money as DomainMoney
 
             me = ctx.require_account()
-            amount = budgets.check_topup(input.amount)
-            provider = provider_for(input.provider, production=ctx.settings.production)
+            checks = Checks()  # the amount's refusal with the provider's
+            amount = checks(budgets.check_topup, input.amount)
+            provider = checks(provider_for, input.provider, production=ctx.settings.production)
+            checks.done()
             charge = await provider.charge(account_id=me, amount=DomainMoney(amount, ctx.settings.currency),
                                            idempotency_key=input.idempotency_key or "")
             async with ctx.tx() as conn:

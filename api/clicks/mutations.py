@@ -13,7 +13,7 @@ from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.fastpath import FastMutation
 from merci import clicks
 from merci.clicks import Accepted
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.ids import from_global
 
 log = structlog.get_logger(__name__)
@@ -33,19 +33,38 @@ class FlattrPayload:
 
 
 async def accept(ctx: Context, *, thing_id: str | None, url: str | None, idempotency_key: str) -> Accepted:
-    """Check one click and hand it to the broker; raises UserError."""
+    """Check one click and hand it to the broker; raises UserError. What the API
+    answered is recorded for `clickReceipt` (merci.clicks: receipts)."""
     me = ctx.require_account()
-    pk = None if thing_id is None else from_global(thing_id, expect="Thing", field="thingId")[1]
-    request = clicks.check_request(supporter_id=me, tenant_id=ctx.principal.tenant_id, thing_id=pk, url=url,
-                                   idempotency_key=idempotency_key)
-    if ctx.prechecks is not None:  # concurrent clicks share their checks and their broker message
+    tenant_id = ctx.principal.tenant_id
+    try:
+        checks = Checks()  # a bad id and a bad key are both reported
+        found = None if thing_id is None else checks(from_global, thing_id, expect="Thing", field="thingId")
+        pk = None if found is None else found[1]
+        # (0 for an id that is not one: given all the same, and refused already)
+        request = checks(clicks.check_request, supporter_id=me, tenant_id=tenant_id,
+                         thing_id=None if thing_id is None else pk or 0, url=url, idempotency_key=idempotency_key)
+        checks.done()
+    except UserError as err:  # refused before any check (cold: a write on this path costs the click nothing)
+        row = clicks.refused_row(supporter_id=me, tenant_id=tenant_id, key=idempotency_key, error=err, thing_id=None,
+                                 now=datetime.now(UTC))
+        if row is not None:
+            async with ctx.tx() as conn:
+                await clicks.record_receipts(conn, [row])
+        raise
+    if ctx.prechecks is not None:  # concurrent clicks share their checks, their broker message and receipts
         try:
             return await ctx.prechecks.submit(request)  # type: ignore[no-any-return]
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             log.warning("click precheck failed", exc_info=exc)
             raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
+    now = datetime.now(UTC)
     async with ctx.tx() as conn:
-        [answer] = await clicks.precheck_many(conn, [request], currency=ctx.settings.currency, now=datetime.now(UTC))
+        [answer] = await clicks.precheck_many(conn, [request], currency=ctx.settings.currency, now=now)
+        if isinstance(answer, UserError):
+            row = clicks.refused_row(supporter_id=me, tenant_id=tenant_id, key=request.idempotency_key, error=answer,
+                                     thing_id=pk, now=now)
+            await clicks.record_receipts(conn, [] if row is None else [row])
     if isinstance(answer, UserError):
         raise answer
     if ctx.clicks is None:
@@ -54,6 +73,8 @@ async def accept(ctx: Context, *, thing_id: str | None, url: str | None, idempot
         await ctx.clicks.submit(answer)
     except Exception as exc:  # broker down: not accepted, and the client may retry safely
         raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
+    async with ctx.tx() as conn:
+        await clicks.record_receipts(conn, [clicks.queued_row(answer)])
     return answer
 
 
@@ -83,7 +104,7 @@ async def flattr_fast(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
                                 idempotency_key=given["idempotencyKey"])
     except UserError as err:
         return {"click": None, "userErrors": [
-            {"field": [err.field] if err.field else None, "message": err.message, "code": err.code}]}
+            {"field": [e.field] if e.field else None, "message": e.message, "code": e.code} for e in err.each()]}
     return {"click": {"idempotencyKey": accepted.idempotency_key, "status": _PENDING, "reason": None,
                       "period": f"{clicks.period_of(accepted.accepted_at):%Y-%m}"},
             "userErrors": []}

@@ -12,11 +12,17 @@ from graph.relay import Node
 from merci.ids import to_global
 
 
-@strawberry.enum
+@strawberry.enum(description="What became of a click: ACCEPTED and REFUSED are final; PENDING settles (see "
+                             "docs/api.md for how long to poll); UNKNOWN means send it again with the same key.")
 class ClickStatus(Enum):
-    PENDING = "pending"
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
+    PENDING = strawberry.enum_value("pending", description="Accepted by the API and queued: the workers decide.")
+    ACCEPTED = strawberry.enum_value("accepted", description="Stored: it counts in its month.")
+    REFUSED = strawberry.enum_value("refused", description=(
+        "Refused, by the API at once or by the workers; `reason` says why (a userErrors code)."))
+    UNKNOWN = strawberry.enum_value("unknown", description=(
+        "Never received with this key, or received so long ago that it is forgotten. Sending it again with the "
+        "same key is safe: a click counts once per key."))
+    REJECTED = strawberry.enum_value("rejected", deprecation_reason="Never answered any more: read REFUSED.")
 
 
 @strawberry.enum
@@ -51,7 +57,7 @@ class Click(Node):
 class ClickReceipt:
     idempotency_key: str
     status: ClickStatus
-    reason: str | None = strawberry.field(description="Why it was refused (a userErrors code), if it was.")
+    reason: str | None = strawberry.field(description="Why it was refused (a userErrors code) when REFUSED.")
     period: str | None
     thing_pk: strawberry.Private[int | None]
 

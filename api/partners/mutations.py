@@ -24,7 +24,7 @@ from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import metrics, oauth, partners, webhooks
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, Accepted, period_of, sign_batch
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.fetch import policy_from_env
 from merci.ids import from_global
 from merci.partners import BatchRefused, ItemError
@@ -264,7 +264,12 @@ class PartnerMutations:
 
         async def work() -> WebhookEndpointPayload:
             require_partner(ctx, "webhooks:write")
-            _, pk = from_global(input.id, expect="WebhookEndpoint")
+            checks = Checks()  # the id's refusal with the changes'
+            found = checks(from_global, input.id, expect="WebhookEndpoint")
+            checks(webhooks.check_changes, url=input.url, allow_loopback=policy_from_env().allow_loopback,
+                   events=None if input.events is None else [e.value for e in input.events])
+            checks.done()
+            pk = found[1]
             async with ctx.tx() as conn:
                 await webhooks.update_endpoint(
                     conn, endpoint_id=pk, url=input.url, active=input.active,

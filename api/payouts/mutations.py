@@ -9,6 +9,8 @@ from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.money import Money
 from merci import payouts
+from merci.errors import Checks
+from merci.money import parse_amount
 from merci.payments import payout_provider_for
 
 log = logging.getLogger("merci.payouts")
@@ -47,7 +49,12 @@ class PayoutMutations:
         async def work() -> PayoutPayload:
             me = ctx.require_account()
             s = ctx.settings
-            payout_provider_for(input.provider, production=s.production)  # refuse an unknown one up front
+            checks = Checks()  # every field's refusal at once (the provider's up front)
+            checks(payout_provider_for, input.provider, production=s.production)
+            checks(payouts.check_key, input.idempotency_key)
+            if input.amount is not None:
+                checks(parse_amount, input.amount)
+            checks.done()
             async with ctx.tx() as conn:
                 p = await payouts.request(conn, tenant_id=ctx.principal.tenant_id, account_id=me,
                                           amount=input.amount, currency=s.currency, threshold=s.payout_threshold,

@@ -9,6 +9,7 @@ from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import subscriptions
 from merci.clicks import CLICK_QUEUE, period_of
+from merci.errors import Checks
 from merci.ids import from_global
 
 
@@ -53,7 +54,11 @@ class SubscriptionMutations:
 
         async def work() -> ThingSubscriptionPayload:
             me = ctx.require_account()
-            _, thing = from_global(input.thing_id, expect="Thing", field="thingId")
+            checks = Checks()  # the thing's refusal with the term's
+            found = checks(from_global, input.thing_id, expect="Thing", field="thingId")
+            checks(subscriptions.check_term, input.months)
+            checks.done()
+            thing = found[1]
             period = period_of(datetime.now(UTC))
             async with ctx.tx() as conn:
                 pk = await subscriptions.subscribe(conn, tenant_id=ctx.principal.tenant_id, supporter_id=me,

@@ -9,7 +9,7 @@ from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import accounts, cors, tenants
 from merci.db import Scope, set_scope
-from merci.errors import UserError
+from merci.errors import Checks, UserError
 from merci.ids import from_global
 
 
@@ -80,6 +80,13 @@ class TenantMutations:
         async def work() -> CreateTenantPayload:
             if not ctx.principal.platform_admin:
                 raise UserError("FORBIDDEN", "only a platform admin may create tenants")
+            checks = Checks()  # the tenant's refusals with its admin's
+            checks(tenants.check_tenant, slug=input.slug, name=input.name, fee_bps=input.fee_bps,
+                   partner_share_bps=input.partner_share_bps)
+            if input.admin is not None:
+                accounts.check_sign_up(checks, email=input.admin.email, password=input.admin.password,
+                                       handle=input.admin.handle, prefix="admin.")
+            checks.done()
             async with ctx.tx() as conn:
                 tenant_id = await tenants.create_tenant(
                     conn, slug=input.slug, name=input.name, fee_bps=input.fee_bps,

@@ -72,6 +72,8 @@ def cases(thing: str, own: str) -> list[tuple[dict[str, Any], bool, str]]:
         (flattr({"url": "https://a.example/", "thingId": thing, "idempotencyKey": "x"}), True, "fan"),
         (flattr({"url": "https://a.example/", "idempotencyKey": ""}), True, "fan"),
         (flattr({"url": "https://a.example/", "idempotencyKey": "k" * 201}), True, "fan"),
+        (flattr({"thingId": "not-an-id", "idempotencyKey": ""}), True, "fan"),  # two refusals at once
+        (flattr({"url": "notaurl", "idempotencyKey": " "}), True, "fan"),
         (flattr({"url": "https://a.example/", "idempotencyKey": "p1"}), True, "poor"),  # NO_MEANS
         (flattr({"url": "https://a.example/", "idempotencyKey": "n1"}), True, "anon"),  # UNAUTHENTICATED
         # aliases and __typename at every level

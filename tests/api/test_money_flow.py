@@ -132,7 +132,7 @@ def test_founding_story(env: Env) -> None:
     assert late["userErrors"] == []
     receipt = wait_for(lambda: (r := fan('{ me { clickReceipt(idempotencyKey: "late") { status reason } } }')
                                 ["me"]["clickReceipt"])["status"] != "PENDING" and r, what="late click receipt")
-    assert receipt == {"status": "REJECTED", "reason": "MONTH_CLOSED"}
+    assert receipt == {"status": "REFUSED", "reason": "MONTH_CLOSED"}
 
 
 def test_bad_input_is_refused_and_changes_nothing(env: Env) -> None:

@@ -158,9 +158,11 @@ async def test_a_supporters_lists_page_both_ways(api_url: str, system_pool: asyn
                 await f.click(conn, tid, fan, t, f"{month}-05T08:00:00Z")
             clicks = await conn.fetch("select id from clicks where supporter_id = $1 and period = '2026-02-01'"
                                       " order by id desc", fan)
+            # (failed ones: a pending payout would reserve earnings this creator does not have)
             payouts = [await conn.fetchval(
-                "insert into payouts (tenant_id, account_id, amount, currency, provider, idempotency_key)"
-                " values ($1, $2, 1000, 'EUR', 'dev', $3) returning id", tid, creator, f"p{i}") for i in range(6)]
+                "insert into payouts (tenant_id, account_id, amount, currency, provider, idempotency_key, status,"
+                " reason, settled_at) values ($1, $2, 1000, 'EUR', 'dev', $3, 'failed', 'refused', now())"
+                " returning id", tid, creator, f"p{i}") for i in range(6)]
             tokens = {who: await issue_token(conn, tenant_id=tid, account_id=pk, ttl=timedelta(hours=1))
                       for who, pk in (("fan", fan), ("creator", creator))}
     as_fan, as_creator = GraphQLClient(api_url, tokens["fan"]), GraphQLClient(api_url, tokens["creator"])

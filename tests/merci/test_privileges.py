@@ -49,6 +49,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "public.budget_changes_id_seq": {"USAGE": ALL},
     # The ledger and clicks are written by the workers and checked functions only (0016).
     "public.click_rejections": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
+    # What the API answered to each flattr, for clickReceipt: no money moves on it (0018).
+    "public.click_receipts": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "DELETE": ALL,
+                              "policies": {"tenant_rows": "ALL"}},
     "public.clicks": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.clicks_id_seq": {"USAGE": ALL},
     # Written only through merci_list_cors_origin (0019).

@@ -90,7 +90,9 @@ def test_malformed_or_oversized_batches_change_nothing(world: World) -> None:
         {"url": "https://ok.example/6", "title": "fine", "ownerId": foreign},
     ]})["registerThings"]
     assert codes(bad) == [(["things", "1", "url"], "INVALID_URL"), (["things", "2", "category"], "INVALID_CATEGORY"),
-                          (["things", "3", "title"], "INVALID_TITLE"), (["things", "4", "url"], "DUPLICATE_URL"),
+                          (["things", "3", "title"], "INVALID_TITLE"),
+                          (["things", "3", "language"], "INVALID_LANGUAGE"),  # every refusal of an item
+                          (["things", "4", "url"], "DUPLICATE_URL"),
                           (["things", "5", "ownerId"], "UNKNOWN_OWNER")]
 
     clicks = [{"supporterId": fan["id"], "url": f"https://x.example/{i}", "idempotencyKey": str(i)}
