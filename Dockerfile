@@ -14,7 +14,7 @@ ARG NODE_IMAGE=node:22-bookworm-slim
 
 FROM ${NODE_IMAGE} AS gateway-deps
 WORKDIR /app
-COPY gateway/package*.json ./
+COPY gateway/package*.json gateway/.npmrc ./
 RUN --mount=type=cache,target=/root/.npm \
     npm ci --omit=dev --no-audit --no-fund
 

@@ -197,3 +197,22 @@ def test_composition_refuses_a_type_named_after_a_root_operation_type(tmp_path: 
     refused = subprocess.run(["node", "compose.mjs", "--check"], cwd=copy, capture_output=True, text=True)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "subgraph api: object type `Subscription` is named after the subscription root" in refused.stderr
+
+
+def test_the_node_version_is_stated_and_kept() -> None:
+    """gateway/package.json states the Node.js versions the gateway runs on, every package
+    the lock installs allows all of them (it once held packages needing 22.15 under a
+    stated `>=20`), this Node (CI's) is one, and so is the image's; `npm ci` refuses a
+    mismatch (.npmrc)."""
+    node_ready()
+    ok = subprocess.run(["node", "engines.mjs"], cwd=GATEWAY, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # An older Node is refused, naming what needs more (the check can fail).
+    old = subprocess.run(["node", "engines.mjs", "20.5.0"], cwd=GATEWAY, capture_output=True, text=True)
+    assert old.returncode == 1 and "package.json: needs Node" in old.stderr, old.stdout + old.stderr
+    image = re.search(r"^ARG NODE_IMAGE=node:(\d+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert image is not None
+    newest = subprocess.run(["node", "engines.mjs", f"{image.group(1)}.999.0"], cwd=GATEWAY, capture_output=True,
+                            text=True)
+    assert newest.returncode == 0, newest.stderr
+    assert "engine-strict=true" in (GATEWAY / ".npmrc").read_text().split()
