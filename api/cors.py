@@ -29,7 +29,7 @@ from merci.cors import Allowlist
 METHODS = b"GET, POST"
 HEADERS = (b"Authorization, Content-Type, X-Merci-Tenant, X-Request-Id, traceparent, tracestate,"
            b" apollographql-client-name, apollographql-client-version")
-EXPOSED = b"X-Request-Id"
+EXPOSED = b"X-Request-Id, WWW-Authenticate"  # (the latter: why a token was not taken, docs/api.md)
 VARY = (b"vary", b"Origin")
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
 from api import cors, graphiql
@@ -45,7 +45,16 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 
 
 class Auth:
-    """Resolves the caller before GraphQL runs; a bad bearer token is a clear 401."""
+    """Resolves the caller before GraphQL runs.
+
+    Credentials that do not hold (a bad, expired or revoked token, a malformed
+    Authorization header) do not fail the request:
+    it runs anonymously, so public fields answer as for anyone, while what needs a caller
+    answers UNAUTHENTICATED (`me` as a field error, mutations in userErrors), and the
+    answer carries `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750; RFC 7235
+    lets any response carry it). A 401 for the whole request made a public page fail
+    because a stored token had expired. docs/api.md states the rule.
+    """
 
     def __init__(self, app: ASGIApp, tenant_ids: TenantIds, allowlist: Allowlist, public_url: str) -> None:
         self.app = app
@@ -65,6 +74,9 @@ class Auth:
             await refused.response(scope, receive, send)
             return
         self._admitted(scope, principal)
+        headers = response_headers(scope)
+        if headers:
+            send = _with_headers(send, headers)
         await self.app(scope, receive, send)
 
     async def admit(self, scope: Scope) -> bool:
@@ -93,15 +105,17 @@ class Auth:
         header = request_header(request.scope, b"authorization")
         if header:
             scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise _Refused(_error(401, "use `Authorization: Bearer <token>`", "UNAUTHENTICATED"))
-            principal = await self.resolve(pool, token.strip())
-            if principal is None:
-                raise _Refused(_error(401, "invalid, expired or revoked token", "UNAUTHENTICATED"))
-            request.state.session_token = token.strip() if token.startswith("ms_") else None
-            return principal
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie:
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                refuse_credentials(request.scope, "use `Authorization: Bearer <token>`")
+            elif (principal := await self.resolve(pool, token)) is None:
+                refuse_credentials(request.scope, "invalid, expired or revoked token")
+            else:
+                request.state.session_token = token if token.startswith("ms_") else None
+                return principal
+        elif cookie := request.cookies.get(SESSION_COOKIE):
+            # (A cookie whose session ended counts as not sent, as before: the browser drops
+            # it when the session expires, and the web app shows "log in" for a null `me`.)
             principal = await self.resolve(pool, cookie)
             # A cookie the calling page may not use (api.cors.cookie_allowed) counts as not
             # sent, as SameSite would have it: the request runs anonymously (and may log in).
@@ -135,6 +149,31 @@ class Auth:
         return principal
 
 
+CREDENTIALS_REFUSED = "credentials_refused"
+
+
+def refuse_credentials(scope: Scope, why: str) -> None:
+    """The request's credentials do not hold: it goes on anonymously (see Auth)."""
+    state = scope.setdefault("state", {})
+    state[CREDENTIALS_REFUSED] = why
+    state["response_headers"] = [(b"www-authenticate",
+                                  f'Bearer error="invalid_token", error_description="{why}"'.encode())]
+
+
+def response_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """Headers the answer to this request carries, whichever path answers it (graph.fastpath too)."""
+    return list(scope.get("state", {}).get("response_headers", ()))
+
+
+def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *headers]}
+        await send(message)
+
+    return sending
+
+
 class _Refused(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
@@ -151,6 +190,7 @@ class MerciGraphQL(GraphQL[Context, None]):
         state = request.app.state
         return Context(
             request=request, response=response, principal=request.scope["state"]["principal"],
+            credentials_refused=request.scope["state"].get(CREDENTIALS_REFUSED),
             pool=state.pool, settings=state.settings, queue=state.queue, clicks=state.clicks,
             prechecks=state.prechecks, tenant_ids=state.tenant_ids,
         )

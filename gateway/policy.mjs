@@ -51,10 +51,10 @@ function sessionCookie(header) {
 }
 
 // What the client gets back of a subgraph's headers: the session cookie (logIn, signUp,
-// logOut set it), the CORS answer, and when to retry a refusal.
+// logOut set it), the CORS answer, when to retry a refusal, and why a token was not taken.
 export const CORS_HEADERS = ["access-control-allow-origin", "access-control-allow-credentials",
   "access-control-expose-headers", "vary"];
-export const RETURNED = ["set-cookie", "retry-after", ...CORS_HEADERS];
+export const RETURNED = ["set-cookie", "retry-after", "www-authenticate", ...CORS_HEADERS];
 const PREFLIGHT = [...CORS_HEADERS, "access-control-allow-methods", "access-control-allow-headers",
   "access-control-max-age"];
 

@@ -33,6 +33,8 @@ class Context:
     prechecks: Any = None  # merci.clicks.PrecheckBatcher: group commit of the clicks' prechecks
     tenant_ids: TenantIds = field(default_factory=TenantIds)  # the app's tenant ids by slug
     loaders: dict[str, Any] = field(default_factory=dict)
+    # Why the request's token was not taken (it runs anonymously): what needs a caller says so.
+    credentials_refused: str | None = None
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[asyncpg.Connection]:
@@ -47,15 +49,21 @@ class Context:
 
     def require_account(self) -> int:
         if self.principal.account_id is None:
-            raise UserError("UNAUTHENTICATED", "log in first", None)
+            raise self.unauthenticated("log in first")
         return self.principal.account_id
+
+    def unauthenticated(self, message: str) -> UserError:
+        """UNAUTHENTICATED, saying why the credentials sent were not taken, if they were not."""
+        if self.credentials_refused is not None:
+            message = f"{self.credentials_refused}: log in again"
+        return UserError("UNAUTHENTICATED", message, None)
 
     def require_scope(self, scope: str) -> None:
         p = self.principal
         if p.api_key_id is not None and scope not in p.scopes:
             raise UserError("FORBIDDEN", f"this API key lacks the {scope!r} scope", None)
         if not p.authenticated:
-            raise UserError("UNAUTHENTICATED", "log in or use an API key", None)
+            raise self.unauthenticated("log in or use an API key")
 
     def require_tenant_admin(self) -> None:
         p = self.principal

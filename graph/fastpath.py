@@ -436,8 +436,10 @@ class FastPath:
             record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"],
                    plan.counted)
         data = encode_json(result)
+        # (plus any the authentication left for the answer, e.g. WWW-Authenticate: as the normal path)
         await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+            *scope.get("state", {}).get("response_headers", ())]})
         await send({"type": "http.response.body", "body": data})
         return True
 

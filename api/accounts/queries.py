@@ -5,13 +5,18 @@ import strawberry
 from api.accounts.loaders import account_by_id
 from api.accounts.types import Account, Creator
 from graph.context import Info
+from graph.errors import ClientError
 
 
 @strawberry.type
 class AccountQueries:
-    @strawberry.field(description="The logged-in account, or null.")
+    @strawberry.field(description="The logged-in account, or null; an error (UNAUTHENTICATED) when the token "
+                                  "sent is invalid, expired or revoked.")
     async def me(self, info: Info) -> Account | None:
         pk = info.context.principal.account_id
+        if pk is None and info.context.credentials_refused is not None:
+            err = info.context.unauthenticated("")
+            raise ClientError(err.message, err.code)
         return None if pk is None else await Account.load(info, pk)
 
     @strawberry.field(description="A creator by handle.")

@@ -27,7 +27,7 @@ def require_partner(ctx: Context, scope: str) -> None:
         ctx.require_scope(scope)
         return
     if p.account_id is None:
-        raise UserError("UNAUTHENTICATED", "use a tenant API key, or log in as a tenant admin", None)
+        raise ctx.unauthenticated("use a tenant API key, or log in as a tenant admin")
     ctx.require_tenant_admin()
 
 

@@ -48,11 +48,34 @@ def test_depth_alias_and_token_limits(gql: GraphQLClient) -> None:
     assert "token" in gql.raw(tokens).json()["errors"][0]["message"].lower()
 
 
-def test_bad_auth_headers(api_url: str) -> None:
+def test_bad_credentials_leave_public_fields_answering(api_url: str) -> None:
+    """A bad, expired or revoked token (or a malformed Authorization header) does not
+    fail the request: public fields answer as for anyone, `me` and mutations that need
+    a caller say UNAUTHENTICATED, and WWW-Authenticate says why (issue 14)."""
+    public = "{ defaultBudget { amount } sites(first: 1) { totalCount } }"
+    clean = httpx.post(api_url + "/graphql", json={"query": "{ defaultBudget { amount } me { id } }"})
+    assert clean.status_code == 200 and "www-authenticate" not in clean.headers
+    assert clean.json()["data"]["me"] is None and "errors" not in clean.json()  # no token: nobody, no error
+    flattr = ('mutation { flattr(input: {url: "https://bad-token.example/", idempotencyKey: "bad-token"}) '
+              "{ click { status } userErrors { code message } } }")
     for header in ["Basic abc", "Bearer", "Bearer mk_1_forged", "Bearer ms_99999_nope", "Bearer ms_x_y"]:
-        r = httpx.post(api_url + "/graphql", json={"query": "{ me { id } }"}, headers={"authorization": header})
-        assert r.status_code == 401, header
-        assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        r = httpx.post(api_url + "/graphql", json={"query": "{ defaultBudget { amount } me { id } }"},
+                       headers={"authorization": header})
+        assert r.status_code == 200, header
+        assert r.headers["www-authenticate"].startswith('Bearer error="invalid_token", error_description='), header
+        body = r.json()
+        assert body["data"]["defaultBudget"]["amount"] > 0 and body["data"]["me"] is None, header
+        assert [(e["path"], e["extensions"]["code"]) for e in body["errors"]] == [(["me"], "UNAUTHENTICATED")]
+        assert httpx.post(api_url + "/graphql", json={"query": public},
+                          headers={"authorization": header}).json()["data"]["sites"]["totalCount"] >= 0
+        # a mutation that needs a caller, through the fast path: refused, saying why
+        out = httpx.post(api_url + "/graphql", json={"query": flattr}, headers={"authorization": header})
+        assert out.status_code == 200 and "invalid_token" in out.headers["www-authenticate"]
+        refusal = out.json()["data"]["flattr"]
+        assert refusal["click"] is None and refusal["userErrors"][0]["code"] == "UNAUTHENTICATED"
+        assert refusal["userErrors"][0]["message"].endswith(": log in again")
+    unknown = httpx.post(api_url + "/graphql", json={"query": public}, headers={"x-merci-tenant": "no-such"})
+    assert unknown.status_code == 400  # a request error stays one
 
 
 def test_mutation_over_get_refused(api_url: str) -> None:

@@ -85,6 +85,7 @@ class Answer:
     body: Any
     set_cookie: list[str]
     cors: dict[str, str]
+    www_authenticate: str | None = None  # why a token was not taken (the request ran anonymously)
 
 
 class Run:
@@ -124,7 +125,7 @@ class Run:
         except ValueError:
             body = r.text
         cors = {k: v for k, v in r.headers.items() if k.startswith("access-control-")}
-        return Answer(r.status_code, body, r.headers.get_list("set-cookie"), cors)
+        return Answer(r.status_code, body, r.headers.get_list("set-cookie"), cors, r.headers.get("www-authenticate"))
 
     def step(self, step: Step) -> Answer:
         answer = self.send(step)
@@ -240,7 +241,7 @@ SCENARIO: list[Step] = [
     Step("CreateApiKey", by="dave", variables={"input": {"name": "mine", "scopes": ["read"]}}),
     Step("CurrentTenant", by="old"),
     Step("RevokeApiKey", by="admin", variables=lambda k: {"id": k["old"]}),
-    Step("CurrentTenant", by="old"),  # a revoked key: 401
+    Step("CurrentTenant", by="old"),  # a revoked key: anonymous, and WWW-Authenticate says so
     Step("ApiKeys", by="admin"),
     Step("ApiKeys", by="dave"),
     Step("ApiKeys", by="admin", variables={"first": 500}),
@@ -471,4 +472,5 @@ def transcript(scenario: list[Step], answers: list[Answer]) -> Iterator[dict[str
             "codes": [(e.get("extensions") or {}).get("code") for e in errors],
             "set-cookie": sorted(names.cookie(c) for c in answer.set_cookie),
             "cors": answer.cors,
+            "www-authenticate": answer.www_authenticate,
         }
