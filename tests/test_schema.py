@@ -48,7 +48,7 @@ def root_name_problems(schema: GraphQLSchema) -> list[str]:
 
 def test_no_type_is_named_after_a_root_operation_type() -> None:
     for face in ("all", "api", "directory"):
-        schema = build_schema(face)._schema  # type: ignore[arg-type]
+        schema = build_schema(face)._schema
         assert root_name_problems(schema) == [], face
         assert schema.subscription_type is None, face  # Merci serves no GraphQL subscriptions
     # The check sees such a type (positive control).
