@@ -29,8 +29,8 @@ import psutil
 from bench.common import Timer, fresh_database, report, server
 from merci import audit, close
 from merci.config import Settings
-from merci.progress import Progress
-from merci.synthetic import seed_month
+from runtime.progress import Progress
+from runtime.synthetic import seed_month
 
 PERIOD = date(2025, 6, 1)
 RAW_RUNS = 3  # raw splits before the close (and RAW_AFTER after it): the limit is their median
@@ -162,7 +162,7 @@ def close_on_workers(dsn: str, shards: int, workers: int) -> tuple[float, float]
     sampler.start()
     try:
         with Timer() as t:
-            r = subprocess.run([sys.executable, "-m", "merci.cli", "close-month", f"{PERIOD:%Y-%m}", "--shards",
+            r = subprocess.run([sys.executable, "-m", "runtime.cli", "close-month", f"{PERIOD:%Y-%m}", "--shards",
                                 str(shards), "--timeout", "900"], env=env)
         assert r.returncode == 0
     finally:

@@ -24,7 +24,7 @@ def server() -> Iterator[str]:
     if url:
         yield url
         return
-    from merci.embedded import EmbeddedPostgres
+    from runtime.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="merci-bench-")))
     try:

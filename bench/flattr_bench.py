@@ -110,7 +110,7 @@ def main() -> None:
         env.pop("BROKER_URL", None)
         servers = {
             "bare": [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--log-level", "warning"],
-            "flattr": [sys.executable, "-m", "merci.cli", "serve", "--quiet"],
+            "flattr": [sys.executable, "-m", "runtime.cli", "serve", "--quiet"],
         }
         procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         rounds: dict[str, list[tuple[float, str, float]]] = {name: [] for name in servers}

@@ -22,7 +22,7 @@ from bench.common import Timer, fresh_database, report, server
 from merci.clicks import sign_batch
 from merci.config import Settings, load
 from merci.queue import Queue, make_broker
-from merci.synthetic import seed_month
+from runtime.synthetic import seed_month
 
 BATCH = 1000
 RAW = """

@@ -40,10 +40,11 @@ import pycurl
 from bench.common import fresh_database, server
 from bench.search_data import generate
 from directory.queries import site_columns
-from merci import config, faces, search
+from merci import config, search
 from merci.config import with_database
 from merci.db import Scope, create_pool, migrate, set_scope
-from merci.progress import Progress
+from runtime import faces
+from runtime.progress import Progress
 
 NODE = "edges { cursor node { id title url host category language tags listedAt } } pageInfo { hasNextPage endCursor }"
 COUNTS = "totalCount facets { categories { value count } languages { value count } }"
@@ -248,7 +249,7 @@ async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenan
     env = {**os.environ, "DATABASE_URL": dsn, "MERCI_ENV": "test", "PYTHONUNBUFFERED": "1"}
     env.pop("BROKER_URL", None)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "merci.cli", "serve", "directory", "--port", str(port), "--quiet", env=env)
+        sys.executable, "-m", "runtime.cli", "serve", "directory", "--port", str(port), "--quiet", env=env)
     http = Http(f"http://127.0.0.1:{port}")
     pool = await create_pool(settings.app_database_url, max_size=1)
     try:

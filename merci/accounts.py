@@ -28,6 +28,7 @@ _DUMMY_HASH = _hasher.hash("merci-dummy-password")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 HANDLE_RE = re.compile(r"^[a-z0-9_]{3,30}$")
 MIN_PASSWORD = 10
+SESSION_COOKIE = "merci_session"  # the web session's cookie: set by logIn and /embed/login, read by every face
 MAX_PASSWORD = 1000
 RESERVED_HANDLES = frozenset({"admin", "merci", "root", "support", "api", "www", "embed", "badge"})
 

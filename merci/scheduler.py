@@ -1,11 +1,10 @@
-"""The scheduler: enqueue work that is due. Every tick is idempotent, so several
-schedulers (or a CronJob running `--once`) may overlap safely."""
+"""The scheduler's rule: what work is due (runtime.scheduler runs it in a loop). Every
+tick is idempotent, so several schedulers (or a CronJob running `--once`) may overlap
+safely."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -13,7 +12,6 @@ import asyncpg
 from merci import clicks, close, escrow, payouts, search, subscriptions
 from merci.clicks import CLICK_QUEUE, period_of
 from merci.config import Settings
-from merci.db import create_pool
 from merci.queue import Queue
 
 log = logging.getLogger("merci.scheduler")
@@ -81,27 +79,3 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         queue.send(payouts.PAYOUT_ACTOR, payout_id, queue_name=payouts.PAYOUT_QUEUE)
         sent.append(f"{payouts.PAYOUT_ACTOR} {payout_id}")
     return sent
-
-
-async def run(settings: Settings, queue: Queue, *, once: bool, interval: float) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(settings.system_database_url, max_size=2)
-    try:
-        while True:
-            async with pool.acquire() as conn:
-                sent = await tick(conn, settings, queue, datetime.now(UTC))
-            for item in sent:
-                log.info("scheduled %s", item)
-            if once:
-                return 0
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return 0
-            except TimeoutError:
-                continue
-    finally:
-        await pool.close()
-        queue.close()

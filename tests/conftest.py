@@ -50,7 +50,7 @@ def server_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from merci.embedded import EmbeddedPostgres
+    from runtime.embedded import EmbeddedPostgres
 
     data = Path(tempfile.mkdtemp(prefix="merci-test-pg-"))
     pg = EmbeddedPostgres(data)
@@ -181,7 +181,7 @@ def start_worker(database_url: str, log: Path, *, threads: int = 4, **env: str) 
 
 def start_api(database_url: str, tmp: Path, face: str = "all", **env: str) -> tuple[Service, str]:
     port = free_port()
-    svc = Service([sys.executable, "-m", "merci.cli", "serve", face, "--port", str(port), "--quiet"],
+    svc = Service([sys.executable, "-m", "runtime.cli", "serve", face, "--port", str(port), "--quiet"],
                   service_env(database_url, **env), tmp / f"api-{face}-{port}.log")
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz", svc)

@@ -1,4 +1,4 @@
-"""The HTTP routes each face serves, read from the apps themselves (merci.faces), so a
+"""The HTTP routes each face serves, read from the apps themselves (runtime.faces), so a
 route added to a face is covered at once by the tests that use this: the ingress
 (tests/k8s) and the split between `merci serve api` and `merci serve directory`
 (tests/ops/test_faces.py)."""
@@ -12,8 +12,8 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from merci import faces
 from merci.config import Settings
+from runtime import faces
 
 FACES: tuple[faces.Face, ...] = ("all", "api", "directory")
 _PARAM = re.compile(r"\{[^}]+\}")

@@ -66,7 +66,7 @@ def merci_dev(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     dsn = create_database(server_url, "merci_doc")
     asyncio.run(migrate(dsn))
     tmp = tmp_path_factory.mktemp("doc")
-    demo = subprocess.run([sys.executable, "-m", "merci.cli", "demo"], env=service_env(dsn), cwd=ROOT,
+    demo = subprocess.run([sys.executable, "-m", "runtime.cli", "demo"], env=service_env(dsn), cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     api, base = start_api(dsn, tmp)

@@ -21,7 +21,7 @@ def start_dev(data_dir: Path, port: int, log: Path, *, worker_metrics: bool = Fa
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "BROKER_URL", "MERCI_PUBLIC_URL", "dramatiq_prom_port", "dramatiq_prom_db")}
     env["MERCI_WORKER_METRICS"] = "1" if worker_metrics else "0"
-    return subprocess.Popen([sys.executable, "-m", "merci.cli", "dev", "--port", str(port), "--data-dir",
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "dev", "--port", str(port), "--data-dir",
                              str(data_dir)], env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 

@@ -7,7 +7,7 @@ import sys
 
 from graphql import GraphQLField, GraphQLObjectType, GraphQLSchema, GraphQLString
 
-from merci.faces import build_schema, public_sdl, subgraph_sdl
+from runtime.faces import build_schema, public_sdl, subgraph_sdl
 from tests.conftest import ROOT
 
 
@@ -19,10 +19,10 @@ def test_schema_graphql_matches_code() -> None:
 def test_schema_check_command_fails_on_drift(tmp_path) -> None:  # type: ignore[no-untyped-def]
     stale = tmp_path / "schema.graphql"
     stale.write_text(public_sdl().replace("type Query", "type Query @deprecated", 1))
-    r = subprocess.run([sys.executable, "-m", "merci.cli", "schema", "check", "--path", str(stale)],
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "schema", "check", "--path", str(stale)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "drifted" in r.stderr
-    ok = subprocess.run([sys.executable, "-m", "merci.cli", "schema", "check", "--path",
+    ok = subprocess.run([sys.executable, "-m", "runtime.cli", "schema", "check", "--path",
                          str(ROOT / "schema.graphql")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
 

@@ -9,7 +9,7 @@ from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import accounts
 
-SESSION_COOKIE = "merci_session"
+SESSION_COOKIE = accounts.SESSION_COOKIE
 
 
 @strawberry.input

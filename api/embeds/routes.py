@@ -1,4 +1,4 @@
-"""The embeds' HTTP routes: the api face's pages (merci.faces.pages mounts them)."""
+"""The embeds' HTTP routes: the api face's pages (runtime.faces.pages mounts them)."""
 
 from __future__ import annotations
 

@@ -21,11 +21,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from api import cors
-from api.accounts.mutations import SESSION_COOKIE
 from api.embeds.i18n import LANGS, TEXT
+from graph import cors
 from merci import accounts
-from merci.accounts import Principal
+from merci.accounts import SESSION_COOKIE, Principal
 from merci.config import Settings
 from merci.db import Scope, scoped
 from merci.i18n import negotiate

@@ -1,4 +1,4 @@
-"""CORS on /graphql over real HTTP (api/cors.py): a listed origin's preflight answered
+"""CORS on /graphql over real HTTP (graph/cors.py): a listed origin's preflight answered
 and cached, its answers (errors too) readable with credentials; an unlisted origin
 gets no CORS header; `Vary: Origin` on every answer; tenant admins list their apps'
 origins (addCorsOrigin, removeCorsOrigin) with userErrors, effective at once in their

@@ -152,7 +152,7 @@ def test_quick_variable_coercion_agrees_with_graphql_core(variables: dict[str, A
     from api.clicks.mutations import FAST_MUTATIONS
     from graph.fastpath import Planner
     from graph.limits import has_nul
-    from merci.faces import build_schema
+    from runtime.faces import build_schema
 
     schema = _schema(build_schema)
     plan = Planner(schema, FAST_MUTATIONS).plan(
@@ -190,8 +190,8 @@ json_values = st.recursive(
 def test_one_encoder_writes_utf8_json_for_both_paths(value: Any) -> None:
     import json
 
-    from api.http import MerciGraphQL
     from graph.fastpath import encode_json
+    from graph.http import MerciGraphQL
 
     written = encode_json(value)
     assert json.loads(written) == value  # any value, an integer beyond 64 bits too

@@ -38,7 +38,7 @@ schemathesis.graphql.scalar("_Any", st.just(nodes.Object([])))
 def _introspection() -> dict[str, Any]:
     from graphql import introspection_from_schema
 
-    from merci.faces import build_schema
+    from runtime.faces import build_schema
 
     return introspection_from_schema(build_schema("all")._schema)  # type: ignore[return-value]
 

@@ -49,7 +49,7 @@ class Env:
     tmp: Path
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "merci.cli", *args], env=service_env(self.database_url),
+        return subprocess.run([sys.executable, "-m", "runtime.cli", *args], env=service_env(self.database_url),
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 

@@ -143,7 +143,7 @@ def test_quick_scalar_coercion_agrees_with_graphql_core(document: str, variables
     from directory.queries import FAST_QUERIES
     from graph.fastpath import Planner
     from graph.limits import has_nul
-    from merci.faces import build_schema
+    from runtime.faces import build_schema
 
     if not _planners:
         _planners.append(Planner(build_schema("directory")._schema, {}, FAST_QUERIES))

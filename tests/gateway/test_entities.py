@@ -14,8 +14,8 @@ import pytest
 from graph.context import Context
 from merci.accounts import Principal
 from merci.config import Settings
-from merci.faces import build_schema
 from merci.ids import to_global
+from runtime.faces import build_schema
 from tests.directory.helpers import listed_site, new_tenant, person
 
 

@@ -165,7 +165,7 @@ def test_subgraphs_answer_alone_too(federation: dict[str, str]) -> None:
 def test_supergraph_is_composed_from_the_code(tmp_path: Path) -> None:
     node_ready()
     # The subgraph SDLs in gateway/subgraphs are the code's (merci schema check covers them)…
-    check = subprocess.run([sys.executable, "-m", "merci.cli", "schema", "check"], cwd=ROOT, capture_output=True,
+    check = subprocess.run([sys.executable, "-m", "runtime.cli", "schema", "check"], cwd=ROOT, capture_output=True,
                            text=True, env={**os.environ})
     assert check.returncode == 0, check.stdout + check.stderr
     # …and composing them gives the committed supergraph.graphql.

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from merci.db import migrate
-from merci.faces import build_schema
+from runtime.faces import build_schema
 from tests.conftest import Service, create_database, drop_database, free_port, service_env, wait_http
 from tests.gateway.frontend import SCENARIO, Run, operations, root_fields, transcript
 from tests.gateway.test_federation import GATEWAY, GATEWAYS, node_ready
@@ -42,7 +42,7 @@ class Deployment:
 
     def serve(self, face: str) -> str:
         port = free_port()
-        svc = Service([sys.executable, "-m", "merci.cli", "serve", face, "--port", str(port), "--quiet"],
+        svc = Service([sys.executable, "-m", "runtime.cli", "serve", face, "--port", str(port), "--quiet"],
                       service_env(self.dsn, **PUBLIC), self.tmp / f"{self.name}-{face}.log")
         self.services.append((svc, f"http://127.0.0.1:{port}/healthz"))
         return f"http://127.0.0.1:{port}"

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from api import graphiql
-from api.http import INTERNAL_PATHS
+from graph import graphiql
+from graph.http import INTERNAL_PATHS
 from tests.k8s.test_manifests import OVERLAYS, Obj, config_data, find, matches, one, render, workloads
 from tests.routes import FACES, Served, served
 

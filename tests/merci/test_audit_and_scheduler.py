@@ -30,7 +30,7 @@ def fresh(server_url: str) -> Iterator[str]:
 
 
 def audit(dsn: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "merci.cli", "audit"], env=service_env(dsn), cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "runtime.cli", "audit"], env=service_env(dsn), cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

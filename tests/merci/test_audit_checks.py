@@ -411,7 +411,7 @@ def test_merci_audit_exits_non_zero_naming_the_violation(sound: Sound) -> None:
     [case] = CORRUPTIONS["clicks_unique"]
     with copy_of(sound) as dsn:
         asyncio.run(corrupt(dsn, sound.world, case))
-        run = subprocess.run([sys.executable, "-m", "merci.cli", "audit"], env=service_env(dsn), cwd=ROOT,
+        run = subprocess.run([sys.executable, "-m", "runtime.cli", "audit"], env=service_env(dsn), cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "VIOLATION clicks_unique: violated (clicks are unique per supporter, thing and month)" in run.stderr

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from merci import cli, db
+from merci import db
 from merci.db import MigrationChanged, checksum, migrate, migration_files
+from runtime import cli
 from tests.conftest import create_database, drop_database
 
 

@@ -23,7 +23,7 @@ from merci import accounts, audit, close, config, months, search, split, subscri
 from merci.budgets import balance
 from merci.clicks import Accepted, ingest
 from merci.db import Scope, migrate, set_scope
-from merci.synthetic import seed_month
+from runtime.synthetic import seed_month
 from tests import factories as f
 from tests.conftest import GraphQLClient, create_database, drop_database, start_api
 

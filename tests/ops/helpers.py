@@ -39,4 +39,4 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def merci(database_url: str, log: Path, *args: str, **env: str) -> Service:
     """A `merci …` command as a service (stopped by PID at teardown)."""
-    return Service([sys.executable, "-m", "merci.cli", *args], service_env(database_url, **env), log)
+    return Service([sys.executable, "-m", "runtime.cli", *args], service_env(database_url, **env), log)

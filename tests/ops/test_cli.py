@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from merci.cli import parser
 from merci.clicks import period_of
 from merci.db import migrate
 from merci.escrow import months_before
-from merci.synthetic import seed_month
+from runtime.cli import parser
+from runtime.synthetic import seed_month
 from tests.conftest import ROOT, create_database, drop_database, service_env
 from tests.ops.helpers import scalar
 
@@ -50,7 +50,7 @@ def test_close_month_previous_closes_last_month(fresh_db: str) -> None:
             await conn.close()
 
     asyncio.run(seed())
-    out = subprocess.run([sys.executable, "-m", "merci.cli", "close-month", "--previous", "--inline"],
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "close-month", "--previous", "--inline"],
                          env=service_env(fresh_db), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"closed {previous:%Y-%m}" in out.stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from merci import faces
+from runtime import faces
 from tests.conftest import start_api
 from tests.routes import FACES, Served, pages, served
 

@@ -90,7 +90,7 @@ def test_api_logs_json_with_request_context_and_no_secrets(database_url: str, tm
     port = free_port()
     log_file = tmp_path / "api.log"
     # Not --quiet: the access log is on, and DEBUG shows whatever the libraries say.
-    api = Service([sys.executable, "-m", "merci.cli", "serve", "all", "--port", str(port)],
+    api = Service([sys.executable, "-m", "runtime.cli", "serve", "all", "--port", str(port)],
                   service_env(database_url, MERCI_LOG_LEVEL="DEBUG"), log_file)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -150,7 +150,7 @@ def test_a_bug_is_logged_as_an_error_and_a_client_s_mistake_as_info(captured: io
     from graphql import GraphQLError
 
     from graph.errors import ClientError
-    from merci.faces import build_schema
+    from runtime.faces import build_schema
 
     schema = build_schema("all")
     bug = GraphQLError("boom", path=["me"], original_error=RuntimeError("boom"))

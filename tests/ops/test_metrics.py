@@ -89,7 +89,7 @@ def test_business_metrics_move(server_url: str, tmp_path: Path) -> None:
         assert worker.stop() == 0  # SIGTERM: a clean exit
 
         # The close starts (in the command), but its shards wait for a money worker.
-        close = subprocess.Popen([sys.executable, "-m", "merci.cli", "close-month", period, "--force", "--shards",
+        close = subprocess.Popen([sys.executable, "-m", "runtime.cli", "close-month", period, "--force", "--shards",
                                   "4", "--timeout", "120"], env=service_env(dsn), cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         running = wait_until(lambda: (s := scrape(metrics_url))

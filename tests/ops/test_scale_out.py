@@ -31,7 +31,7 @@ from merci.clicks import period_of
 from merci.close import SHARD_LOCK_NS
 from merci.db import migrate
 from merci.escrow import months_before
-from merci.synthetic import seed_month
+from runtime.synthetic import seed_month
 from tests.conftest import (
     ROOT,
     GraphQLClient,
@@ -215,7 +215,7 @@ def test_two_apis_three_workers_one_scheduler_give_the_single_process_ledger(
         # -- the reference: the same database, both months closed in one process ----------
         reference = copy_database(server_url, dsn, "merci_ops_scale_ref")
         for args in ((f"{previous:%Y-%m}", "--inline"), (f"{current:%Y-%m}", "--force", "--inline")):
-            ref = subprocess.run([sys.executable, "-m", "merci.cli", "close-month", *args],
+            ref = subprocess.run([sys.executable, "-m", "runtime.cli", "close-month", *args],
                                  env=service_env(reference), cwd=ROOT, capture_output=True, text=True, timeout=300)
             assert ref.returncode == 0, ref.stdout + ref.stderr
 
@@ -233,7 +233,7 @@ def test_two_apis_three_workers_one_scheduler_give_the_single_process_ledger(
         assert done_at_kill < scalar(dsn, "select shards from month_closes where period = $1", previous)
         wait_until(lambda: scalar(dsn, "select status from month_closes where period = $1", previous) == "done",
                    120, "last month's close, finished by the surviving workers")
-        closed = subprocess.run([sys.executable, "-m", "merci.cli", "close-month", f"{current:%Y-%m}", "--force",
+        closed = subprocess.run([sys.executable, "-m", "runtime.cli", "close-month", f"{current:%Y-%m}", "--force",
                                  "--timeout", "120"], env=service_env(dsn, **env), cwd=ROOT,
                                 capture_output=True, text=True, timeout=180)
         assert closed.returncode == 0, closed.stdout + closed.stderr
@@ -246,7 +246,7 @@ def test_two_apis_three_workers_one_scheduler_give_the_single_process_ledger(
         assert ledger(dsn) == ledger(reference)
         summary = "select period, summary::text from month_closes order by period"
         assert [tuple(r) for r in fetch(dsn, summary)] == [tuple(r) for r in fetch(reference, summary)]
-        audit = subprocess.run([sys.executable, "-m", "merci.cli", "audit"], env=service_env(dsn), cwd=ROOT,
+        audit = subprocess.run([sys.executable, "-m", "runtime.cli", "audit"], env=service_env(dsn), cwd=ROOT,
                                capture_output=True, text=True, timeout=120)
         assert audit.returncode == 0, audit.stderr
     finally:

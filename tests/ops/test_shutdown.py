@@ -89,7 +89,7 @@ class Burst:
 def test_sigterm_during_a_burst_loses_no_accepted_click(fresh_db: str, tmp_path: Path) -> None:
     dsn = fresh_db
     port = free_port()
-    api = Service([sys.executable, "-m", "merci.cli", "serve", "all", "--port", str(port), "--grace", "15"],
+    api = Service([sys.executable, "-m", "runtime.cli", "serve", "all", "--port", str(port), "--grace", "15"],
                   service_env(dsn), tmp_path / "api.log")
     base = f"http://127.0.0.1:{port}"
     worker = start_worker(dsn, tmp_path / "worker1.log", threads=2)

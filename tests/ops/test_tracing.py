@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.observability import Observe
+from graph.http_observability import Observe
 from merci import observability
 from tests.conftest import ROOT, GraphQLClient, service_env, start_api
 
@@ -43,7 +43,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def test_http_request_and_graphql_operation_spans(spans: InMemorySpanExporter) -> None:
-    from merci.faces import build_schema
+    from runtime.faces import build_schema
 
     schema = build_schema("api")
 

@@ -103,7 +103,7 @@ def running_world(server_url: str, tmp: Path, prefix: str, **worker_env: str) ->
     asyncio.run(migrate(dsn))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    api = Service([sys.executable, "-m", "merci.cli", "serve", "all", "--port", str(port), "--quiet"],
+    api = Service([sys.executable, "-m", "runtime.cli", "serve", "all", "--port", str(port), "--quiet"],
                   service_env(dsn, MERCI_PUBLIC_URL=base), tmp / "api.log")
     worker = start_worker(dsn, tmp / "worker.log", threads=4, MERCI_PUBLIC_URL=base, **(FAST_WEBHOOKS | worker_env))
     try:

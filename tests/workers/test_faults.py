@@ -19,7 +19,7 @@ from merci.clicks import sign_batch
 from merci.config import load
 from merci.db import migrate
 from merci.queue import Queue, make_broker
-from merci.synthetic import seed_month
+from runtime.synthetic import seed_month
 from tests.conftest import (
     ROOT,
     GraphQLClient,
@@ -137,12 +137,12 @@ def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp
     for dsn in (interrupted, reference):
         asyncio.run(seed(dsn, supporters=6000, things=401, clicks_per_supporter=12))
 
-    ref = subprocess.run([sys.executable, "-m", "merci.cli", "close-month", "2025-01", "--inline", "--shards", "48"],
+    ref = subprocess.run([sys.executable, "-m", "runtime.cli", "close-month", "2025-01", "--inline", "--shards", "48"],
                          env=service_env(reference), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
 
     worker = start_worker(interrupted, tmp_path / "w1.log", threads=1, **FAST)
-    cli = subprocess.Popen([sys.executable, "-m", "merci.cli", "close-month", "2025-01", "--shards", "48",
+    cli = subprocess.Popen([sys.executable, "-m", "runtime.cli", "close-month", "2025-01", "--shards", "48",
                             "--timeout", "240"], env=service_env(interrupted, **FAST), cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -160,7 +160,7 @@ def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp
             cli.kill()
         worker.stop()
     assert ledger_snapshot(interrupted) == ledger_snapshot(reference)
-    audit = subprocess.run([sys.executable, "-m", "merci.cli", "audit"], env=service_env(interrupted), cwd=ROOT,
+    audit = subprocess.run([sys.executable, "-m", "runtime.cli", "audit"], env=service_env(interrupted), cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert audit.returncode == 0, audit.stderr
 
@@ -187,7 +187,7 @@ def accept_clicks(base: str, n: int) -> tuple[str, list[str]]:
 
 
 def test_postgres_broker_restart_keeps_accepted_clicks(tmp_path: Path) -> None:
-    from merci.embedded import EmbeddedPostgres
+    from runtime.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(tmp_path / "own-pg")  # a server of our own, to restart
     try:

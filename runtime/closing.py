@@ -12,8 +12,8 @@ import asyncpg
 from merci import audit, close
 from merci.clicks import period_of
 from merci.config import Settings
-from merci.progress import Progress
 from merci.queue import Queue, make_broker
+from runtime.progress import Progress
 
 
 def _fail(message: str, code: int = 1) -> int:

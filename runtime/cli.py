@@ -37,26 +37,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    print("demo data loaded" if asyncio.run(_seed(_settings())) else "demo data already present")
+    from runtime import demo
+
+    print("demo data loaded" if asyncio.run(demo.load(_settings())) else "demo data already present")
     return 0
-
-
-async def _seed(settings: config.Settings) -> bool:
-    import asyncpg
-
-    from merci import demo
-
-    conn = await asyncpg.connect(settings.system_database_url)
-    try:
-        return await demo.seed(conn, currency=settings.currency)
-    finally:
-        await conn.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from merci.faces import app
+    from runtime.faces import app
 
     settings = _settings()
     observability.configure_tracing(args.face)
@@ -65,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     queue = _queue(settings, settings.app_database_url)
     # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to
     # --grace seconds (an accepted click is answered only once it is in the broker),
-    # then closes. Logging is ours (JSON); the access log comes from api.observability.
+    # then closes. Logging is ours (JSON); the access log comes from graph.http_observability.
     uvicorn.run(
         app(settings, args.face, queue=queue), host=args.host, port=args.port,
         log_level="warning" if args.quiet else "info", proxy_headers=True,
@@ -98,7 +88,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from merci.scheduler import run
+    from runtime.scheduler import run
 
     settings = _settings()
     return asyncio.run(run(settings, _queue(settings, settings.system_database_url),
@@ -106,7 +96,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from merci.faces import public_sdl, subgraph_sdl
+    from runtime.faces import public_sdl, subgraph_sdl
 
     outputs = [(Path(args.path), public_sdl())]
     # The gateway composes the subgraphs' own SDL (gateway/compose.mjs).
@@ -132,7 +122,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_close_month(args: argparse.Namespace) -> int:
-    from merci.closing import run_close
+    from runtime.closing import run_close
 
     period = args.period
     if args.previous:
@@ -147,13 +137,13 @@ def cmd_close_month(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from merci.closing import run_audit
+    from runtime.closing import run_audit
 
     return asyncio.run(run_audit(_settings()))
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from merci.devserver import DevRuntime
+    from runtime.dev import DevRuntime
 
     return DevRuntime(port=args.port, data_dir=Path(args.data_dir), demo=not args.no_demo).run()
 

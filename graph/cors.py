@@ -13,7 +13,7 @@ each tenant lists for its apps).
   answer to another.
 
 Which user's cookie a listed origin may send along is the authentication's decision
-(api.http.Auth, with `cookie_allowed` below). The embeds (button, login, submit) take no
+(graph.http.Auth, with `cookie_allowed` below). The embeds (button, login, submit) take no
 part: they are Merci's own pages, guarded by Origin checks and CSRF tokens.
 """
 
@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.observability import request_header
+from graph.http_observability import request_header
 from merci.cors import Allowlist
 
 METHODS = b"GET, POST"

@@ -1,5 +1,6 @@
-"""Wires the faces (api, directory) into servable apps. Like the CLI, the one
-place in merci/ that imports them; the domain below never does."""
+"""Wires the faces (api, directory) into servable apps, on the HTTP shell they share
+(graph.http): each face's schema, its pages and its planned operations. The one place
+that imports both faces; neither imports the other."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types.union import StrawberryUnion
 
+import api.clicks.mutations
 import api.embeds.routes
 import api.schema
 import directory.page
 import directory.queries
 import directory.schema
-from api.http import create_app
+from graph.http import create_app
 from graph.limits import extensions
 from graph.schema import Schema
 from merci.config import Settings
@@ -105,7 +107,10 @@ def pages(face: Face) -> list[BaseRoute]:
 
 
 def app(settings: Settings, face: Face = "all", **kwargs: object) -> Starlette:
-    if face != "api":  # the directory's planned search comes with its subgraph
+    # Each subgraph's planned operations come with it: the api's flattr, the directory's search.
+    if face != "directory":
+        kwargs["fast_mutations"] = api.clicks.mutations.FAST_MUTATIONS
+    if face != "api":
         kwargs["fast_queries"] = directory.queries.FAST_QUERIES
     kwargs["routes"] = [*pages(face), *kwargs.get("routes", [])]  # type: ignore[misc]
     return create_app(settings, build_schema(face, production=settings.production), **kwargs)  # type: ignore[arg-type]

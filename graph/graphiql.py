@@ -1,5 +1,5 @@
 """GraphiQL served by Merci itself: Strawberry's page, with its scripts and styles taken
-from api/static/graphiql/ instead of unpkg.com, so the IDE works offline (`merci dev`
+from graph/static/graphiql/ instead of unpkg.com, so the IDE works offline (`merci dev`
 on a plane, a machine without internet). The files are npm's, unchanged: the page keeps
 Strawberry's Subresource Integrity hashes, so a file that differs is refused by the
 browser, and a Strawberry upgrade that loads another version fails tests/api/test_graphiql.py."""
@@ -28,7 +28,7 @@ _REMOTE = re.compile(r"""(?:src|href)=["'](https?://[^"']+)""")
 
 
 def directory() -> str:
-    return str(resources.files("api") / "static" / "graphiql")
+    return str(resources.files("graph") / "static" / "graphiql")
 
 
 @cache
@@ -38,5 +38,5 @@ def page() -> str:
         html = html.replace(remote, f"{PATH}/{local}")
     left = _REMOTE.findall(html)
     if left:  # a Strawberry upgrade loads something we do not serve: say so, do not go online
-        raise RuntimeError(f"GraphiQL would load {left}: add them to api/static/graphiql and api.graphiql.ASSETS")
+        raise RuntimeError(f"GraphiQL would load {left}: add them to graph/static/graphiql and graph.graphiql.ASSETS")
     return html

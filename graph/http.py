@@ -1,6 +1,6 @@
 """The HTTP shell every face shares: GraphQL at /graphql with authentication and request
 limits, health probes and metrics. Each face brings its own pages (`routes`): the api its
-embeds, the directory its /directory page (merci.faces decides which)."""
+embeds, the directory its /directory page (runtime.faces decides which)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 
-from api import cors, graphiql
-from api.accounts.mutations import SESSION_COOKIE
-from api.clicks.mutations import FAST_MUTATIONS
-from api.observability import MetricsEndpoint, Observe, request_header
+from graph import cors, graphiql
 from graph.context import Context
-from graph.fastpath import FastPath, FastQuery, encode_json, read_body, replay_body
+from graph.fastpath import FastMutation, FastPath, FastQuery, encode_json, read_body, replay_body
+from graph.http_observability import MetricsEndpoint, Observe, request_header
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher, sign_batch
@@ -113,11 +111,11 @@ class Auth:
             else:
                 request.state.session_token = token if token.startswith("ms_") else None
                 return principal
-        elif cookie := request.cookies.get(SESSION_COOKIE):
+        elif cookie := request.cookies.get(accounts.SESSION_COOKIE):
             # (A cookie whose session ended counts as not sent, as before: the browser drops
             # it when the session expires, and the web app shows "log in" for a null `me`.)
             principal = await self.resolve(pool, cookie)
-            # A cookie the calling page may not use (api.cors.cookie_allowed) counts as not
+            # A cookie the calling page may not use (graph.cors.cookie_allowed) counts as not
             # sent, as SameSite would have it: the request runs anonymously (and may log in).
             if principal is not None and principal.account_id is not None and await cors.cookie_allowed(
                     request.scope, self.public_url, self.allowlist, principal.tenant_id):
@@ -256,6 +254,7 @@ async def readyz(request: Request) -> Response:
 def create_app(
     settings: Settings, schema: strawberry.Schema, *, routes: list[Any] | None = None,
     queue: Any = None, pool_size: int = 20, fast_queries: dict[str, FastQuery] | None = None,
+    fast_mutations: dict[str, FastMutation] | None = None,
 ) -> Starlette:
     tenant_ids = TenantIds()  # slugs found, shared by authentication and the resolvers
     allowlist = Allowlist(settings.cors_origins)  # CORS, shared by its middleware, Auth and the mutations
@@ -300,8 +299,9 @@ def create_app(
                   Middleware(cors.Cors, path="/graphql", allowlist=allowlist, max_age=settings.cors_max_age),
                   Middleware(RefuseNul, graphql_path="/graphql")]
     mutation_type = schema._schema.mutation_type
-    fast = {name: m for name, m in FAST_MUTATIONS.items() if mutation_type is not None and name in mutation_type.fields}
-    # Query fields planned likewise (the directory's search): the caller says which.
+    # Operations planned ahead (the api's flattr, the directory's search): the face says which.
+    fast = {name: m for name, m in (fast_mutations or {}).items()
+            if mutation_type is not None and name in mutation_type.fields}
     query_type = schema._schema.query_type
     queries = {name: q for name, q in (fast_queries or {}).items()
                if query_type is not None and name in query_type.fields}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from merci import accounts, budgets
+from merci.config import Settings
 from merci.db import Scope, set_scope
 from merci.money import Money
 from merci.payments import Charge
@@ -84,3 +85,12 @@ async def seed(conn: asyncpg.Connection, *, currency: str = "EUR") -> bool:
             await budgets.credit_topup(conn, tenant_id=tenant[slug], account_id=supporter,
                                        charge=Charge("demo", handle, Money(funds, currency)))
     return True
+
+
+async def load(settings: Settings) -> bool:
+    """The demo data, once (as merci_system): True when loaded now, False when already there."""
+    conn = await asyncpg.connect(settings.system_database_url)
+    try:
+        return await seed(conn, currency=settings.currency)
+    finally:
+        await conn.close()

@@ -34,7 +34,7 @@ class DevRuntime:
         env = dict(os.environ)
         try:
             if not env.get("DATABASE_URL"):
-                from merci.embedded import EmbeddedPostgres
+                from runtime.embedded import EmbeddedPostgres
 
                 self.data_dir.mkdir(parents=True, exist_ok=True)
                 embedded = EmbeddedPostgres(self.data_dir)
@@ -50,9 +50,9 @@ class DevRuntime:
                 return 0
             py = sys.executable
             self.children = [
-                subprocess.Popen([py, "-m", "merci.cli", "serve", "--port", str(self.port)], env=env),
-                subprocess.Popen([py, "-m", "merci.cli", "worker", "--processes", "1", "--threads", "4"], env=env),
-                subprocess.Popen([py, "-m", "merci.cli", "scheduler"], env=env),
+                subprocess.Popen([py, "-m", "runtime.cli", "serve", "--port", str(self.port)], env=env),
+                subprocess.Popen([py, "-m", "runtime.cli", "worker", "--processes", "1", "--threads", "4"], env=env),
+                subprocess.Popen([py, "-m", "runtime.cli", "scheduler"], env=env),
             ]
             print(f"\nMerci is running:\n  GraphQL + GraphiQL  http://127.0.0.1:{self.port}/graphql\n"
                   f"  directory           http://127.0.0.1:{self.port}/directory\n"
@@ -86,13 +86,13 @@ class DevRuntime:
         }
 
     def _prepare(self, settings: config.Settings) -> None:
-        from merci.cli import _seed
         from merci.db import migrate
+        from runtime import demo
 
         applied = asyncio.run(migrate(settings.database_url))
         print("migrations applied: " + ", ".join(applied) if applied else "database is up to date", flush=True)
         if self.demo:
-            print("demo data loaded" if asyncio.run(_seed(settings)) else "demo data already present", flush=True)
+            print("demo data loaded" if asyncio.run(demo.load(settings)) else "demo data already present", flush=True)
 
     def _stop_children(self) -> None:
         for child in self.children:
