@@ -17,8 +17,9 @@ import asyncpg
 from merci import clicks
 from merci.autosubmit import Submission, create_unclaimed, owner_id
 from merci.budgets import MIN_BUDGET
-from merci.clicks import Accepted, period_of
+from merci.clicks import Accepted
 from merci.errors import UserError
+from merci.periods import period_of
 
 LOGGED_OUT, CAN_CLICK, CLICKED, OWN, NO_MEANS = "logged_out", "can_click", "clicked", "own", "no_means"
 

@@ -22,6 +22,7 @@ import structlog
 from merci.budgets import MIN_BUDGET
 from merci.errors import Checks, UserError
 from merci.paging import Keyset
+from merci.periods import month_key, period_of, sql_period_of
 from merci.urls import normalize_url
 
 log = structlog.get_logger(__name__)
@@ -32,15 +33,6 @@ MAX_BATCH = 1000
 # Ingestion holds this lock shared per month; starting a month's close takes it
 # exclusively, so no click of that month can commit after the close has begun.
 MONTH_LOCK_NS = 73_100_03
-
-
-def period_of(at: datetime) -> date:
-    at = at.astimezone(UTC)
-    return date(at.year, at.month, 1)
-
-
-def month_key(period: date) -> int:
-    return period.year * 100 + period.month
 
 
 def sign_batch(batch: list[list[Any]], secret: str) -> str:
@@ -454,7 +446,7 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
 
 # ----------------------------------------------------------------- ingestion
 
-INGEST_SQL = """
+INGEST_SQL = f"""
 with input as (
     select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
                          $7::text[])
@@ -462,7 +454,7 @@ with input as (
 ),
 resolved as (
     select i.supporter_id, i.tenant_id, coalesce(i.thing_id, t.id) as thing_id, i.url, i.idempotency_key,
-           i.accepted_at, i.source, date_trunc('month', i.accepted_at at time zone 'UTC')::date as period
+           i.accepted_at, i.source, {sql_period_of('i.accepted_at')} as period
       from input i left join things t on i.thing_id is null and t.canon = merci_canon(i.url)
 ),
 checked as (

@@ -25,7 +25,8 @@ from typing import Any
 import asyncpg
 
 from merci import subscriptions
-from merci.clicks import MONTH_LOCK_NS, month_key
+from merci.clicks import MONTH_LOCK_NS
+from merci.periods import month_key
 from merci.split import SPLIT_SQL
 from merci.things import OWNERSHIP_LOCK
 
@@ -38,21 +39,6 @@ SHARD_ACTOR = "money.close_shard"
 
 class CloseError(Exception):
     pass
-
-
-def parse_period(text: str) -> date:
-    try:
-        year, month = text.split("-")
-        period = date(int(year), int(month), 1)
-    except ValueError as exc:
-        raise CloseError(f"{text!r} is not a month (YYYY-MM)") from exc
-    if len(year) != 4 or len(month) != 2:
-        raise CloseError(f"{text!r} is not a month (YYYY-MM)")
-    return period
-
-
-def next_period(p: date) -> date:
-    return date(p.year + (p.month == 12), p.month % 12 + 1, 1)
 
 
 # The ledger accounts the month's close will credit, made once at its start. A shard

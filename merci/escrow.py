@@ -17,11 +17,6 @@ RELEASE_ACTOR = "money.release_escrow"
 RETURN_ACTOR = "money.return_escrow"
 
 
-def months_before(period: date, months: int) -> date:
-    index = period.year * 12 + period.month - 1 - months
-    return date(index // 12, index % 12 + 1, 1)
-
-
 async def release(conn: asyncpg.Connection, *, thing_id: int) -> int:
     """Move a claimed thing's escrow to its owner's earnings. Returns the cents moved.
     One implementation (merci_release_escrow, migration 0015): claims and adoptions

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -34,7 +34,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, d
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from merci.clicks import period_of
+from merci.periods import months_before, period_of
 from merci.queue import QUEUES
 
 
@@ -117,10 +117,6 @@ select m.period, m.status, m.shards,
 """
 
 
-def _previous(period: date) -> date:
-    return date(period.year - (period.month == 1), (period.month - 2) % 12 + 1, 1)
-
-
 def _queue_depths(broker: Any) -> dict[tuple[str, str], int]:
     """(queue, state) -> messages, from Redis or RabbitMQ (blocking: run in a thread)."""
     kind = type(broker).__name__
@@ -169,7 +165,7 @@ class AppGauges(Collector):
 
     async def read(self, pool: asyncpg.Pool, broker: Any) -> list[Metric]:
         current = period_of(datetime.now(UTC))
-        previous = _previous(current)
+        previous = months_before(current, 1)
         in_db = broker is None or type(broker).__name__ == "PostgresBroker"
         async with pool.acquire(timeout=5) as conn:
             stored = await conn.fetchval(

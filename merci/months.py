@@ -9,6 +9,7 @@ from datetime import date
 import asyncpg
 
 from merci.paging import Keyset
+from merci.periods import sql_month_end
 from merci.split import projected
 
 
@@ -41,7 +42,7 @@ async def budget_for(conn: asyncpg.Connection, *, account_id: int, period: date,
     # The month ends at midnight UTC (see merci.split), not in the session's time zone.
     value = await conn.fetchval(
         "select amount from budget_changes where account_id = $1"
-        "   and created_at < ($2::date + interval '1 month') at time zone 'UTC'"
+        f"   and created_at < {sql_month_end('$2::date')}"
         " order by created_at desc, id desc limit 1", account_id, period)
     return int(value) if value is not None else default
 

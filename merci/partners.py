@@ -16,9 +16,10 @@ from typing import Any
 import asyncpg
 
 from merci.budgets import MIN_BUDGET
-from merci.clicks import Accepted, check_key, period_of
+from merci.clicks import Accepted, check_key
 from merci.errors import Checks, UserError
 from merci.paging import Keyset, Page, Window
+from merci.periods import period_of
 from merci.things import THING_COLUMNS, clean_listing
 from merci.urls import canonical_key, normalize_url
 

@@ -5,13 +5,14 @@ safely."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from merci import clicks, close, escrow, payouts, search, subscriptions
-from merci.clicks import CLICK_QUEUE, period_of
+from merci.clicks import CLICK_QUEUE
 from merci.config import Settings
+from merci.periods import month_start, months_before, period_of
 from merci.queue import Queue
 
 log = logging.getLogger("merci.scheduler")
@@ -21,7 +22,7 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
     """Send the due jobs; returns what was sent (for logs and tests)."""
     sent: list[str] = []
     current = period_of(now)
-    previous = escrow.months_before(current, 1)
+    previous = months_before(current, 1)
 
     # Subscriptions count in the current month as soon as it starts.
     if await conn.fetchval(
@@ -32,10 +33,9 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         sent.append(f"{subscriptions.MATERIALIZE_ACTOR} {current:%Y-%m}")
 
     # Close last month once the grace period has let its late clicks drain.
-    month_start = datetime(current.year, current.month, 1, tzinfo=UTC)
     status = await conn.fetchval("select status from month_closes where period = $1", previous)
     has_clicks = await conn.fetchval("select 1 from clicks where period = $1 limit 1", previous)
-    if status is None and has_clicks and now >= month_start + timedelta(seconds=settings.close_grace_seconds):
+    if status is None and has_clicks and now >= month_start(current) + timedelta(seconds=settings.close_grace_seconds):
         queue.send(close.CLOSE_ACTOR, previous.isoformat()[:7], close.DEFAULT_SHARDS, settings.currency,
                    settings.default_budget, queue_name="money")
         sent.append(f"{close.CLOSE_ACTOR} {previous:%Y-%m}")
@@ -53,7 +53,7 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         sent.append(search.RANKINGS_ACTOR)
 
     # Escrow of still-unclaimed things goes back after the hold period.
-    cutoff = escrow.months_before(current, settings.escrow_hold_months + 1)
+    cutoff = months_before(current, settings.escrow_hold_months + 1)
     for row in await conn.fetch(
         "select distinct j.period from journals j join entries e on e.journal_id = j.id"
         " join ledger_accounts la on la.id = e.ledger_account_id and la.kind = 'escrow'"

@@ -19,9 +19,11 @@ from typing import Any
 
 import asyncpg
 
+from merci.periods import sql_month_end
+
 # $1 period, $2 default budget, $3 currency, $4 supporter ids (null: all),
 # $5, $6: the supporter id range [from, to) of a shard (null `to`: no upper bound).
-SPLIT_SQL = """
+SPLIT_SQL = f"""
 with own_scopes as materialized (
     -- The verified scopes of these supporters: few (most supporters create nothing), so
     -- the clicks below are checked against them by a hash, not a lookup per click.
@@ -69,7 +71,7 @@ charged as materialized (
       left join lateral (
           select b.amount from budget_changes b
            where b.account_id = s.supporter_id
-             and b.created_at < ($1::date + interval '1 month') at time zone 'UTC'
+             and b.created_at < {sql_month_end('$1::date')}
            order by b.created_at desc, b.id desc limit 1
       ) budget on true
       left join lateral (

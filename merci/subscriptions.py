@@ -12,8 +12,9 @@ from datetime import date
 
 import asyncpg
 
-from merci.clicks import MONTH_LOCK_NS, month_key
+from merci.clicks import MONTH_LOCK_NS
 from merci.errors import UserError
+from merci.periods import month_key
 
 TERMS = (1, 3, 6, 12)
 MATERIALIZE_ACTOR = "subscriptions.materialize"

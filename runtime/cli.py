@@ -128,8 +128,7 @@ def cmd_close_month(args: argparse.Namespace) -> int:
     if args.previous:
         from datetime import UTC, datetime
 
-        from merci.clicks import period_of
-        from merci.escrow import months_before
+        from merci.periods import months_before, period_of
 
         period = f"{months_before(period_of(datetime.now(UTC)), 1):%Y-%m}"
     return asyncio.run(run_close(_settings(), period, force=args.force, shards=args.shards,

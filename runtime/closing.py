@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import asyncpg
 
 from merci import audit, close
-from merci.clicks import period_of
 from merci.config import Settings
+from merci.periods import PeriodError, parse_period, period_of
 from merci.queue import Queue, make_broker
 from runtime.progress import Progress
 
@@ -24,8 +24,8 @@ def _fail(message: str, code: int = 1) -> int:
 async def run_close(settings: Settings, period_text: str, *, force: bool, shards: int, timeout: float,
                     inline: bool) -> int:
     try:
-        period = close.parse_period(period_text)
-    except close.CloseError as exc:
+        period = parse_period(period_text)
+    except PeriodError as exc:
         return _fail(str(exc), 2)
     current = period_of(datetime.now(UTC))
     if period > current:

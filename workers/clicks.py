@@ -9,7 +9,7 @@ import dramatiq
 import structlog
 
 from merci import clicks, subscriptions
-from merci.close import parse_period
+from merci.periods import parse_period
 from workers.runtime import run
 
 log = structlog.get_logger("merci.workers.clicks")

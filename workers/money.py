@@ -8,13 +8,14 @@ import dramatiq
 from merci import close, escrow, payouts
 from merci.errors import UserError
 from merci.payments import PayoutRefused, Transfer, payout_provider_for
+from merci.periods import parse_period
 from workers.runtime import run
 
 
 @dramatiq.actor(actor_name=close.CLOSE_ACTOR, queue_name="money", max_retries=20)
 def close_month(period: str, shards: int, currency: str, default_budget: int) -> None:
     """Start the close, then fan out one message per shard."""
-    p = close.parse_period(period)
+    p = parse_period(period)
 
     async def body(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as conn:
@@ -32,7 +33,7 @@ def close_month(period: str, shards: int, currency: str, default_budget: int) ->
 
 @dramatiq.actor(actor_name=close.SHARD_ACTOR, queue_name="money", max_retries=20, time_limit=3_600_000)
 def close_shard(period: str, shard: int) -> None:
-    p = close.parse_period(period)
+    p = parse_period(period)
 
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:
@@ -55,7 +56,7 @@ def release_escrow(thing_id: int) -> None:
 def return_escrow(period: str) -> None:
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:
-            await escrow.return_due(conn, period=close.parse_period(period))
+            await escrow.return_due(conn, period=parse_period(period))
 
     run(body)
 

@@ -18,11 +18,10 @@ from graph.errors import ClientError
 from graph.money import Money
 from graph.relay import Connection, Counter, Node, decode_period_cursor, from_items, paginate, window
 from merci import budgets, clicks, months, payouts, things
-from merci.clicks import period_of
-from merci.close import CloseError, parse_period
 from merci.ids import from_global, to_global
 from merci.paging import Keyset
 from merci.payouts import Payout as DomainPayout
+from merci.periods import PeriodError, parse_period, period_of
 
 
 @strawberry.federation.type(keys=["id"], description="A creator's public profile.")
@@ -195,7 +194,7 @@ def _period(text: str | None) -> date:
         return period_of(datetime.now(UTC))
     try:
         return parse_period(text)
-    except CloseError as exc:
+    except PeriodError as exc:
         raise ClientError(f"period must be YYYY-MM, not {text!r}", "BAD_PERIOD") from exc
 
 

@@ -15,6 +15,7 @@ from merci import clicks
 from merci.clicks import Accepted
 from merci.errors import Checks, UserError
 from merci.ids import from_global
+from merci.periods import period_of
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +88,7 @@ class ClickMutations:
                                     idempotency_key=input.idempotency_key)
             return FlattrPayload(click=ClickReceipt(
                 idempotency_key=accepted.idempotency_key, status=ClickStatus.PENDING, reason=None,
-                period=f"{clicks.period_of(accepted.accepted_at):%Y-%m}", thing_pk=accepted.thing_id),
+                period=f"{period_of(accepted.accepted_at):%Y-%m}", thing_pk=accepted.thing_id),
                 user_errors=[])
 
         return await attempt(work, user_errors_only(FlattrPayload))
@@ -106,7 +107,7 @@ async def flattr_fast(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         return {"click": None, "userErrors": [
             {"field": [e.field] if e.field else None, "message": e.message, "code": e.code} for e in err.each()]}
     return {"click": {"idempotencyKey": accepted.idempotency_key, "status": _PENDING, "reason": None,
-                      "period": f"{clicks.period_of(accepted.accepted_at):%Y-%m}"},
+                      "period": f"{period_of(accepted.accepted_at):%Y-%m}"},
             "userErrors": []}
 
 

@@ -23,11 +23,12 @@ from api.things.types import Thing
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import metrics, oauth, partners, webhooks
-from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, Accepted, period_of, sign_batch
+from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, Accepted, sign_batch
 from merci.errors import Checks, UserError
 from merci.fetch import policy_from_env
 from merci.ids import from_global
 from merci.partners import BatchRefused, ItemError
+from merci.periods import period_of
 
 P = TypeVar("P")
 

@@ -17,9 +17,8 @@ from graph.errors import ClientError
 from graph.money import Money
 from graph.relay import Connection, empty, paginate, window
 from merci import oauth, partners, webhooks
-from merci.clicks import period_of
-from merci.close import CloseError, parse_period
 from merci.errors import UserError
+from merci.periods import PeriodError, parse_period, period_of
 
 
 def _authorized(info: Info, scope: str) -> bool:
@@ -49,7 +48,7 @@ class PartnerQueries:
         w = window(first, after)
         try:
             p = period_of(datetime.now(UTC)) if period is None else parse_period(period)
-        except CloseError as err:
+        except PeriodError as err:
             raise ClientError(str(err), "INVALID_PERIOD") from None
         cur = info.context.settings.currency
         async with info.context.tx() as conn:

@@ -9,8 +9,8 @@ from api.things.types import Thing
 from graph.context import Info
 from graph.relay import Connection, Node, paginate, window
 from merci import things
-from merci.clicks import period_of
 from merci.ids import from_global, to_global
+from merci.periods import period_of
 
 
 @strawberry.federation.type(keys=["id"], name="Site", description="A creator's website.")

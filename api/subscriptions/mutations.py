@@ -8,9 +8,10 @@ from api.subscriptions.types import GLOBAL_ID_TYPE, ThingSubscription
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import subscriptions
-from merci.clicks import CLICK_QUEUE, period_of
+from merci.clicks import CLICK_QUEUE
 from merci.errors import Checks
 from merci.ids import from_global
+from merci.periods import period_of
 
 
 @strawberry.input

@@ -9,8 +9,8 @@ from api.accounts.loaders import account_by_id
 from api.things.loaders import clicks_in_period, thing_by_id
 from graph.context import Info
 from graph.relay import Node
-from merci.clicks import period_of
 from merci.ids import from_global, to_global
+from merci.periods import period_of
 
 if TYPE_CHECKING:
     from api.accounts.types import Creator

@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from merci.clicks import period_of
 from merci.db import migrate
-from merci.escrow import months_before
+from merci.periods import months_before, period_of
 from runtime.cli import parser
 from runtime.synthetic import seed_month
 from tests.conftest import ROOT, create_database, drop_database, service_env

@@ -27,10 +27,9 @@ import psycopg
 import pytest
 
 from merci import config
-from merci.clicks import period_of
 from merci.close import SHARD_LOCK_NS
 from merci.db import migrate
-from merci.escrow import months_before
+from merci.periods import months_before, period_of
 from runtime.synthetic import seed_month
 from tests.conftest import (
     ROOT,
