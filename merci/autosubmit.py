@@ -25,11 +25,12 @@ from merci.accounts import HANDLE_RE
 from merci.errors import UserError
 from merci.fetch import FetchError, FetchPolicy, fetch
 from merci.ids import from_global
+from merci.queue import DIRECTORY
 from merci.things import CATEGORIES
 from merci.urls import canonical_key, host_of, normalize_url
 
 DISCOVER_ACTOR = "things.discover"
-DISCOVER_QUEUE = "directory"
+DISCOVER_QUEUE = DIRECTORY
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"", "0", "false", "no", "off"})
 # Flattr's languages were `en_GB`; ours are ISO 639-1 (`en`).

@@ -19,20 +19,19 @@ import asyncpg
 import orjson
 import structlog
 
+from merci import locks
 from merci.budgets import MIN_BUDGET
 from merci.errors import Checks, UserError
 from merci.paging import Keyset
 from merci.periods import month_key, period_of, sql_period_of
+from merci.queue import CLICKS
 from merci.urls import normalize_url
 
 log = structlog.get_logger(__name__)
 
 INGEST_ACTOR = "clicks.ingest"
-CLICK_QUEUE = "clicks"
+CLICK_QUEUE = CLICKS
 MAX_BATCH = 1000
-# Ingestion holds this lock shared per month; starting a month's close takes it
-# exclusively, so no click of that month can commit after the close has begun.
-MONTH_LOCK_NS = 73_100_03
 
 
 def sign_batch(batch: list[list[Any]], secret: str) -> str:
@@ -513,7 +512,7 @@ async def ingest(conn: asyncpg.Connection, batch: list[list[Any]]) -> tuple[int,
     periods = sorted({month_key(period_of(a)) for a in accepted_at})
     async with conn.transaction():
         for key in periods:
-            await conn.execute("select pg_advisory_xact_lock_shared($1, $2)", MONTH_LOCK_NS, key)
+            await conn.execute("select pg_advisory_xact_lock_shared($1, $2)", locks.MONTH, key)
         # Auto-submit: an unknown URL becomes an unclaimed thing of the clicker's tenant.
         unknown = sorted({(u, t) for u, t, th in zip(cols[3], cols[1], cols[2], strict=True) if th is None and u})
         if unknown:

@@ -24,13 +24,10 @@ from typing import Any
 
 import asyncpg
 
-from merci import subscriptions
-from merci.clicks import MONTH_LOCK_NS
+from merci import locks, subscriptions
 from merci.periods import month_key
 from merci.split import SPLIT_SQL
-from merci.things import OWNERSHIP_LOCK
 
-SHARD_LOCK_NS = 73_100_04
 DEFAULT_SHARDS = 16
 
 CLOSE_ACTOR = "money.close_month"
@@ -85,7 +82,7 @@ async def start(
     async with conn.transaction():
         # Exclusive: waits for ingestion transactions of this month to commit, and
         # from here on they see the month_closes row and refuse the month.
-        await conn.execute("select pg_advisory_xact_lock($1, $2)", MONTH_LOCK_NS, month_key(period))
+        await conn.execute("select pg_advisory_xact_lock($1, $2)", locks.MONTH, month_key(period))
         # Shards are ranges of supporter ids with about as many supporters each, so
         # every shard reads its clicks by index range (period, supporter_id).
         bounds = await conn.fetchval(
@@ -280,14 +277,14 @@ async def _close_shard(conn: asyncpg.Connection, *, period: date, shard: int) ->
             raise CloseError(f"the close of {period:%Y-%m} was not started")
         if not 0 <= shard < close["shards"]:
             raise CloseError(f"no shard {shard} in the close of {period:%Y-%m}")
-        await conn.execute("select pg_advisory_xact_lock($1, $2)", SHARD_LOCK_NS, month_key(period) * 4096 + shard)
+        await conn.execute("select pg_advisory_xact_lock($1, $2)", locks.CLOSE_SHARD, month_key(period) * 4096 + shard)
         if await conn.fetchval("select 1 from month_close_shards where period = $1 and shard = $2", period, shard):
             return None
         # Shared with other shards, exclusive with claims: no thing changes owner between
         # the split's reading of it and this transaction's commit (an escrow posted for a
         # thing claimed meanwhile would strand there). Taken before the split's statement,
         # so the split's snapshot sees every claim committed before it.
-        await conn.execute("select pg_advisory_xact_lock_shared($1, $2)", *OWNERSHIP_LOCK)
+        await conn.execute("select pg_advisory_xact_lock_shared($1, $2)", *locks.OWNERSHIP)
         await conn.execute(SHARD_SETTINGS)
         platform = await _platform_tenant(conn)
         currency = close["currency"]

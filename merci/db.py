@@ -13,9 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from merci import locks
 from merci.config import APP_ROLE, SYSTEM_ROLE
-
-MIGRATION_LOCK = 7_310_001  # advisory lock id: one migrator at a time
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ async def migrate(dsn: str) -> list[str]:
     conn = await asyncpg.connect(dsn)
     applied_now: list[str] = []
     try:
-        await conn.execute("select pg_advisory_lock($1)", MIGRATION_LOCK)
+        await conn.execute("select pg_advisory_lock($1)", locks.MIGRATIONS)
         # One transaction: a refused history leaves even schema_migrations as it was.
         async with conn.transaction():
             await conn.execute(
@@ -116,7 +115,7 @@ async def migrate(dsn: str) -> list[str]:
         await _set_role_passwords(conn)
         await _set_dev_money(conn)
     finally:
-        await conn.execute("select pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await conn.execute("select pg_advisory_unlock($1)", locks.MIGRATIONS)
         await conn.close()
     return applied_now
 

@@ -21,14 +21,15 @@ from datetime import datetime
 
 import asyncpg
 
-from merci import budgets, ledger
+from merci import budgets, ledger, locks
 from merci.errors import UserError
 from merci.money import Money, parse_amount
 from merci.paging import Keyset
 from merci.payments import PayoutProvider, PayoutRefused
+from merci.queue import MONEY
 
 PAYOUT_ACTOR = "payouts.send"
-PAYOUT_QUEUE = "money"
+PAYOUT_QUEUE = MONEY
 RESEND_AFTER_SECONDS = 300  # the scheduler re-sends requests pending longer than this
 MAX_KEY = 100
 COLUMNS = ("id, tenant_id, account_id, amount, currency, provider, idempotency_key, status, reference, reason,"
@@ -93,8 +94,8 @@ async def request(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, 
     key = check_key(idempotency_key)
     # One request at a time per creator: what one reserves, the next one sees (each
     # statement below reads after the lock is held; READ COMMITTED snapshots per statement).
-    await conn.execute("select pg_advisory_xact_lock(hashtextextended('merci.payout:' || $1::bigint, 0))",
-                       account_id)
+    await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text || $2::bigint, 0))",
+                       locks.PAYOUT_PREFIX, account_id)
     row = await conn.fetchrow(f"select {COLUMNS} from payouts where account_id = $1 and idempotency_key = $2",
                               account_id, key)
     if row is not None:

@@ -14,7 +14,13 @@ import asyncpg
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-QUEUES = ("default", "clicks", "money", "directory", "webhooks")
+# The queues, each consumed by its own workers (k8s: a deployment per queue).
+DEFAULT = "default"  # a worker's liveness ping
+CLICKS = "clicks"  # click ingestion and subscriptions' clicks
+MONEY = "money"  # the month close, escrow, payouts
+DIRECTORY = "directory"  # site verification, owner discovery, rankings
+WEBHOOKS = "webhooks"  # deliveries to partners
+QUEUES = (DEFAULT, CLICKS, MONEY, DIRECTORY, WEBHOOKS)
 
 # merci_app may not write the broker's tables: it sends through merci_enqueue
 # (merci/sql/0014_least_privilege.sql), which takes only the actors the API sends and
@@ -61,7 +67,7 @@ class Queue:
             self.direct = AsyncPostgresEnqueue(broker, database_url)
         self.checked: bool | None = None  # through merci_enqueue? (PostgreSQL broker, asked once)
 
-    def send(self, actor_name: str, *args: Any, queue_name: str = "default",
+    def send(self, actor_name: str, *args: Any, queue_name: str = DEFAULT,
              delay_ms: int | None = None, message_id: str | None = None, **kwargs: Any) -> str:
         message = dramatiq.Message(
             queue_name=queue_name, actor_name=actor_name, args=args, kwargs=kwargs, options={},
@@ -99,7 +105,7 @@ class Queue:
         insert()
         self.broker.emit_after("enqueue", message, None)
 
-    async def asend(self, actor_name: str, *args: Any, queue_name: str = "default",
+    async def asend(self, actor_name: str, *args: Any, queue_name: str = DEFAULT,
                     message_id: str | None = None, **kwargs: Any) -> str:
         if self.direct is not None:
             message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs=kwargs,

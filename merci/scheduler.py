@@ -13,7 +13,7 @@ from merci import clicks, close, escrow, payouts, search, subscriptions
 from merci.clicks import CLICK_QUEUE
 from merci.config import Settings
 from merci.periods import month_start, months_before, period_of
-from merci.queue import Queue
+from merci.queue import DIRECTORY, MONEY, Queue
 
 log = logging.getLogger("merci.scheduler")
 
@@ -37,19 +37,19 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
     has_clicks = await conn.fetchval("select 1 from clicks where period = $1 limit 1", previous)
     if status is None and has_clicks and now >= month_start(current) + timedelta(seconds=settings.close_grace_seconds):
         queue.send(close.CLOSE_ACTOR, previous.isoformat()[:7], close.DEFAULT_SHARDS, settings.currency,
-                   settings.default_budget, queue_name="money")
+                   settings.default_budget, queue_name=MONEY)
         sent.append(f"{close.CLOSE_ACTOR} {previous:%Y-%m}")
     elif status == "running":
         # Resume a close whose messages were lost or whose workers died: shards are idempotent.
         queue.send(close.CLOSE_ACTOR, previous.isoformat()[:7], close.DEFAULT_SHARDS, settings.currency,
-                   settings.default_budget, queue_name="money")
+                   settings.default_budget, queue_name=MONEY)
         sent.append(f"{close.CLOSE_ACTOR} {previous:%Y-%m} (resume)")
 
     # Directory rankings (POPULAR, TRENDING) from recent clicks, every few minutes.
     if await conn.fetchval("select coalesce(rankings_at < $1::timestamptz - interval '5 minutes', true)"
                            " from directory_state",
                            now):
-        queue.send(search.RANKINGS_ACTOR, queue_name="directory")
+        queue.send(search.RANKINGS_ACTOR, queue_name=DIRECTORY)
         sent.append(search.RANKINGS_ACTOR)
 
     # Escrow of still-unclaimed things goes back after the hold period.
@@ -61,13 +61,13 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         " where j.kind = 'month_close' and j.period <= $1"
         " and not exists (select 1 from escrow_returns r where r.thing_id = e.thing_id and r.period = j.period)"
         " order by 1", cutoff):
-        queue.send(escrow.RETURN_ACTOR, row["period"].isoformat()[:7], queue_name="money")
+        queue.send(escrow.RETURN_ACTOR, row["period"].isoformat()[:7], queue_name=MONEY)
         sent.append(f"{escrow.RETURN_ACTOR} {row['period']:%Y-%m}")
 
     # Escrow left on a claimed thing (claims release in their own transaction and a close
     # cannot interleave with one, so normally none; `merci audit` reports any) goes to its owner.
     for row in await conn.fetch(escrow.STRANDED_SQL):
-        queue.send(escrow.RELEASE_ACTOR, row["thing_id"], queue_name="money")
+        queue.send(escrow.RELEASE_ACTOR, row["thing_id"], queue_name=MONEY)
         sent.append(f"{escrow.RELEASE_ACTOR} {row['thing_id']}")
 
     # Click receipts the workers have settled since (their own rows answer now), old refusals.

@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncpg
 
+from merci import locks
 from merci.errors import UserError
 from merci.ids import MAX_ID
 from merci.sites import CATEGORIES, SITE_COLUMNS
@@ -545,7 +546,7 @@ async def refresh_rankings(conn: asyncpg.Connection, *, now: datetime | None = N
     Reads clicks directly (the money core owns them) and touches only changed rows.
     """
     async with conn.transaction():
-        if not await conn.fetchval("select pg_try_advisory_xact_lock(7310004)"):
+        if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", locks.RANKINGS):
             return 0
         status = await conn.execute(
             """with recent as (

@@ -17,12 +17,13 @@ import asyncpg
 from merci.errors import Checks, UserError
 from merci.fetch import FetchError, FetchPolicy, fetch
 from merci.paging import Count, Keyset
+from merci.queue import DIRECTORY
 from merci.urls import normalize_url
 
 CATEGORIES = ("text", "images", "video", "audio", "software", "people", "rest")
 METHODS = ("meta", "link", "well_known")
 VERIFY_ACTOR = "directory.verify_site"
-DIRECTORY_QUEUE = "directory"
+DIRECTORY_QUEUE = DIRECTORY
 META_NAME = "merci-verification"
 WELL_KNOWN_PATH = "/.well-known/merci.txt"
 MAX_TAGS = 10

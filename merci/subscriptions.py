@@ -12,7 +12,7 @@ from datetime import date
 
 import asyncpg
 
-from merci.clicks import MONTH_LOCK_NS
+from merci import locks
 from merci.errors import UserError
 from merci.periods import month_key
 
@@ -123,7 +123,7 @@ select (select count(*) from counted) as months, (select count(*) from clicked) 
 async def materialize(conn: asyncpg.Connection, *, period: date, subscription_id: int | None = None) -> int:
     """Count `period` for every due subscription (or one); returns months counted. As merci_system."""
     async with conn.transaction():
-        await conn.execute("select pg_advisory_xact_lock_shared($1, $2)", MONTH_LOCK_NS, month_key(period))
+        await conn.execute("select pg_advisory_xact_lock_shared($1, $2)", locks.MONTH, month_key(period))
         if await conn.fetchval("select 1 from month_closes where period = $1", period):
             return 0  # the month is closing or closed: its clicks are final
         row = await conn.fetchrow(MATERIALIZE_SQL, period, subscription_id)

@@ -70,11 +70,6 @@ def clean_listing(*, title: str, description: str, category: str, language: str 
             "tags": clean_tags}
 
 
-# Every change of a thing's owner takes this advisory lock exclusively (inside
-# merci_assign_thing); a month-close shard holds it shared (see merci.close).
-OWNERSHIP_LOCK = (7_310_005, 0)
-
-
 async def submit_thing(
     conn: asyncpg.Connection, *, tenant_id: int, owner_id: int, url: str, title: str, description: str = "",
     category: str = "rest", language: str | None = None, tags: list[str] | None = None, hidden: bool = False,

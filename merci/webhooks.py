@@ -30,11 +30,12 @@ from merci.errors import Checks, UserError
 from merci.fetch import FetchError, FetchPolicy, address_problem, failure, resolve
 from merci.ids import to_global
 from merci.paging import Keyset
+from merci.queue import WEBHOOKS
 
 EVENTS = ("click.accepted", "month.closed", "payout.sent")
 DELIVER_ACTOR = "webhooks.deliver"
 GIVE_UP_ACTOR = "webhooks.give_up"
-WEBHOOK_QUEUE = "webhooks"
+WEBHOOK_QUEUE = WEBHOOKS
 MAX_ENDPOINTS = 20  # per tenant
 TOLERANCE_SECONDS = 300  # how old a signature receivers should accept
 TIMEOUT_SECONDS = 10.0

@@ -12,7 +12,7 @@ import asyncpg
 from merci import audit, close
 from merci.config import Settings
 from merci.periods import PeriodError, parse_period, period_of
-from merci.queue import Queue, make_broker
+from merci.queue import MONEY, Queue, make_broker
 from runtime.progress import Progress
 
 
@@ -54,7 +54,7 @@ async def run_close(settings: Settings, period_text: str, *, force: bool, shards
             queue = Queue(make_broker(settings.broker_url, settings.system_database_url))
             try:
                 await queue.asend(close.CLOSE_ACTOR, f"{period:%Y-%m}", started["shards"], settings.currency,
-                                  settings.default_budget, queue_name="money")
+                                  settings.default_budget, queue_name=MONEY)
             finally:
                 queue.close()
         deadline = time.monotonic() + timeout

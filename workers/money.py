@@ -9,10 +9,11 @@ from merci import close, escrow, payouts
 from merci.errors import UserError
 from merci.payments import PayoutRefused, Transfer, payout_provider_for
 from merci.periods import parse_period
+from merci.queue import MONEY
 from workers.runtime import run
 
 
-@dramatiq.actor(actor_name=close.CLOSE_ACTOR, queue_name="money", max_retries=20)
+@dramatiq.actor(actor_name=close.CLOSE_ACTOR, queue_name=MONEY, max_retries=20)
 def close_month(period: str, shards: int, currency: str, default_budget: int) -> None:
     """Start the close, then fan out one message per shard."""
     p = parse_period(period)
@@ -31,7 +32,7 @@ def close_month(period: str, shards: int, currency: str, default_budget: int) ->
     run(body)
 
 
-@dramatiq.actor(actor_name=close.SHARD_ACTOR, queue_name="money", max_retries=20, time_limit=3_600_000)
+@dramatiq.actor(actor_name=close.SHARD_ACTOR, queue_name=MONEY, max_retries=20, time_limit=3_600_000)
 def close_shard(period: str, shard: int) -> None:
     p = parse_period(period)
 
@@ -43,7 +44,7 @@ def close_shard(period: str, shard: int) -> None:
     run(body)
 
 
-@dramatiq.actor(actor_name=escrow.RELEASE_ACTOR, queue_name="money", max_retries=20)
+@dramatiq.actor(actor_name=escrow.RELEASE_ACTOR, queue_name=MONEY, max_retries=20)
 def release_escrow(thing_id: int) -> None:
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:
@@ -52,7 +53,7 @@ def release_escrow(thing_id: int) -> None:
     run(body)
 
 
-@dramatiq.actor(actor_name=escrow.RETURN_ACTOR, queue_name="money", max_retries=20)
+@dramatiq.actor(actor_name=escrow.RETURN_ACTOR, queue_name=MONEY, max_retries=20)
 def return_escrow(period: str) -> None:
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:

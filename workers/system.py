@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dramatiq
 
+from merci.queue import DEFAULT
 from workers.runtime import run
 
 
-@dramatiq.actor(actor_name="system.ping", queue_name="default", max_retries=0)
+@dramatiq.actor(actor_name="system.ping", queue_name=DEFAULT, max_retries=0)
 def ping(marker: str) -> None:
     """Round-trips through the broker and the database (used by health checks and tests)."""
 

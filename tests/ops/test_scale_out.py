@@ -26,8 +26,7 @@ import psutil
 import psycopg
 import pytest
 
-from merci import config
-from merci.close import SHARD_LOCK_NS
+from merci import config, locks
 from merci.db import migrate
 from merci.periods import months_before, period_of
 from runtime.synthetic import seed_month
@@ -109,7 +108,7 @@ def holder_of_a_shard(dsn: str, workers: list[Service]) -> Service | None:
     """The worker whose process is inside a close shard's transaction right now."""
     names = {r[0] for r in fetch(dsn, "select a.application_name from pg_locks l join pg_stat_activity a"
                                       " on a.pid = l.pid where l.locktype = 'advisory' and l.classid = $1"
-                                      " and l.granted", SHARD_LOCK_NS)}
+                                      " and l.granted", locks.CLOSE_SHARD)}
     for w in workers:
         try:
             family = {w.proc.pid, *(c.pid for c in psutil.Process(w.proc.pid).children(recursive=True))}
