@@ -11,18 +11,18 @@ import asyncpg
 import strawberry
 
 from directory.types import (
-    CATEGORY_NAMES,
     Category,
     Site,
     SiteSearchConnection,
     SiteSort,
+    category_names,
     precision,
 )
 from graph.context import Context, Info
 from graph.errors import ClientError
 from graph.fastpath import Decline, FastQuery
 from graph.relay import Connection, Counter, Edge, check_first, connection_of, page_info, window
-from merci import search, sites
+from merci import i18n, search, sites
 from merci.config import Settings
 from merci.errors import UserError
 from merci.ids import from_global, to_global
@@ -51,7 +51,7 @@ class DirectoryQueries:
 
     @strawberry.field(description="Flattr's categories, with how many listed sites each has.")
     async def categories(self, info: Info, lang: str = "en") -> list[Category]:
-        names = CATEGORY_NAMES.get(lang.strip().lower(), CATEGORY_NAMES["en"])
+        names = category_names(i18n.negotiate(lang))
         async with info.context.tx() as conn:
             rows = await conn.fetch("select category, sum(n)::bigint as n from listing_counts group by 1")
         counts = {r["category"]: int(r["n"]) for r in rows}

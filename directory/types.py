@@ -13,7 +13,8 @@ import strawberry
 from directory.loaders import can_see_private, creator_by_id, site_by_id
 from graph.context import Info
 from graph.relay import Connection, CountPrecision, Edge, Node, PageInfo, paginate, window
-from merci import search, sites
+from merci import i18n, search, sites
+from merci.i18n import N_
 from merci.ids import from_global, to_global
 
 
@@ -231,9 +232,11 @@ class Category:
     site_count: int = strawberry.field(description="Listed sites in this category.")
 
 
-CATEGORY_NAMES = {
-    "en": {"text": "Text", "images": "Images", "video": "Video", "audio": "Audio", "software": "Software",
-           "people": "People", "rest": "Everything else"},
-    "fr": {"text": "Texte", "images": "Images", "video": "Vidéo", "audio": "Audio", "software": "Logiciel",
-           "people": "Personnes", "rest": "Tout le reste"},
-}
+CATEGORY_NAMES = {"text": N_("Text"), "images": N_("Images"), "video": N_("Video"), "audio": N_("Audio"),
+                  "software": N_("Software"), "people": N_("People"), "rest": N_("Everything else")}
+
+
+def category_names(lang: str) -> dict[str, str]:
+    """Each category's name in a supported language (merci.i18n.negotiate gives one)."""
+    t = i18n.translations(lang)
+    return {slug: t.gettext(name) for slug, name in CATEGORY_NAMES.items()}

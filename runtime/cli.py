@@ -121,6 +121,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return drifted
 
 
+def cmd_catalogs(args: argparse.Namespace) -> int:
+    from runtime import catalogs
+
+    if args.action == "update":
+        for path in catalogs.update():
+            print(f"updated {path.relative_to(catalogs.ROOT)}")
+    found = catalogs.problems()
+    for line in found:
+        print(line, file=sys.stderr)
+    if args.action == "check" and not found:
+        print("the catalogs hold every string the code uses, translated")
+    return 1 if found and args.action == "check" else 0
+
+
 def cmd_close_month(args: argparse.Namespace) -> int:
     from runtime.closing import run_close
 
@@ -199,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
     schema.add_argument("--path", default="schema.graphql")
     schema.add_argument("--subgraphs", default="gateway/subgraphs", help="subgraph SDLs for the gateway, if present")
     schema.set_defaults(func=cmd_schema)
+
+    catalogs = sub.add_parser("catalogs", help="update or check the translation catalogs (merci/locale)")
+    catalogs.add_argument("action", choices=["update", "check"])
+    catalogs.set_defaults(func=cmd_catalogs)
     return p
 
 

@@ -11,14 +11,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.embeds import web
-from api.embeds.i18n import LANGS, count
+from api.embeds.i18n import count, say
+from graph import pages
 from merci.db import scoped
 from merci.errors import UserError
+from merci.i18n import N_
 from merci.ids import MAX_ID, from_global
 from merci.urls import normalize_url
 
 MAX_AGE = 300
 CHAR = 6.6  # average glyph width of 11px Verdana, as shields-style badges assume
+INVALID_ID, INVALID_URL, UNKNOWN = N_("invalid id"), N_("invalid url"), N_("unknown")
 
 
 def svg(label: str, value: str, colour: str = "#e8505b") -> str:
@@ -49,8 +52,7 @@ def respond(request: Request, body: str, status: int = 200) -> Response:
 
 
 def _lang(request: Request) -> str:
-    asked = request.query_params.get("lang", "en")[:2].lower()
-    return asked if asked in LANGS else "en"  # not Accept-Language: a README's image is shared by all
+    return pages.choose_lang(request, browser=False)  # not Accept-Language: a README's image is shared by all
 
 
 async def _count(request: Request, sql: str, *args: object) -> int | None:
@@ -71,10 +73,10 @@ async def thing_badge(request: Request) -> Response:
         if not 0 < pk <= MAX_ID:
             raise UserError("INVALID_ID", "not a valid id")
     except UserError:
-        return respond(request, svg("merci", "invalid id", "#9f9f9f"), 400)
+        return respond(request, svg("merci", say(lang, INVALID_ID), "#9f9f9f"), 400)
     n = await _count(request, COUNT_THING.format(col="id"), pk)
     if n is None:
-        return respond(request, svg("merci", "unknown", "#9f9f9f"), 404)
+        return respond(request, svg("merci", say(lang, UNKNOWN), "#9f9f9f"), 404)
     return respond(request, svg("merci", count(lang, n)))
 
 
@@ -83,7 +85,7 @@ async def url_badge(request: Request) -> Response:
     try:
         url = normalize_url(request.query_params.get("url", ""))
     except UserError:
-        return respond(request, svg("merci", "invalid url", "#9f9f9f"), 400)
+        return respond(request, svg("merci", say(lang, INVALID_URL), "#9f9f9f"), 400)
     n = await _count(request, COUNT_THING.format(col="url"), url)
     return respond(request, svg("merci", count(lang, n or 0)))
 
@@ -95,5 +97,5 @@ async def creator_badge(request: Request) -> Response:
                               " on s.thing_id = t.id where t.owner_id = a.id) from accounts a where a.handle = $1",
                      handle)
     if n is None:
-        return respond(request, svg("merci", "unknown", "#9f9f9f"), 404)
+        return respond(request, svg("merci", say(lang, UNKNOWN), "#9f9f9f"), 404)
     return respond(request, svg("merci", count(lang, n)))

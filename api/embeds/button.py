@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 
 from api.embeds import web
 from api.embeds.clicking import click
-from api.embeds.i18n import count, error_message
+from api.embeds.i18n import CLICKED, FORBIDDEN, LABELS, STATES, count, error_message, say
 from merci import accounts, autosubmit, buttons
 from merci.accounts import hash_secret
 from merci.db import Scope, scoped
@@ -51,7 +51,6 @@ def frame_src(base: str, sub: autosubmit.Submission, lang: str) -> str:
 async def button_page(request: Request, params: dict[str, str], *, notice: str | None = None,
                       error: str | None = None, status: int = 200) -> Response:
     lang = web.choose_lang(request)
-    t = web.text(lang)
     sub, problems = autosubmit.parse(params)
     if problems:
         return web.error(lang, problems, status=400, embedded=True)
@@ -69,11 +68,12 @@ async def button_page(request: Request, params: dict[str, str], *, notice: str |
     if params.get("done") == "1" and state in (buttons.CAN_CLICK, buttons.CLICKED):
         if state == buttons.CAN_CLICK:  # just clicked: the workers count it in a moment; show it now
             state, n = buttons.CLICKED, n + 1
-        notice = notice or t["announce_clicked"]
+        notice = notice or say(lang, CLICKED)
     title = button.title[:80]
     return web.page(
         "button.html", lang=lang, status=status, frame_ancestors="*", button=button, state=state,
-        count=count(lang, n), label=t[f"label_{state}"].format(title=title), fields=sub.query(),
+        count=count(lang, n), label=say(lang, LABELS[state], title=title),
+        state_word=say(lang, STATES[state]) if state in STATES else "", fields=sub.query(),
         csrf=web.csrf_token(settings, who[1], "button") if who else "", notice=notice, error=error,
         login_url="/embed/login?" + urlencode({"popup": "1", "lang": lang}),
     )
@@ -87,12 +87,11 @@ async def button_post(request: Request) -> Response:
     """A click from inside the iframe. Refused unless the request comes from Merci's
     own page (Origin) with the token only that page holds (CSRF)."""
     lang = web.choose_lang(request)
-    t = web.text(lang)
     data = await web.form(request)
     who = await web.session(request, embedded=True)
     if not web.same_origin(request) or who is None or \
             not web.csrf_ok(web.settings_of(request), who[1], "button", data.get("csrf", "")):
-        return web.error(lang, [UserError("FORBIDDEN", t["forbidden"])], status=403, embedded=True)
+        return web.error(lang, [UserError("FORBIDDEN", say(lang, FORBIDDEN))], status=403, embedded=True)
     sub, problems = autosubmit.parse(data)
     if problems:
         return web.error(lang, problems, status=400, embedded=True)

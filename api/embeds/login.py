@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 
 from api.embeds import web
 from api.embeds.button import issue_grant
+from api.embeds.i18n import FORBIDDEN, WRONG_LOGIN, say
 from merci import accounts
 from merci.db import Scope, scoped
 from merci.errors import UserError
@@ -79,18 +80,17 @@ async def login_get(request: Request) -> Response:
 
 async def login_post(request: Request) -> Response:
     lang = web.choose_lang(request)
-    t = web.text(lang)
     data = await web.form(request)
     cookie = request.cookies.get(web.LOGIN_COOKIE, "")
     if not web.same_origin(request) or not cookie or \
             not hmac.compare_digest(_login_csrf(request, cookie), data.get("csrf", "")):
-        return web.error(lang, [UserError("FORBIDDEN", t["forbidden"])], status=403)
+        return web.error(lang, [UserError("FORBIDDEN", say(lang, FORBIDDEN))], status=403)
     settings = web.settings_of(request)
     slug = (data.get("tenant") or DEFAULT_TENANT).strip().lower()
     async with request.app.state.pool.acquire() as conn:  # tenants are public
         tenant_id = await conn.fetchval("select id from tenants where slug = $1", slug)
     if tenant_id is None:
-        return _form(request, lang, status=401, error=t["wrong_login"], email=data.get("email", ""), tenant=slug)
+        return _form(request, lang, status=401, error=say(lang, WRONG_LOGIN), email=data.get("email", ""), tenant=slug)
     try:
         async with scoped(request.app.state.pool, Scope(tenant_id)) as conn:
             account_id, token = await accounts.log_in(
@@ -98,7 +98,7 @@ async def login_post(request: Request) -> Response:
                 ttl=timedelta(seconds=settings.token_ttl_seconds))
             handle = await conn.fetchval("select handle from accounts where id = $1", account_id)
     except UserError:
-        return _form(request, lang, status=401, error=t["wrong_login"], email=data.get("email", ""), tenant=slug)
+        return _form(request, lang, status=401, error=say(lang, WRONG_LOGIN), email=data.get("email", ""), tenant=slug)
     response = await _done(request, lang, tenant_id=tenant_id, account_id=account_id, handle=handle)
     web.set_session_cookie(response, settings, token)
     return response

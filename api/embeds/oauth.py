@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from api.embeds import web
-from api.embeds.i18n import SCOPE_TEXT
+from api.embeds.i18n import FORBIDDEN, SCOPES, say
 from merci import oauth
 from merci.db import Scope, scoped
 from merci.errors import UserError
@@ -55,7 +55,7 @@ async def authorize_get(request: Request) -> Response:
         handle = await conn.fetchval("select handle from accounts where id = $1", principal.account_id)
     return web.page(
         "consent.html", lang=lang, client=checked.client, handle=handle, fields=params,
-        scopes=[SCOPE_TEXT[lang].get(s, s) for s in checked.scopes],
+        scopes=[say(lang, SCOPES[s]) if s in SCOPES else s for s in checked.scopes],
         csrf=web.csrf_token(web.settings_of(request), token, "oauth"),
         # The browser follows the answer to the client's redirect URI: allow the form there.
         form_action=f"'self' {web.origin_of(checked.redirect_uri)}",
@@ -64,12 +64,11 @@ async def authorize_get(request: Request) -> Response:
 
 async def authorize_post(request: Request) -> Response:
     lang = web.choose_lang(request)
-    t = web.text(lang)
     data = await web.form(request)
     who = await web.session(request)
     if not web.same_origin(request) or who is None or \
             not web.csrf_ok(web.settings_of(request), who[1], "oauth", data.get("csrf", "")):
-        return web.error(lang, [UserError("FORBIDDEN", t["forbidden"])], status=403)
+        return web.error(lang, [UserError("FORBIDDEN", say(lang, FORBIDDEN))], status=403)
     params = {k: v for k, v in data.items() if k in AUTH_PARAMS}
     checked = await _request(request, params, lang)
     if isinstance(checked, Response):

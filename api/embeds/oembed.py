@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.embeds import web
 from api.embeds.button import HEIGHT, WIDTH, frame_src
-from merci import autosubmit, buttons
+from merci import autosubmit, buttons, i18n
 from merci.db import scoped
 from merci.errors import UserError
 
@@ -65,7 +65,7 @@ async def oembed(request: Request) -> Response:
     if button.thing is not None and sub.url is None:
         sub.url = button.url
     settings = web.settings_of(request)
-    lang = params.get("lang", "en")[:2] if params.get("lang", "en")[:2] in ("en", "fr") else "en"
+    lang = i18n.negotiate(params.get("lang", ""))  # no Accept-Language: the answer is cached for everyone
     src = frame_src(settings.public_url, sub, lang)
     html = (f'<iframe src="{escape(src)}" width="{WIDTH}" height="{HEIGHT}" title="Merci"'
             ' style="border:0;overflow:hidden" loading="lazy"></iframe>')

@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from api.embeds import web
 from api.embeds.clicking import click
-from api.embeds.i18n import count, error_message
+from api.embeds.i18n import FORBIDDEN, count, error_message, say
 from merci import autosubmit, buttons
 from merci.db import scoped
 from merci.errors import UserError
@@ -54,12 +54,11 @@ async def submit_get(request: Request) -> Response:
 
 async def submit_post(request: Request) -> Response:
     lang = web.choose_lang(request)
-    t = web.text(lang)
     data = await web.form(request)
     who = await web.session(request)
     if not web.same_origin(request) or who is None or \
             not web.csrf_ok(web.settings_of(request), who[1], "submit", data.get("csrf", "")):
-        return web.error(lang, [UserError("FORBIDDEN", t["forbidden"])], status=403)
+        return web.error(lang, [UserError("FORBIDDEN", say(lang, FORBIDDEN))], status=403)
     auto = request.url.path.rstrip("/").endswith("/auto")
     sub, problems = autosubmit.parse(data, require_url=auto)
     if problems:

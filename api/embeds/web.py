@@ -17,31 +17,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from api.embeds.i18n import LANGS, TEXT
-from graph import cors
+from graph import cors, pages
 from merci import accounts
 from merci.accounts import SESSION_COOKIE, Principal
 from merci.config import Settings
 from merci.db import Scope, scoped
-from merci.i18n import negotiate
 from merci.tenants import DEFAULT_TENANT
 
 EMBED_COOKIE = "merci_embed"
 LOGIN_COOKIE = "merci_login_csrf"
-env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                  autoescape=select_autoescape(["html", "svg"]), trim_blocks=True, lstrip_blocks=True)
+env = pages.templates(Path(__file__).parent / "templates")
 
 
 def choose_lang(request: Request) -> str:
-    return negotiate(request.query_params.get("lang", ""), request.headers.get("accept-language", ""), LANGS)
-
-
-def text(lang: str) -> dict[str, str]:
-    return TEXT[lang]
+    return pages.choose_lang(request)
 
 
 def settings_of(request: Request) -> Settings:
@@ -108,7 +100,7 @@ def page(template: str, *, lang: str, status: int = 200, frame_ancestors: str = 
          form_action: str = "'self'", headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     """A rendered page with a strict policy: scripts only from Merci, and framing
     refused except for the button (anyone may frame it; that is what it is for)."""
-    html = env.get_template(template).render(lang=lang, t=TEXT[lang], **context)
+    html = env.get_template(template).render(lang=lang, **context)
     csp = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
            f" connect-src 'self'; form-action {form_action}; frame-ancestors {frame_ancestors}; base-uri 'none'")
     base = {"Content-Security-Policy": csp, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",

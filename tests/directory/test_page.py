@@ -4,9 +4,11 @@ and in French."""
 from __future__ import annotations
 
 import re
+import secrets
+import string
 from html import unescape
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import asyncpg
 import httpx
@@ -69,3 +71,22 @@ def test_typos_and_bad_input_on_the_page(api_url: str, world: dict[str, Any]) ->
     assert bad.status_code == 400 and "cooking" in unescape(bad.text)
     empty = get(api_url, f"/directory?q={quote('zzzzqqqq nothing')}&lang=fr").text
     assert "Aucun site ne correspond" in empty
+
+
+async def test_counts_say_site_or_sites_in_each_language(api_url: str, system_pool: asyncpg.Pool) -> None:
+    one, two = ("".join(secrets.choice(string.ascii_lowercase) for _ in range(12)) for _ in range(2))
+    async with system_pool.acquire() as conn:
+        merci = await conn.fetchval("select id from tenants where slug = 'merci'")
+        owner = await person(conn, merci, "counted")
+        await listed_site(conn, merci, owner, title=f"Counted {one}")
+        for i in range(2):
+            await listed_site(conn, merci, owner, title=f"Counted {two} {i}")
+
+    def count(q: str, lang: str) -> str:
+        page = get(api_url, "/directory?" + urlencode({"q": q, "lang": lang})).text
+        return unescape(re.search(r'<p class="count">([^<]*)</p>', page).group(1))  # type: ignore[union-attr]
+
+    assert [count(q, "en") for q in (one, two)] == ["1 site", "2 sites"]  # the page said "1 sites"
+    assert [count(q, "fr") for q in (one, two)] == ["1 site", "2 sites"]
+    nothing = "".join(secrets.choice(string.ascii_lowercase) for _ in range(12)) + " zzzzqqqq"
+    assert count(nothing, "fr") == "0 site" and count(nothing, "en") == "0 sites"  # 0 is singular in French

@@ -207,3 +207,34 @@ def test_button_frame_headers_states_and_grant(world: World) -> None:
     assert 'aria-label="Framed is yours"' in theirs.text
     broke = httpx.get(src, headers={"cookie": f"merci_embed={own['token']}"})
     assert "Top up your Merci balance to thank Framed" in broke.text
+
+
+def test_pages_in_english_and_french(world: World) -> None:
+    creator, thing = creator_thing(world, "Bilingual")
+    submit = f"{world.url}/submit?url={quote(thing['url'], safe='')}"
+
+    fr = httpx.get(submit, headers={"accept-language": "fr-CA, en;q=0.5"})
+    assert fr.headers["content-language"] == "fr" and '<html lang="fr">' in fr.text
+    assert "<title>Dire merci: Bilingual</title>" in fr.text and f"par {creator['handle']}" in fr.text
+    assert "· 0 clic</p>" in fr.text and "Connectez-vous pour dire merci" in fr.text  # 0 is singular in French
+    assert set(re.split(r",\s*", fr.headers["vary"])) >= {"Accept-Language", "Cookie"}
+    en = httpx.get(submit + "&lang=en", headers={"accept-language": "fr"})  # the link's choice wins
+    assert en.headers["content-language"] == "en" and "<title>Say merci: Bilingual</title>" in en.text
+    assert "· 0 clicks</p>" in en.text and f"by {creator['handle']}" in en.text
+    remembered = httpx.get(submit, headers={"accept-language": "en", "cookie": "merci_lang=fr"})
+    assert remembered.headers["content-language"] == "fr" and "Dire merci" in remembered.text
+
+    login = httpx.get(f"{world.url}/embed/login", headers={"accept-language": "fr"})
+    assert "<h1>Connexion à Merci</h1>" in login.text and "Mot de passe" in login.text
+    assert "<h1>Log in to Merci</h1>" in httpx.get(f"{world.url}/embed/login?lang=en").text
+
+    # Badges follow the link only (one image for every reader of a README), with CLDR's plurals.
+    badge = f"{world.url}/badge/thing/{thing['id']}.svg"
+    assert "merci: 0 clicks" in httpx.get(badge, headers={"accept-language": "fr"}).text
+    assert "merci: 0 clic<" in httpx.get(badge + "?lang=fr").text
+    world.sql("insert into thing_stats (thing_id, period, clicks) values ($1, '2024-01-01', 1)", thing["pk"])
+    assert "merci: 1 clic<" in httpx.get(badge + "?lang=fr").text and "1 click<" in httpx.get(badge).text
+    world.sql("update thing_stats set clicks = 1234 where thing_id = $1", thing["pk"])
+    assert "merci: 1\u202f234 clics<" in httpx.get(badge + "?lang=fr").text
+    assert "merci: 1,234 clicks<" in httpx.get(badge).text
+    assert "inconnu" in httpx.get(f"{world.url}/badge/creator/nobody_here.svg?lang=fr").text
