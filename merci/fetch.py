@@ -1,4 +1,5 @@
-"""An SSRF-guarded HTTP GET for pages named by users (site verification, owner discovery).
+"""The SSRF-guarded HTTP client for URLs named by users: a GET of pages (site verification,
+owner discovery) and a POST to webhook endpoints.
 
 A URL typed by a stranger must never make the server talk to itself or to its private
 network. So every hop resolves the host once, refuses it if *any* address is not public,
@@ -224,24 +225,34 @@ def failure(exc: BaseException) -> str:
     return "the connection failed"
 
 
-async def _send(client: httpx.AsyncClient, url: httpx.URL, policy: FetchPolicy) -> httpx.Response:
-    """GET `url` from one of its checked addresses; the response is open (streamed)."""
+def _client(policy: FetchPolicy) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        # Redirects are followed by the caller, if at all, so that every hop is checked like the first.
+        follow_redirects=False,
+        # No proxies from the environment: a proxy would connect wherever it likes.
+        trust_env=False,
+        # The system's trust store (SSL_CERT_FILE/SSL_CERT_DIR honoured) or certifi's.
+        verify=httpx.create_ssl_context(trust_env=True),
+        timeout=httpx.Timeout(policy.timeout),
+        # No reuse: a connection checked and TLS-verified for one host must not serve another.
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
+async def _send(client: httpx.AsyncClient, method: str, url: httpx.URL, policy: FetchPolicy, *,
+                headers: Mapping[str, str], content: bytes | None = None) -> httpx.Response:
+    """Send a request to one of `url`'s checked addresses; the response is open (streamed)."""
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
     addresses = await resolve(host, port, policy)
-    headers = {
-        "Host": url.netloc.decode("ascii"),  # the name, while the URL carries the pinned address
-        "User-Agent": policy.user_agent,
-        "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.8",
-        # Compressed bodies would make max_bytes count wire bytes, not what we hold in memory.
-        "Accept-Encoding": "identity",
-    }
+    # The name, while the URL carries the pinned address.
+    headers = {**headers, "Host": url.netloc.decode("ascii")}
     # TLS must name (SNI) and verify the certificate of the host, not of the address.
     extensions = {"sni_hostname": host} if url.scheme == "https" and _literal(host) is None else {}
     failures: list[str] = []  # why each address failed, in words that name none of them
     for ip in addresses:
         pinned = url.copy_with(host=str(ip))
-        request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
+        request = client.build_request(method, pinned, headers=headers, content=content, extensions=extensions)
         try:
             return await client.send(request, stream=True)
         except httpx.TimeoutException:
@@ -279,20 +290,16 @@ async def _read(url: httpx.URL, response: httpx.Response, policy: FetchPolicy) -
 
 
 async def _follow(url: httpx.URL, policy: FetchPolicy) -> FetchResult:
-    async with httpx.AsyncClient(
-        # Redirects are followed here, so that every hop is checked like the first.
-        follow_redirects=False,
-        # No proxies from the environment: a proxy would connect wherever it likes.
-        trust_env=False,
-        # The system's trust store (SSL_CERT_FILE/SSL_CERT_DIR honoured) or certifi's.
-        verify=httpx.create_ssl_context(trust_env=True),
-        timeout=httpx.Timeout(policy.timeout),
-        # No reuse: a connection checked and TLS-verified for one host must not serve another.
-        limits=httpx.Limits(max_keepalive_connections=0),
-    ) as client:
+    headers = {
+        "User-Agent": policy.user_agent,
+        "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.8",
+        # Compressed bodies would make max_bytes count wire bytes, not what we hold in memory.
+        "Accept-Encoding": "identity",
+    }
+    async with _client(policy) as client:
         redirects = 0
         while True:
-            response = await _send(client, url, policy)
+            response = await _send(client, "GET", url, policy, headers=headers)
             try:
                 location = response.headers.get("location")
                 if response.status_code not in _REDIRECTS or not location:
@@ -311,5 +318,19 @@ async def fetch(url: str, *, policy: FetchPolicy = DEFAULT_POLICY) -> FetchResul
     try:
         async with asyncio.timeout(policy.timeout):
             return await _follow(target, policy)
+    except TimeoutError:
+        raise FetchError("TIMEOUT", f"{url} took longer than {policy.timeout:g}s") from None
+
+
+async def post(url: str, body: bytes, headers: Mapping[str, str], *, policy: FetchPolicy) -> int:
+    """POST `body` to `url` (http or https) at public addresses only; the status code, or a
+    FetchError. Redirects are not followed (a receiver answers, it does not send us
+    elsewhere), and the answer's body is not read."""
+    target = _parse(url)
+    try:
+        async with asyncio.timeout(policy.timeout), _client(policy) as client:
+            response = await _send(client, "POST", target, policy, headers=headers, content=body)
+            await response.aclose()
+            return response.status_code
     except TimeoutError:
         raise FetchError("TIMEOUT", f"{url} took longer than {policy.timeout:g}s") from None

@@ -11,23 +11,22 @@ the `Merci-Event-Id` header, which a retry or a replay repeats.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import httpx
 
+from merci import fetch
 from merci.errors import Checks, UserError
-from merci.fetch import FetchError, FetchPolicy, address_problem, failure, resolve
+from merci.fetch import FetchError, FetchPolicy, address_problem
 from merci.ids import to_global
 from merci.paging import Keyset
 from merci.queue import WEBHOOKS
@@ -326,38 +325,17 @@ async def give_up(conn: asyncpg.Connection, *, delivery_id: int) -> None:
 
 # ---------------------------------------------------------------- the POST, SSRF-guarded
 
+# Refusals no retry can change; a name that does not resolve or a receiver that is down may recover.
+FINAL = frozenset({"FORBIDDEN_ADDRESS", "INVALID_URL", "BAD_SCHEME"})
+
 
 async def post(url: str, body: bytes, headers: dict[str, str], *, policy: FetchPolicy,
                timeout: float) -> tuple[int | None, str | None, bool]:
-    """(status code, error, permanent). Connects to a checked address of the host (the
-    pin), so a DNS answer that changes after the check cannot reach a private one.
-    Redirects are not followed: a receiver answers, it does not send us elsewhere."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    """(status code, error, permanent), through the guarded client (merci.fetch.post), so
+    a DNS answer that changes after the check cannot reach a private address."""
     try:
-        async with asyncio.timeout(timeout):
-            addresses = await resolve(host, port, policy)  # the fetcher's guard; its refusals name no address
-            target = httpx.URL(url)
-            extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-            async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=timeout,
-                                         verify=httpx.create_ssl_context(trust_env=True)) as client:
-                why: list[str] = []
-                for ip in addresses:
-                    request = client.build_request(
-                        "POST", target.copy_with(host=str(ip)), content=body,
-                        headers={**headers, "Host": target.netloc.decode("ascii")}, extensions=extensions)
-                    try:
-                        response = await client.send(request)
-                    except httpx.ConnectError as exc:
-                        if failure(exc) not in why:
-                            why.append(failure(exc))
-                        continue
-                    return response.status_code, None, False
-                return None, f"cannot connect to {host}: {'; '.join(why)}", False
-    except FetchError as refused:  # only a forbidden address is final: DNS may be fixed
-        return None, refused.message, refused.code == "FORBIDDEN_ADDRESS"
-    except (TimeoutError, httpx.TimeoutException):
-        return None, f"no answer within {timeout:g}s", False
-    except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {failure(exc)}", False
+        return await fetch.post(url, body, headers, policy=replace(policy, timeout=timeout)), None, False
+    except FetchError as failed:  # its messages name the host, never the address it resolved to
+        if failed.code == "TIMEOUT":
+            return None, f"no answer within {timeout:g}s", False
+        return None, failed.message, failed.code in FINAL

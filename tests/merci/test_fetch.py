@@ -111,6 +111,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.reply(400, b"unknown route")
 
+    def do_POST(self) -> None:  # a webhook receiver: the body back, or a redirect it must not follow
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        if self.path == "/to-page":
+            self.redirect("/page")
+        else:
+            self.reply(202, body, content_type="application/json")
+
 
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True  # slow handlers end on `stop`; never join them at close
@@ -496,6 +504,40 @@ async def test_https_sends_the_name_as_sni_and_verifies_it(
         error = await refused(url(server, "/host", host="impostor.test", scheme="https"), "CONNECTION_FAILED")
         assert "certificate" in error.message and "impostor.test" in error.message  # why, in the user's terms
         says_nothing_internal(error.message, "127.0.0.1")
+
+
+@pytest.mark.asyncio
+async def test_webhooks_post_through_the_same_client(
+    tmp_path: Path, connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One guarded client: a webhook's POST is pinned, names the host in TLS and checks its
+    certificate as a page's GET does, and follows no redirect."""
+    from merci.webhooks import post
+
+    ca, cert, key = tls_files(tmp_path, "hooks.test")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server_names: list[str | None] = []
+    tls.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    fake_dns(monkeypatch, {"hooks.test": ["127.0.0.1"], "impostor.test": ["127.0.0.1"]})
+    for server in serve(tls):
+        answer = await post(url(server, "/merci", host="hooks.test", scheme="https"), b'{"a":1}',
+                            {"Merci-Event-Type": "x"}, policy=LOOPBACK, timeout=5)
+        assert answer == (202, None, False)
+        assert server_names == ["hooks.test"] and connections == ["127.0.0.1"]
+        assert server.seen[-1][1]["host"] == f"hooks.test:{server.server_port}"
+        assert server.seen[-1][1]["merci-event-type"] == "x"
+        status, error, permanent = await post(url(server, "/merci", host="impostor.test", scheme="https"), b"{}",
+                                              {}, policy=LOOPBACK, timeout=5)
+        assert status is None and not permanent and error is not None and "certificate" in error
+        says_nothing_internal(error, "127.0.0.1")
+        assert (await post(url(server, "/to-page", host="hooks.test", scheme="https"), b"{}", {}, policy=LOOPBACK,
+                           timeout=5))[0] == 302
+        assert [path for path, _ in server.seen] == ["/merci", "/to-page"]
+    for never in ("ftp://hooks.test/merci", "http://hooks test/merci"):  # no retry can change these
+        status, error, permanent = await post(never, b"{}", {}, policy=LOOPBACK, timeout=5)
+        assert status is None and permanent and error
 
 
 # -- the address classifier and the environment ---------------------------------------------
