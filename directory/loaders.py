@@ -7,7 +7,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from graph.context import Context
-from merci.sites import SITE_COLUMNS
+from merci import accounts, sites
 
 
 def site_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
@@ -16,11 +16,8 @@ def site_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
 
     async def load(ids: list[int]) -> list[dict[str, Any] | None]:
         async with ctx.tx() as conn:
-            rows = await conn.fetch(
-                f"select {SITE_COLUMNS} from sites where id = any($1::bigint[])"
-                " and ((listed and verified_at is not null) or owner_id = $2 or $3)",
-                ids, ctx.principal.account_id, ctx.principal.tenant_wide)
-        found = {r["id"]: dict(r) for r in rows}
+            found = await sites.visible_sites(conn, site_ids=ids, account_id=ctx.principal.account_id,
+                                              tenant_wide=ctx.principal.tenant_wide)
         return [found.get(i) for i in ids]
 
     return DataLoader(load_fn=load)
@@ -31,9 +28,7 @@ def creator_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
 
     async def load(ids: list[int]) -> list[dict[str, Any] | None]:
         async with ctx.tx() as conn:
-            rows = await conn.fetch(
-                "select id, handle, display_name from accounts where id = any($1::bigint[])", ids)
-        found = {r["id"]: dict(r) for r in rows}
+            found = await accounts.profiles(conn, account_ids=ids)
         return [found.get(i) for i in ids]
 
     return DataLoader(load_fn=load)

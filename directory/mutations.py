@@ -10,7 +10,7 @@ from directory.loaders import manages_sites
 from directory.types import Site
 from graph.context import Context, Info
 from graph.errors import UserErrorType, attempt, user_errors_only
-from merci import sites
+from merci import accounts, sites
 from merci.errors import Checks, UserError
 from merci.ids import from_global
 
@@ -97,8 +97,7 @@ class DirectoryMutations:
             checks.done()
             assert owner is not None  # (else refused above)
             async with ctx.tx() as conn:
-                if not await conn.fetchval("select 1 from accounts where id = $1 and tenant_id = merci_tenant()",
-                                           owner):
+                if not await accounts.in_current_tenant(conn, account_id=owner):
                     raise UserError("NOT_FOUND", "no such creator in your tenant", "ownerId")
                 pk = await sites.add_site(conn, tenant_id=ctx.principal.tenant_id, owner_id=owner, url=input.url)
             return SitePayload(site=await Site.load(info, pk), user_errors=[])

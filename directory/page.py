@@ -19,7 +19,7 @@ from merci import i18n, search, sites
 from merci.db import Scope, scoped
 from merci.errors import UserError
 from merci.i18n import N_
-from merci.tenants import DEFAULT_TENANT
+from merci.tenants import default_tenant_id
 
 PAGE_SIZE = 20
 _env = pages.templates(Path(__file__).parent / "templates")
@@ -41,7 +41,7 @@ async def directory_page(request: Request) -> HTMLResponse:
                                language=form["language"] or None, sort=sort)
         pool = request.app.state.pool
         async with pool.acquire() as probe:
-            tenant_id = await probe.fetchval("select id from tenants where slug = $1", DEFAULT_TENANT)
+            tenant_id = await default_tenant_id(probe)
         async with scoped(pool, Scope(tenant_id)) as conn:  # an anonymous visitor of the public site
             page = await search.search(conn, q, first=PAGE_SIZE, after=form["after"] or None)
             facets = await search.facets(conn, q, page.match)

@@ -53,8 +53,7 @@ class DirectoryQueries:
     async def categories(self, info: Info, lang: str = "en") -> list[Category]:
         names = category_names(i18n.negotiate(lang))
         async with info.context.tx() as conn:
-            rows = await conn.fetch("select category, sum(n)::bigint as n from listing_counts group by 1")
-        counts = {r["category"]: int(r["n"]) for r in rows}
+            counts = await sites.listed_per_category(conn)
         return [Category(id=c, name=names[c], site_count=counts.get(c, 0)) for c in CATEGORIES]
 
     @strawberry.field(description="Search the directory: words (typos forgiven, accents and word endings "
@@ -121,7 +120,7 @@ def site_columns(wanted: frozenset[str]) -> str:
     twenty rows reads and decodes only what it shows."""
     needed = {"id", *(_PLAIN[name] for name in wanted & _PLAIN.keys()),
               *(_COMPUTED[name][0] for name in wanted & _COMPUTED.keys())}
-    return ", ".join(c for c in (c.strip() for c in SITE_COLUMNS.split(",")) if c in needed)
+    return sites.columns_for(needed)
 
 
 @functools.lru_cache(maxsize=256)

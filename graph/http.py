@@ -31,7 +31,7 @@ from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatche
 from merci.config import Settings
 from merci.cors import Allowlist
 from merci.db import Scope as DbScope
-from merci.db import create_pool, scoped
+from merci.db import create_pool, ping, scoped
 from merci.tenants import DEFAULT_TENANT, TenantIds
 
 TENANT_HEADER = "x-merci-tenant"
@@ -245,7 +245,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     try:
         async with request.app.state.pool.acquire(timeout=2) as conn:
-            await conn.fetchval("select 1")
+            await ping(conn)
     except Exception:  # any failure means "not ready"; the probe retries
         return JSONResponse({"status": "unavailable"}, 503)
     return JSONResponse({"status": "ok"})

@@ -10,6 +10,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import structlog
@@ -187,6 +188,34 @@ async def revoke_token(conn: asyncpg.Connection, *, token: str) -> bool:
     return bool(done.endswith(" 1"))
 
 
+async def revoke_all_tokens(conn: asyncpg.Connection, *, account_id: int) -> None:
+    """Ends every session of the account (logging out everywhere)."""
+    await conn.execute("update auth_tokens set revoked_at = now() where account_id = $1 and revoked_at is null",
+                       account_id)
+
+
+# A one-time code by which the login popup hands the button's iframe a session: the
+# iframe trades it for a partitioned cookie of its own (third-party cookies are blocked
+# almost everywhere). Short-lived, and good once.
+GRANT_TTL = timedelta(minutes=2)
+
+
+async def issue_grant(conn: asyncpg.Connection, *, tenant_id: int, account_id: int) -> str:
+    code = f"mg_{tenant_id}_{secrets.token_urlsafe(32)}"
+    await conn.execute("insert into embed_grants (code_hash, tenant_id, account_id, expires_at)"
+                       " values ($1, $2, $3, now() + $4::interval)", hash_secret(code), tenant_id, account_id,
+                       GRANT_TTL)
+    return code
+
+
+async def redeem_grant(conn: asyncpg.Connection, *, code: str) -> int | None:
+    """The grant's account, the first time only; None once used, expired or unknown."""
+    account_id: int | None = await conn.fetchval(
+        "update embed_grants set used_at = now() where code_hash = $1 and used_at is null"
+        " and expires_at > now() returning account_id", hash_secret(code))
+    return account_id
+
+
 def token_tenant(token: str) -> int | None:
     """The tenant named by a session token or API key (`ms_<tenant>_…`, `mk_<tenant>_…`)."""
     parts = token.split("_", 2)
@@ -220,6 +249,42 @@ async def resolve_api_key(conn: asyncpg.Connection, *, key: str) -> Principal | 
     return Principal(
         tenant_id=row["tenant_id"], api_key_id=row["id"], scopes=frozenset(row["scopes"])
     )
+
+
+PROFILE_COLUMNS = "id, tenant_id, handle, display_name, created_at"
+
+
+async def profiles(conn: asyncpg.Connection, *, account_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Public profiles by id (accounts are readable across tenants by policy)."""
+    rows = await conn.fetch(f"select {PROFILE_COLUMNS} from accounts where id = any($1::bigint[])", account_ids)
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def id_by_handle(conn: asyncpg.Connection, *, handle: str) -> int | None:
+    account_id: int | None = await conn.fetchval("select id from accounts where handle = $1", handle)
+    return account_id
+
+
+async def handle_of(conn: asyncpg.Connection, *, account_id: int) -> str | None:
+    handle: str | None = await conn.fetchval("select handle from accounts where id = $1", account_id)
+    return handle
+
+
+async def own_account(conn: asyncpg.Connection, *, account_id: int) -> dict[str, Any] | None:
+    """The profile with what only its owner sees: email and roles."""
+    row = await conn.fetchrow(
+        "select a.id, a.tenant_id, a.handle, a.display_name, a.created_at, p.email,"
+        "       p.is_tenant_admin, p.is_platform_admin"
+        "  from accounts a join account_private p on p.account_id = a.id where a.id = $1",
+        account_id,
+    )
+    return None if row is None else dict(row)
+
+
+async def in_current_tenant(conn: asyncpg.Connection, *, account_id: int) -> bool:
+    """Whether the account's home is the tenant the transaction is scoped to."""
+    return bool(await conn.fetchval("select 1 from accounts where id = $1 and tenant_id = merci_tenant()",
+                                    account_id))
 
 
 class PrincipalCache:

@@ -179,6 +179,11 @@ async def _set_role_passwords(conn: asyncpg.Connection) -> None:
             await conn.execute(f"alter role {role} password {quoted}")
 
 
+async def ping(conn: asyncpg.Connection) -> None:
+    """One round trip: raises unless the database answers (readiness probes)."""
+    await conn.fetchval("select 1")
+
+
 async def fetch_dicts(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in await conn.fetch(sql, *args)]
 

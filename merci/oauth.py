@@ -49,6 +49,19 @@ def clients(*, tenant_id: int) -> Keyset:
                   descending=False)
 
 
+async def client(conn: asyncpg.Connection, *, client_pk: int, tenant_id: int) -> dict[str, Any] | None:
+    """One of the tenant's OAuth clients (never its secret's hash)."""
+    row = await conn.fetchrow(f"select {CLIENT_COLUMNS} from oauth_clients where id = $1 and tenant_id = $2",
+                              client_pk, tenant_id)
+    return None if row is None else dict(row)
+
+
+async def link(conn: asyncpg.Connection, *, link_id: int) -> dict[str, Any] | None:
+    """A linked account, as RLS lets the caller see it (the partner's, or the supporter's own)."""
+    row = await conn.fetchrow(LINK_SELECT + " where l.id = $1", link_id)
+    return None if row is None else dict(row)
+
+
 def links(*, partner: bool, tenant_id: int, account_id: int | None, active: bool | None) -> Keyset:
     """Linked accounts, oldest first: a partner's (`partner`: its tenant's), or a
     supporter's own; only active (or only ended) ones when `active` says so."""

@@ -5,9 +5,9 @@ worker calls `verify`, tests call it directly."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -55,6 +55,39 @@ def of_owner(*, owner_id: int, everything: bool) -> Keyset:
     their tenant; RLS keeps other tenants' unlisted sites away) or the listed ones."""
     return Keyset(f"select {SITE_COLUMNS} from sites where owner_id = $1"
                   " and ($2 or (listed and verified_at is not null))", (owner_id, everything))
+
+
+def columns_for(needed: Collection[str]) -> str:
+    """SITE_COLUMNS, only those `needed` (in their order): a page that shows a few fields
+    reads and decodes only those."""
+    return ", ".join(c for c in (c.strip() for c in SITE_COLUMNS.split(",")) if c in needed)
+
+
+async def visible_sites(conn: asyncpg.Connection, *, site_ids: list[int], account_id: int | None,
+                        tenant_wide: bool, columns: str = SITE_COLUMNS) -> dict[int, dict[str, Any]]:
+    """The sites of `site_ids` the caller may see, by id (`columns` must hold `id`): RLS
+    hides other tenants' unlisted sites, and within a tenant an unlisted site shows only
+    to its owner and (`tenant_wide`) the tenant's admins and keys."""
+    rows = await conn.fetch(f"select {columns} from sites where id = any($1::bigint[])"
+                            " and ((listed and verified_at is not null) or owner_id = $2 or $3)",
+                            site_ids, account_id, tenant_wide)
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def clicks_in_period(conn: asyncpg.Connection, *, site_ids: list[int], period: date) -> dict[int, int]:
+    """Clicks in the month on each site's things (the public counters), by site id; a
+    site without any is left out."""
+    rows = await conn.fetch(
+        "select t.site_id, sum(ts.clicks)::bigint as clicks from things t"
+        " join thing_stats ts on ts.thing_id = t.id and ts.period = $2"
+        " where t.site_id = any($1::bigint[]) group by t.site_id", site_ids, period)
+    return {r["site_id"]: int(r["clicks"]) for r in rows}
+
+
+async def listed_per_category(conn: asyncpg.Connection) -> dict[str, int]:
+    """How many sites the directory lists in each category (a category with none is left out)."""
+    rows = await conn.fetch("select category, sum(n)::bigint as n from listing_counts group by 1")
+    return {r["category"]: int(r["n"]) for r in rows}
 
 
 

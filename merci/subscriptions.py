@@ -9,11 +9,13 @@ two clicks of one supporter on one thing, subscription or not.
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import asyncpg
 
 from merci import locks
 from merci.errors import UserError
+from merci.paging import Keyset
 from merci.periods import month_key
 
 TERMS = (1, 3, 6, 12)
@@ -24,6 +26,21 @@ TRANSITIONS = {
     "resume": ({"paused"}, "active"),
     "cancel": ({"active", "paused"}, "cancelled"),
 }
+
+SUBSCRIPTION_COLUMNS = "id, thing_id, months, months_used, start_period, status, created_at"
+
+
+def of_supporter(*, supporter_id: int) -> Keyset:
+    """A supporter's subscriptions, newest first."""
+    return Keyset(f"select {SUBSCRIPTION_COLUMNS} from subscriptions where supporter_id = $1", (supporter_id,))
+
+
+async def own_subscription(conn: asyncpg.Connection, *, subscription_id: int,
+                           supporter_id: int) -> dict[str, Any] | None:
+    """The supporter's subscription, or None (someone else's is as good as none)."""
+    row = await conn.fetchrow(f"select {SUBSCRIPTION_COLUMNS} from subscriptions where id = $1 and supporter_id = $2",
+                              subscription_id, supporter_id)
+    return None if row is None else dict(row)
 
 
 def check_term(months: int) -> int:

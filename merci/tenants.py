@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import Any
 
 import asyncpg
 
@@ -19,6 +20,21 @@ DEFAULT_TENANT = "merci"
 async def tenant_id_by_slug(conn: asyncpg.Connection, slug: str) -> int | None:
     value: int | None = await conn.fetchval("select id from tenants where slug = $1", slug)
     return value
+
+
+async def default_tenant_id(conn: asyncpg.Connection) -> int:
+    """The public site's tenant, in whose scope anonymous visitors read public rows."""
+    found = await tenant_id_by_slug(conn, DEFAULT_TENANT)
+    if found is None:
+        raise RuntimeError(f"no tenant {DEFAULT_TENANT!r}: the migrations make it")
+    return found
+
+
+async def tenant_by_id(conn: asyncpg.Connection, *, tenant_id: int) -> dict[str, Any] | None:
+    """A tenant's public face (tenants are public by policy)."""
+    row = await conn.fetchrow("select id, slug, name, currency, fee_bps, partner_share_bps from tenants where id = $1",
+                              tenant_id)
+    return None if row is None else dict(row)
 
 
 class TenantIds:
@@ -80,10 +96,18 @@ async def make_tenant_admin(conn: asyncpg.Connection, *, account_id: int) -> Non
     await conn.execute("select merci_make_tenant_admin($1)", account_id)
 
 
+API_KEY_COLUMNS = "id, name, hint, scopes, created_at, revoked_at"  # never the secret's hash
+
+
 def api_keys() -> Keyset:
     """The tenant's API keys (RLS: the caller's tenant), oldest first."""
-    return Keyset("select id, name, hint, scopes, created_at, revoked_at from api_keys where true", (),
-                  descending=False)
+    return Keyset(f"select {API_KEY_COLUMNS} from api_keys where true", (), descending=False)
+
+
+async def api_key(conn: asyncpg.Connection, *, key_id: int) -> dict[str, Any] | None:
+    """One of the tenant's API keys (RLS: only the caller's tenant's keys exist here)."""
+    row = await conn.fetchrow(f"select {API_KEY_COLUMNS} from api_keys where id = $1", key_id)
+    return None if row is None else dict(row)
 
 
 async def create_api_key(

@@ -5,6 +5,7 @@ wait in escrow until a creator proves a site covering it."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -42,6 +43,46 @@ def on_site(*, site_id: int, tenant_wide: bool) -> Keyset:
     """A site's things, newest first, as the caller may see them."""
     return Keyset(f"select {THING_COLUMNS} from things where site_id = $1 and {visible_sql('$2')}",
                   (site_id, tenant_wide))
+
+
+async def visible_things(conn: asyncpg.Connection, *, thing_ids: list[int],
+                         tenant_wide: bool) -> dict[int, dict[str, Any]]:
+    """The things of `thing_ids` the caller may see, by id."""
+    rows = await conn.fetch(f"select {THING_COLUMNS} from things where id = any($1::bigint[])"
+                            f" and {visible_sql('$2')}", thing_ids, tenant_wide)
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def clicks_in_period(conn: asyncpg.Connection, *, thing_ids: list[int], period: date) -> dict[int, int]:
+    """The public click counters of the things that had clicks in the month, by id."""
+    rows = await conn.fetch(
+        "select thing_id, clicks from thing_stats where period = $1 and thing_id = any($2::bigint[])",
+        period, thing_ids)
+    return {r["thing_id"]: int(r["clicks"]) for r in rows}
+
+
+# Every click a thing ever had, from its public counters (badges show it).
+_ALL_CLICKS = "(select coalesce(sum(s.clicks), 0) from thing_stats s where s.thing_id = t.id)"
+
+
+async def all_clicks(conn: asyncpg.Connection, *, thing_id: int) -> int | None:
+    """None: no such thing."""
+    value = await conn.fetchval(f"select {_ALL_CLICKS} from things t where t.id = $1", thing_id)
+    return None if value is None else int(value)
+
+
+async def all_clicks_at(conn: asyncpg.Connection, *, url: str) -> int | None:
+    """The thing's at this URL (as stored, normalized); None: no such thing."""
+    value = await conn.fetchval(f"select {_ALL_CLICKS} from things t where t.url = $1", url)
+    return None if value is None else int(value)
+
+
+async def all_clicks_of_creator(conn: asyncpg.Connection, *, handle: str) -> int | None:
+    """Every click on every thing the creator owns; None: no such account."""
+    value = await conn.fetchval(
+        "select (select coalesce(sum(s.clicks), 0) from things t join thing_stats s"
+        " on s.thing_id = t.id where t.owner_id = a.id) from accounts a where a.handle = $1", handle)
+    return None if value is None else int(value)
 
 
 def clean_listing(*, title: str, description: str, category: str, language: str | None,

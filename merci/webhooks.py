@@ -56,6 +56,28 @@ def deliveries(*, endpoint_id: int, status: str | None) -> Keyset:
                   key="d.id")
 
 
+async def endpoints_by_id(conn: asyncpg.Connection, *, endpoint_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The tenant's endpoints among `endpoint_ids` (RLS), by id; never their secrets (the
+    API's role cannot read that column)."""
+    rows = await conn.fetch(f"select {ENDPOINT_COLUMNS} from webhook_endpoints where id = any($1::bigint[])",
+                            endpoint_ids)
+    return {r["id"]: dict(r) for r in rows}
+
+
+async def delivery(conn: asyncpg.Connection, *, delivery_id: int) -> dict[str, Any] | None:
+    """A delivery with its event (RLS: the caller's tenant's deliveries only)."""
+    row = await conn.fetchrow(f"select {DELIVERY_COLUMNS} from webhook_deliveries d"
+                              " join webhook_events e on e.id = d.event_id where d.id = $1", delivery_id)
+    return None if row is None else dict(row)
+
+
+async def attempts(conn: asyncpg.Connection, *, delivery_id: int) -> list[dict[str, Any]]:
+    """Every attempt of a delivery, oldest first."""
+    rows = await conn.fetch("select attempt, at, status_code, error, duration_ms from webhook_attempts"
+                            " where delivery_id = $1 order by id", delivery_id)
+    return [dict(r) for r in rows]
+
+
 # ---------------------------------------------------------------- signatures
 
 

@@ -5,6 +5,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from graph.context import Context
+from merci import accounts
 
 
 def account_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
@@ -12,12 +13,7 @@ def account_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
 
     async def load(ids: list[int]) -> list[dict[str, Any] | None]:
         async with ctx.tx() as conn:
-            rows = await conn.fetch(
-                "select id, tenant_id, handle, display_name, created_at from accounts"
-                " where id = any($1::bigint[])",
-                ids,
-            )
-        found = {r["id"]: dict(r) for r in rows}
+            found = await accounts.profiles(conn, account_ids=ids)
         return [found.get(i) for i in ids]
 
     return DataLoader(load_fn=load)

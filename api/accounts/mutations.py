@@ -105,10 +105,7 @@ class AccountMutations:
                 field=None, message="not logged in", code="UNAUTHENTICATED")])
         async with ctx.tx() as conn:
             if input is not None and input.all_sessions:
-                await conn.execute(
-                    "update auth_tokens set revoked_at = now() where account_id = $1 and revoked_at is null",
-                    ctx.principal.account_id,
-                )
+                await accounts.revoke_all_tokens(conn, account_id=ctx.principal.account_id)
             else:
                 await accounts.revoke_token(conn, token=token)
         accounts.principals.forget(token=token, account_id=ctx.principal.account_id if input and input.all_sessions

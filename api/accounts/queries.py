@@ -6,6 +6,7 @@ from api.accounts.loaders import account_by_id
 from api.accounts.types import Account, Creator
 from graph.context import Info
 from graph.errors import ClientError
+from merci import accounts
 
 
 @strawberry.type
@@ -22,7 +23,7 @@ class AccountQueries:
     @strawberry.field(description="A creator by handle.")
     async def creator(self, info: Info, handle: str) -> Creator | None:
         async with info.context.tx() as conn:
-            pk = await conn.fetchval("select id from accounts where handle = $1", handle.strip().lower())
+            pk = await accounts.id_by_handle(conn, handle=handle.strip().lower())
         if pk is None:
             return None
         row = await info.context.loader("account", account_by_id).load(pk)

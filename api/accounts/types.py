@@ -10,16 +10,15 @@ from api.accounts.loaders import account_by_id
 from api.clicks.types import Click, ClickReceipt, ClickStatus
 from api.months.types import Month, MonthlyEarning, MonthStatus, Share
 from api.payouts.types import Payout
-from api.subscriptions.types import SUB_COLUMNS, ThingSubscription
+from api.subscriptions.types import ThingSubscription
 from api.tenants.types import Tenant
 from api.things.types import Thing
 from graph.context import Info
 from graph.errors import ClientError
 from graph.money import Money
 from graph.relay import Connection, Counter, Node, decode_period_cursor, from_items, paginate, window
-from merci import budgets, clicks, months, payouts, things
+from merci import accounts, budgets, clicks, months, payouts, subscriptions, things
 from merci.ids import from_global, to_global
-from merci.paging import Keyset
 from merci.payouts import Payout as DomainPayout
 from merci.periods import PeriodError, parse_period, period_of
 
@@ -152,8 +151,8 @@ class Account(Node):
     @strawberry.field(description="The supporter's subscriptions, newest first.")
     async def subscriptions(self, info: Info, first: int | None = None,
                             after: str | None = None) -> Connection[ThingSubscription]:
-        return await _newest_first(info, f"select {SUB_COLUMNS} from subscriptions where supporter_id = $1", self.pk,
-                                   first, after, lambda r: ThingSubscription.from_row(dict(r)))
+        return await paginate(info.context.tx, subscriptions.of_supporter(supporter_id=self.pk), window(first, after),
+                              lambda r: ThingSubscription.from_row(dict(r)), cursor_of=lambda s: s.pk)
 
     @staticmethod
     async def load(info: Info, pk: int) -> Account | None:
@@ -161,12 +160,7 @@ class Account(Node):
         if info.context.principal.account_id != pk:
             return None
         async with info.context.tx() as conn:
-            row = await conn.fetchrow(
-                "select a.id, a.tenant_id, a.handle, a.display_name, a.created_at, p.email,"
-                "       p.is_tenant_admin, p.is_platform_admin"
-                "  from accounts a join account_private p on p.account_id = a.id where a.id = $1",
-                pk,
-            )
+            row = await accounts.own_account(conn, account_id=pk)
         if row is None:
             return None
         return Account(
@@ -197,9 +191,3 @@ def _period(text: str | None) -> date:
     except PeriodError as exc:
         raise ClientError(f"period must be YYYY-MM, not {text!r}", "BAD_PERIOD") from exc
 
-
-async def _newest_first(info: Info, select: str, owner: int, first: int | None, after: str | None,
-                        make: Any) -> Connection[Any]:
-    """A page of `select`'s rows (owned by `owner`, its $1), newest first, by id."""
-    return await paginate(info.context.tx, Keyset(select, (owner,)), window(first, after), make,
-                          cursor_of=lambda x: x.pk)

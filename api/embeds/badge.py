@@ -5,14 +5,17 @@ image proxies, revalidated cheaply with an ETag."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from html import escape
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.embeds import web
 from api.embeds.i18n import count, say
 from graph import pages
+from merci import things
 from merci.db import scoped
 from merci.errors import UserError
 from merci.i18n import N_
@@ -55,14 +58,9 @@ def _lang(request: Request) -> str:
     return pages.choose_lang(request, browser=False)  # not Accept-Language: a README's image is shared by all
 
 
-async def _count(request: Request, sql: str, *args: object) -> int | None:
+async def _count(request: Request, clicks: Callable[[asyncpg.Connection], Awaitable[int | None]]) -> int | None:
     async with scoped(request.app.state.pool, await web.anonymous_scope(request)) as conn:
-        value = await conn.fetchval(sql, *args)  # things and their counters are public
-    return None if value is None else int(value)
-
-
-COUNT_THING = ("select (select coalesce(sum(s.clicks), 0) from thing_stats s where s.thing_id = t.id)"
-               " from things t where t.{col} = $1")
+        return await clicks(conn)  # things and their counters are public
 
 
 async def thing_badge(request: Request) -> Response:
@@ -74,7 +72,7 @@ async def thing_badge(request: Request) -> Response:
             raise UserError("INVALID_ID", "not a valid id")
     except UserError:
         return respond(request, svg("merci", say(lang, INVALID_ID), "#9f9f9f"), 400)
-    n = await _count(request, COUNT_THING.format(col="id"), pk)
+    n = await _count(request, lambda conn: things.all_clicks(conn, thing_id=pk))
     if n is None:
         return respond(request, svg("merci", say(lang, UNKNOWN), "#9f9f9f"), 404)
     return respond(request, svg("merci", count(lang, n)))
@@ -86,16 +84,14 @@ async def url_badge(request: Request) -> Response:
         url = normalize_url(request.query_params.get("url", ""))
     except UserError:
         return respond(request, svg("merci", say(lang, INVALID_URL), "#9f9f9f"), 400)
-    n = await _count(request, COUNT_THING.format(col="url"), url)
+    n = await _count(request, lambda conn: things.all_clicks_at(conn, url=url))
     return respond(request, svg("merci", count(lang, n or 0)))
 
 
 async def creator_badge(request: Request) -> Response:
     lang = _lang(request)
     handle = request.path_params["handle"].lower()
-    n = await _count(request, "select (select coalesce(sum(s.clicks), 0) from things t join thing_stats s"
-                              " on s.thing_id = t.id where t.owner_id = a.id) from accounts a where a.handle = $1",
-                     handle)
+    n = await _count(request, lambda conn: things.all_clicks_of_creator(conn, handle=handle))
     if n is None:
         return respond(request, svg("merci", say(lang, UNKNOWN), "#9f9f9f"), 404)
     return respond(request, svg("merci", count(lang, n)))

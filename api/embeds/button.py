@@ -4,7 +4,6 @@ inside it is a same-origin form POST carrying a CSRF token bound to the session.
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -16,12 +15,10 @@ from api.embeds import web
 from api.embeds.clicking import click
 from api.embeds.i18n import CLICKED, FORBIDDEN, LABELS, STATES, count, error_message, say
 from merci import accounts, autosubmit, buttons
-from merci.accounts import hash_secret
 from merci.db import Scope, scoped
 from merci.errors import UserError
 
 STATIC = Path(__file__).parent / "static"
-GRANT_TTL = timedelta(minutes=2)
 WIDTH, HEIGHT = 190, 32  # the iframe's size; the button fits it in both languages
 
 
@@ -114,9 +111,7 @@ async def session_post(request: Request) -> Response:
         return Response("refused", status_code=403, media_type="text/plain")
     settings = web.settings_of(request)
     async with scoped(request.app.state.pool, Scope(tenant_id)) as conn:
-        account_id = await conn.fetchval(
-            "update embed_grants set used_at = now() where code_hash = $1 and used_at is null"
-            " and expires_at > now() returning account_id", hash_secret(code))
+        account_id = await accounts.redeem_grant(conn, code=code)
         token = None if account_id is None else await accounts.issue_token(
             conn, tenant_id=tenant_id, account_id=account_id, ttl=timedelta(seconds=settings.token_ttl_seconds))
     if token is None:
@@ -127,9 +122,5 @@ async def session_post(request: Request) -> Response:
 
 
 async def issue_grant(request: Request, *, tenant_id: int, account_id: int) -> str:
-    code = f"mg_{tenant_id}_{secrets.token_urlsafe(32)}"
     async with scoped(request.app.state.pool, Scope(tenant_id, account_id)) as conn:
-        await conn.execute("insert into embed_grants (code_hash, tenant_id, account_id, expires_at)"
-                           " values ($1, $2, $3, now() + $4::interval)", hash_secret(code), tenant_id, account_id,
-                           GRANT_TTL)
-    return code
+        return await accounts.issue_grant(conn, tenant_id=tenant_id, account_id=account_id)

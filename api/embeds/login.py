@@ -22,7 +22,7 @@ from api.embeds.i18n import FORBIDDEN, WRONG_LOGIN, say
 from merci import accounts
 from merci.db import Scope, scoped
 from merci.errors import UserError
-from merci.tenants import DEFAULT_TENANT
+from merci.tenants import DEFAULT_TENANT, tenant_id_by_slug
 
 
 def safe_next(raw: str | None) -> str | None:
@@ -54,7 +54,7 @@ def _form(request: Request, lang: str, *, status: int = 200, error: str | None =
     return response
 
 
-async def _done(request: Request, lang: str, *, tenant_id: int, account_id: int, handle: str) -> Response:
+async def _done(request: Request, lang: str, *, tenant_id: int, account_id: int, handle: str | None) -> Response:
     params = web.params(request)
     nxt = safe_next(params.get("next"))
     if params.get("popup") == "1":
@@ -72,7 +72,7 @@ async def login_get(request: Request) -> Response:
         principal = who[0]
         assert principal.account_id is not None
         async with scoped(request.app.state.pool, principal.scope) as conn:
-            handle = await conn.fetchval("select handle from accounts where id = $1", principal.account_id)
+            handle = await accounts.handle_of(conn, account_id=principal.account_id)
         return await _done(request, lang, tenant_id=principal.tenant_id, account_id=principal.account_id,
                            handle=handle)
     return _form(request, lang)
@@ -88,7 +88,7 @@ async def login_post(request: Request) -> Response:
     settings = web.settings_of(request)
     slug = (data.get("tenant") or DEFAULT_TENANT).strip().lower()
     async with request.app.state.pool.acquire() as conn:  # tenants are public
-        tenant_id = await conn.fetchval("select id from tenants where slug = $1", slug)
+        tenant_id = await tenant_id_by_slug(conn, slug)
     if tenant_id is None:
         return _form(request, lang, status=401, error=say(lang, WRONG_LOGIN), email=data.get("email", ""), tenant=slug)
     try:
@@ -96,7 +96,7 @@ async def login_post(request: Request) -> Response:
             account_id, token = await accounts.log_in(
                 conn, tenant_id=tenant_id, email=data.get("email", ""), password=data.get("password", ""),
                 ttl=timedelta(seconds=settings.token_ttl_seconds))
-            handle = await conn.fetchval("select handle from accounts where id = $1", account_id)
+            handle = await accounts.handle_of(conn, account_id=account_id)
     except UserError:
         return _form(request, lang, status=401, error=say(lang, WRONG_LOGIN), email=data.get("email", ""), tenant=slug)
     response = await _done(request, lang, tenant_id=tenant_id, account_id=account_id, handle=handle)

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from api.embeds import web
 from api.embeds.i18n import FORBIDDEN, SCOPES, say
-from merci import oauth
+from merci import accounts, oauth
 from merci.db import Scope, scoped
 from merci.errors import UserError
 
@@ -51,8 +51,9 @@ async def authorize_get(request: Request) -> Response:
         here = "/oauth/authorize?" + urlencode(params | {"lang": lang})
         return RedirectResponse("/embed/login?" + urlencode({"next": here, "lang": lang}), status_code=303)
     principal, token = who
+    assert principal.account_id is not None  # (web.session answers accounts only)
     async with scoped(request.app.state.pool, principal.scope) as conn:
-        handle = await conn.fetchval("select handle from accounts where id = $1", principal.account_id)
+        handle = await accounts.handle_of(conn, account_id=principal.account_id)
     return web.page(
         "consent.html", lang=lang, client=checked.client, handle=handle, fields=params,
         scopes=[say(lang, SCOPES[s]) if s in SCOPES else s for s in checked.scopes],

@@ -25,7 +25,7 @@ from merci import accounts
 from merci.accounts import SESSION_COOKIE, Principal
 from merci.config import Settings
 from merci.db import Scope, scoped
-from merci.tenants import DEFAULT_TENANT
+from merci.tenants import default_tenant_id
 
 EMBED_COOKIE = "merci_embed"
 LOGIN_COOKIE = "merci_login_csrf"
@@ -60,7 +60,7 @@ async def anonymous_scope(request: Request) -> Scope:
     found = getattr(request.app.state, "embed_default_tenant", None)
     if found is None:
         async with request.app.state.pool.acquire() as conn:  # tenants are public by policy
-            found = await conn.fetchval("select id from tenants where slug = $1", DEFAULT_TENANT)
+            found = await default_tenant_id(conn)
         request.app.state.embed_default_tenant = found
     return Scope(int(found))
 

@@ -5,6 +5,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from graph.context import Context
+from merci import webhooks
 
 
 def endpoint_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
@@ -12,10 +13,7 @@ def endpoint_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
 
     async def load(ids: list[int]) -> list[dict[str, Any] | None]:
         async with ctx.tx() as conn:  # RLS: the caller's tenant's endpoints only
-            rows = await conn.fetch(
-                "select id, url, events, description, active, created_at, disabled_at from webhook_endpoints"
-                " where id = any($1::bigint[])", ids)
-        found = {r["id"]: dict(r) for r in rows}
+            found = await webhooks.endpoints_by_id(conn, endpoint_ids=ids)
         return [found.get(i) for i in ids]
 
     return DataLoader(load_fn=load)

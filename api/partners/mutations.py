@@ -309,8 +309,7 @@ class PartnerMutations:
                 with contextlib.suppress(Exception):
                     await ctx.queue.asend(webhooks.DELIVER_ACTOR, new_pk, queue_name=webhooks.WEBHOOK_QUEUE)
                     async with ctx.tx() as conn:
-                        await conn.execute("update webhook_deliveries set enqueued_at = now() where id = $1",
-                                           new_pk)
+                        await webhooks.mark_enqueued(conn, [new_pk])
             return WebhookDeliveryPayload(webhook_delivery=await WebhookDelivery.load(info, new_pk), user_errors=[])
 
         return await attempt(work, user_errors_only(WebhookDeliveryPayload))
@@ -338,8 +337,8 @@ class PartnerMutations:
         async def work() -> LinkedAccountPayload:
             _, pk = from_global(input.id, expect="LinkedAccount")
             async with ctx.tx() as conn:
-                row = await conn.fetchrow(oauth.LINK_SELECT + " where l.id = $1", pk)
-                if row is None or not may_see_link(ctx, dict(row)):
+                row = await oauth.link(conn, link_id=pk)
+                if row is None or not may_see_link(ctx, row):
                     raise UserError("NOT_FOUND", "no such linked account", "id")
                 await oauth.revoke_link(conn, link_id=pk)
             return LinkedAccountPayload(linked_account=await LinkedAccount.load(info, pk), user_errors=[])

@@ -12,12 +12,10 @@ from graph.context import Context, Info
 from graph.money import Money
 from graph.node import register
 from graph.relay import Connection, Counter, Node, from_items, paginate, window
-from merci import partners, webhooks
+from merci import oauth, partners, webhooks
 from merci.errors import UserError
 from merci.ids import to_global
-from merci.oauth import LINK_SELECT
 from merci.paging import Window
-from merci.webhooks import DELIVERY_COLUMNS
 
 
 def require_partner(ctx: Context, scope: str) -> None:
@@ -103,9 +101,8 @@ class WebhookDelivery(Node):
         if not is_partner(info.context, "webhooks:write"):
             return None
         async with info.context.tx() as conn:  # RLS: the caller's tenant's deliveries only
-            row = await conn.fetchrow(f"select {DELIVERY_COLUMNS} from webhook_deliveries d"
-                                      " join webhook_events e on e.id = d.event_id where d.id = $1", pk)
-        return WebhookDelivery.from_row(dict(row)) if row else None
+            row = await webhooks.delivery(conn, delivery_id=pk)
+        return WebhookDelivery.from_row(row) if row else None
 
     @strawberry.field
     async def endpoint(self, info: Info) -> WebhookEndpoint | None:
@@ -115,9 +112,8 @@ class WebhookDelivery(Node):
     @strawberry.field(description="Every attempt, oldest first.")
     async def attempt_log(self, info: Info) -> list[WebhookAttempt]:
         async with info.context.tx() as conn:
-            rows = await conn.fetch("select attempt, at, status_code, error, duration_ms from webhook_attempts"
-                                    " where delivery_id = $1 order by id", self.pk)
-        return [WebhookAttempt(**dict(r)) for r in rows]
+            rows = await webhooks.attempts(conn, delivery_id=self.pk)
+        return [WebhookAttempt(**r) for r in rows]
 
 
 @strawberry.type(description="Where a partner receives webhooks, and for which events.")
@@ -176,10 +172,8 @@ class OAuthClient(Node):
         if not (ctx.principal.tenant_admin or ctx.principal.platform_admin):
             return None
         async with ctx.tx() as conn:
-            row = await conn.fetchrow("select id, client_id, name, redirect_uris, created_at, revoked_at"
-                                      " from oauth_clients where id = $1 and tenant_id = $2", pk,
-                                      ctx.principal.tenant_id)
-        return OAuthClient.from_row(dict(row)) if row else None
+            row = await oauth.client(conn, client_pk=pk, tenant_id=ctx.principal.tenant_id)
+        return OAuthClient.from_row(row) if row else None
 
 
 @strawberry.type(description="A supporter's Merci account linked to a partner, which may then send clicks for them.")
@@ -212,10 +206,10 @@ class LinkedAccount(Node):
         if ctx.principal.api_key_id is None and ctx.principal.account_id is None:
             return None
         async with ctx.tx() as conn:  # RLS: the partner's links, or the supporter's own
-            row = await conn.fetchrow(LINK_SELECT + " where l.id = $1", pk)
+            row = await oauth.link(conn, link_id=pk)
         if row is None:
             return None
-        return LinkedAccount.from_row(dict(row)) if may_see_link(ctx, dict(row)) else None
+        return LinkedAccount.from_row(row) if may_see_link(ctx, row) else None
 
 
 @strawberry.type(description="A thing's clicks and earnings in one month.")

@@ -9,10 +9,10 @@ import strawberry
 from api.things.types import Thing
 from graph.context import Info
 from graph.relay import Node
+from merci import subscriptions
 from merci.ids import to_global
 
 GLOBAL_ID_TYPE = "Subscription"
-SUB_COLUMNS = "id, thing_id, months, months_used, start_period, status, created_at"
 
 
 @strawberry.enum
@@ -52,9 +52,8 @@ class ThingSubscription(Node):
         if me is None:
             return None
         async with info.context.tx() as conn:
-            row = await conn.fetchrow(f"select {SUB_COLUMNS} from subscriptions where id = $1 and supporter_id = $2",
-                                      pk, me)
-        return ThingSubscription.from_row(dict(row)) if row else None
+            row = await subscriptions.own_subscription(conn, subscription_id=pk, supporter_id=me)
+        return ThingSubscription.from_row(row) if row else None
 
     @strawberry.field
     async def thing(self, info: Info) -> Thing | None:

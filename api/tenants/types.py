@@ -6,7 +6,7 @@ import strawberry
 
 from graph.context import Info
 from graph.relay import Node
-from merci import cors
+from merci import cors, tenants
 from merci.ids import to_global
 
 
@@ -33,10 +33,7 @@ class Tenant(Node):
     @staticmethod
     async def load(info: Info, pk: int) -> Tenant | None:
         async with info.context.tx() as conn:
-            row = await conn.fetchrow(
-                "select id, slug, name, currency, fee_bps, partner_share_bps from tenants where id = $1",
-                pk,
-            )
+            row = await tenants.tenant_by_id(conn, tenant_id=pk)
         if row is None:
             return None
         return Tenant(
@@ -62,9 +59,7 @@ class ApiKey(Node):
         if not (ctx.principal.tenant_admin or ctx.principal.platform_admin):
             return None
         async with ctx.tx() as conn:  # RLS: only the caller's tenant's keys exist here
-            row = await conn.fetchrow(
-                "select id, name, hint, scopes, created_at, revoked_at from api_keys where id = $1", pk
-            )
+            row = await tenants.api_key(conn, key_id=pk)
         return ApiKey.from_row(row) if row else None
 
     @staticmethod

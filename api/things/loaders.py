@@ -6,7 +6,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from graph.context import Context
-from merci.things import THING_COLUMNS, visible_sql
+from merci import things
 
 
 def thing_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
@@ -16,9 +16,7 @@ def thing_by_id(ctx: Context) -> DataLoader[int, dict[str, Any] | None]:
 
     async def load(ids: list[int]) -> list[dict[str, Any] | None]:
         async with ctx.tx() as conn:
-            rows = await conn.fetch(f"select {THING_COLUMNS} from things where id = any($1::bigint[])"
-                                    f" and {visible_sql('$2')}", ids, ctx.principal.tenant_wide)
-        found = {r["id"]: dict(r) for r in rows}
+            found = await things.visible_things(conn, thing_ids=ids, tenant_wide=ctx.principal.tenant_wide)
         return [found.get(i) for i in ids]
 
     return DataLoader(load_fn=load)
@@ -29,10 +27,7 @@ def clicks_in_period(ctx: Context, period: date) -> DataLoader[int, int]:
 
     async def load(ids: list[int]) -> list[int]:
         async with ctx.tx() as conn:
-            rows = await conn.fetch(
-                "select thing_id, clicks from thing_stats where period = $1 and thing_id = any($2::bigint[])",
-                period, ids)
-        found = {r["thing_id"]: int(r["clicks"]) for r in rows}
+            found = await things.clicks_in_period(conn, thing_ids=ids, period=period)
         return [found.get(i, 0) for i in ids]
 
     return DataLoader(load_fn=load)

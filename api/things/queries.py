@@ -4,6 +4,7 @@ import strawberry
 
 from api.things.types import Thing
 from graph.context import Info
+from merci import things
 from merci.ids import from_global
 from merci.urls import normalize_url
 
@@ -19,5 +20,5 @@ class ThingQueries:
     async def thing_by_url(self, info: Info, url: str) -> Thing | None:
         normalized = normalize_url(url)  # a bad URL is a clear error, not a null
         async with info.context.tx() as conn:
-            pk = await conn.fetchval("select id from things where canon = merci_canon($1)", normalized)
-        return None if pk is None else await Thing.load(info, pk)
+            found = await things.thing_by_url(conn, normalized)
+        return None if found is None else await Thing.load(info, found["id"])
