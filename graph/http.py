@@ -4,7 +4,6 @@ embeds, the directory its /directory page (runtime.faces decides which)."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -258,6 +257,9 @@ def create_app(
 ) -> Starlette:
     tenant_ids = TenantIds()  # slugs found, shared by authentication and the resolvers
     allowlist = Allowlist(settings.cors_origins)  # CORS, shared by its middleware, Auth and the mutations
+    # The process's principal cache and operation labels follow its app's settings.
+    accounts.principals.ttl = settings.auth_cache_seconds
+    metrics.configure(settings)
 
     async def send_clicks(batch: list[list[Any]]) -> None:
         await queue.asend(INGEST_ACTOR, batch, sign_batch(batch, settings.secret_key), queue_name=CLICK_QUEUE)
@@ -305,14 +307,14 @@ def create_app(
     query_type = schema._schema.query_type
     queries = {name: q for name, q in (fast_queries or {}).items()
                if query_type is not None and name in query_type.fields}
-    if (fast or queries) and os.environ.get("MERCI_FAST_PATH", "1") != "0":  # 0: every operation through Strawberry
+    if (fast or queries) and settings.fast_path:  # off: every operation through Strawberry
         middleware.append(Middleware(FastPath, path="/graphql", route=endpoint, schema=schema._schema,
                                      mutations=fast, queries=queries, admit=auth.admit, context=graphql.get_context))
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", MetricsEndpoint().serve),
+            Route("/metrics", MetricsEndpoint(ttl=settings.metrics_cache_seconds).serve),
             endpoint,
             # GraphiQL's own files (the IDE is off in production, and so are they).
             *([] if settings.production else

@@ -82,8 +82,8 @@ class Observe:
 class MetricsEndpoint:
     """`/metrics`: this process's counters and histograms, then the database gauges."""
 
-    def __init__(self) -> None:
-        self.gauges = metrics.AppGauges()
+    def __init__(self, *, ttl: float) -> None:
+        self.gauges = metrics.AppGauges(ttl=ttl)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.gauges)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -444,4 +443,6 @@ class PrincipalEvictions:
             await conn.close()
 
 
-principals = PrincipalCache(float(os.environ.get("MERCI_AUTH_CACHE_SECONDS", "5")))
+# The process's cache: the app that serves it sets its ttl (settings.auth_cache_seconds);
+# until a listener starts with that app, nothing is cached anyway.
+principals = PrincipalCache(0.0)

@@ -1,4 +1,13 @@
-"""Configuration from the environment, read once into a frozen object."""
+"""Configuration from the environment, read once into a frozen object.
+
+This is the one module that reads the environment (tests/merci/test_config.py holds
+the others to it): `load()` for the application's settings, which the composition root
+(runtime/, workers/__init__.py) reads once and hands down, and `telemetry()` for logs
+and traces, read on its own before them so that a process logs even a setting that
+stops it. What reads its own variables is left to it: Dramatiq (`dramatiq_prom_*`,
+its metrics' port and folder), OpenTelemetry's SDK (the exporter's endpoint, headers)
+and TLS (`SSL_CERT_FILE`).
+"""
 
 from __future__ import annotations
 
@@ -54,6 +63,26 @@ class Settings:
     # app's); partners list theirs per tenant (cors_origins). Preflights cached this long.
     cors_origins: tuple[str, ...] = ()
     cors_max_age: int = 600
+    # Set on the roles by `merci migrate` (empty: left as they are).
+    app_db_password: str = ""
+    system_db_password: str = ""
+    # Site verification and owner discovery may fetch loopback addresses (merci dev, tests).
+    fetch_allow_loopback: bool = False
+    fast_path: bool = True  # planned operations (graph.fastpath); off: every one through Strawberry
+    auth_cache_seconds: float = 5.0  # resolved tokens kept this long (merci.accounts.PrincipalCache; 0: none)
+    broker_heartbeat_ttl: float = 60.0  # seconds before a dead worker's messages go back to the queue
+    # Database gauges cached between scrapes; the ledger's imbalance (a full scan) longer,
+    # and only where metrics_ledger is on; at most this many operation names as labels.
+    metrics_cache_seconds: float = 10.0
+    metrics_ledger_seconds: float = 300.0
+    metrics_ledger: bool = True
+    metrics_max_operations: int = 200
+    worker_metrics: bool = True  # a worker's metrics port (dramatiq_prom_port); off for many workers on one host
+    # Webhook deliveries: Dramatiq's backoff and retries, and how often the outbox is polled.
+    webhook_min_backoff_ms: int = 10_000
+    webhook_max_backoff_ms: int = 3_600_000
+    webhook_max_retries: int = 10  # ~3 hours of tries with the defaults
+    webhook_poll_seconds: float = 1.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -62,12 +91,8 @@ class Settings:
 
     def derived(self) -> Settings:
         """Fill the role-specific URLs from DATABASE_URL when not given explicitly."""
-        app = self.app_database_url or with_user(
-            self.database_url, APP_ROLE, os.environ.get("MERCI_APP_DB_PASSWORD")
-        )
-        system = self.system_database_url or with_user(
-            self.database_url, SYSTEM_ROLE, os.environ.get("MERCI_SYSTEM_DB_PASSWORD")
-        )
+        app = self.app_database_url or with_user(self.database_url, APP_ROLE, self.app_db_password)
+        system = self.system_database_url or with_user(self.database_url, SYSTEM_ROLE, self.system_db_password)
         return replace(self, app_database_url=app, system_database_url=system,
                        listen_database_url=self.listen_database_url or app)
 
@@ -102,9 +127,51 @@ def load(**overrides: str) -> Settings:
         secret_key=env.get("MERCI_SECRET_KEY", "dev-secret-change-me"),
         cors_origins=cors_origins(env.get("MERCI_CORS_ORIGINS", "")),
         cors_max_age=int(env.get("MERCI_CORS_MAX_AGE", "600")),
+        app_db_password=env.get("MERCI_APP_DB_PASSWORD", ""),
+        system_db_password=env.get("MERCI_SYSTEM_DB_PASSWORD", ""),
+        fetch_allow_loopback=env.get("MERCI_FETCH_ALLOW_LOOPBACK", "").strip().lower() in {"1", "true", "yes", "on"},
+        fast_path=env.get("MERCI_FAST_PATH", "1") != "0",
+        auth_cache_seconds=float(env.get("MERCI_AUTH_CACHE_SECONDS", "5")),
+        broker_heartbeat_ttl=float(env.get("MERCI_BROKER_HEARTBEAT_TTL", "60")),
+        metrics_cache_seconds=float(env.get("MERCI_METRICS_CACHE_SECONDS", "10")),
+        metrics_ledger_seconds=float(env.get("MERCI_METRICS_LEDGER_SECONDS", "300")),
+        metrics_ledger=env.get("MERCI_METRICS_LEDGER", "1") != "0",
+        metrics_max_operations=int(env.get("MERCI_METRICS_MAX_OPERATIONS", "200")),
+        worker_metrics=env.get("MERCI_WORKER_METRICS", "1") != "0",
+        webhook_min_backoff_ms=int(env.get("MERCI_WEBHOOK_MIN_BACKOFF_MS", "10000")),
+        webhook_max_backoff_ms=int(env.get("MERCI_WEBHOOK_MAX_BACKOFF_MS", "3600000")),
+        webhook_max_retries=int(env.get("MERCI_WEBHOOK_MAX_RETRIES", "10")),
+        webhook_poll_seconds=int(env.get("MERCI_WEBHOOK_POLL_MS", "1000")) / 1000,
     )
     if overrides:
         s = replace(s, **overrides)  # type: ignore[arg-type]
     if s.env == "production" and s.secret_key == "dev-secret-change-me":
         raise RuntimeError("MERCI_SECRET_KEY must be set in production")
     return s.derived() if s.database_url else s
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What logs and traces need (merci.observability)."""
+
+    log_level: str = "INFO"
+    log_format: str = "json"  # or console, for people
+    # OpenTelemetry's own variables, which its SDK reads as well (the endpoint, headers):
+    # Merci reads them to decide whether tracing is on, with which exporter and protocol,
+    # and whether to name the service itself.
+    otlp_endpoint: str = ""
+    traces_exporter: str = "otlp"
+    otlp_protocol: str = "grpc"
+    otel_service_name: str = ""
+
+
+def telemetry() -> Telemetry:
+    env = os.environ
+    return Telemetry(
+        log_level=(env.get("MERCI_LOG_LEVEL") or "INFO").upper(),
+        log_format=env.get("MERCI_LOG_FORMAT", "json").lower(),
+        otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or "",
+        traces_exporter=env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower(),
+        otlp_protocol=env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        otel_service_name=env.get("OTEL_SERVICE_NAME", ""),
+    )

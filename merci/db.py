@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from merci import locks
-from merci.config import APP_ROLE, SYSTEM_ROLE
+from merci.config import APP_ROLE, SYSTEM_ROLE, Settings
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,9 @@ def checksum(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()
 
 
-async def migrate(dsn: str) -> list[str]:
-    """Apply pending migrations in order; a no-op when all are applied.
+async def migrate(dsn: str, settings: Settings | None = None) -> list[str]:
+    """Apply pending migrations in order; a no-op when all are applied. `settings` says
+    where dev money is on and the roles' passwords (None: development, none set).
 
     A shipped migration is never edited (merci/sql/README.md): a database that applied
     it earlier would silently never get the edit. So each applied version keeps the
@@ -83,6 +83,7 @@ async def migrate(dsn: str) -> list[str]:
     is applied. Versions applied before checksums existed take the current files'
     (recorded once; this is pre-release, and 0013 brings their schema up to date).
     """
+    settings = settings or Settings()
     files = migration_files()
     conn = await asyncpg.connect(dsn)
     applied_now: list[str] = []
@@ -112,8 +113,8 @@ async def migrate(dsn: str) -> list[str]:
                                    version, checksum(sql))
             applied_now.append(version)
         await _grant_broker_to_workers(conn)
-        await _set_role_passwords(conn)
-        await _set_dev_money(conn)
+        await _set_role_passwords(conn, settings)
+        await _set_dev_money(conn, settings.env)
     finally:
         await conn.execute("select pg_advisory_unlock($1)", locks.MIGRATIONS)
         await conn.close()
@@ -163,17 +164,15 @@ async def _grant_broker_to_workers(conn: asyncpg.Connection) -> None:
 DEV_MONEY_ENVS = ("development", "test")
 
 
-async def _set_dev_money(conn: asyncpg.Connection) -> None:
+async def _set_dev_money(conn: asyncpg.Connection, env: str) -> None:
     if await conn.fetchval("select to_regclass('merci_settings')") is None:
         return  # (a partial history in a test)
-    env = os.environ.get("MERCI_ENV", "development")
     await conn.execute("update merci_settings set value = $1 where name = 'dev_money'",
                        "on" if env in DEV_MONEY_ENVS else "off")
 
 
-async def _set_role_passwords(conn: asyncpg.Connection) -> None:
-    for role, var in ((APP_ROLE, "MERCI_APP_DB_PASSWORD"), (SYSTEM_ROLE, "MERCI_SYSTEM_DB_PASSWORD")):
-        password = os.environ.get(var)
+async def _set_role_passwords(conn: asyncpg.Connection, settings: Settings) -> None:
+    for role, password in ((APP_ROLE, settings.app_db_password), (SYSTEM_ROLE, settings.system_db_password)):
         if password:
             quoted = await conn.fetchval("select quote_literal($1)", password)
             await conn.execute(f"alter role {role} password {quoted}")

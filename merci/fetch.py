@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import re
 import socket
 import ssl
@@ -19,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
+
+from merci.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -70,11 +71,9 @@ class FetchPolicy:
 DEFAULT_POLICY = FetchPolicy()
 
 
-def policy_from_env(environ: Mapping[str, str] | None = None) -> FetchPolicy:
+def policy_for(settings: Settings) -> FetchPolicy:
     """The default policy; MERCI_FETCH_ALLOW_LOOPBACK=1 lets dev and test servers on 127.0.0.1 through."""
-    env = os.environ if environ is None else environ
-    flag = env.get("MERCI_FETCH_ALLOW_LOOPBACK", "").strip().lower()
-    return FetchPolicy(allow_loopback=flag in {"1", "true", "yes", "on"})
+    return FetchPolicy(allow_loopback=settings.fetch_allow_loopback)
 
 
 # Checked explicitly as well as through `ipaddress` properties, whose tables changed between

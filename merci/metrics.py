@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -34,6 +33,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, d
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from merci.config import Settings
 from merci.periods import months_before, period_of
 from merci.queue import QUEUES
 
@@ -69,9 +69,16 @@ CLICKS_ACCEPTED = Counter("merci_clicks_accepted", "Clicks accepted by the API: 
 CLICKS_FORGED = Counter("merci_clicks_forged", "Clicks a worker dropped: their batch was not signed by the API "
                         "(MERCI_SECRET_KEY differs between API and workers, or someone else queued them).")
 
-# Operation names come from clients: past this many distinct ones, the rest count as "other".
-MAX_OPERATION_NAMES = int(os.environ.get("MERCI_METRICS_MAX_OPERATIONS", "200"))
+# Operation names come from clients: past this many distinct ones (the process's
+# settings.metrics_max_operations, set by `configure`), the rest count as "other".
+_max_operation_names = 200
 _operation_names: set[str] = set()
+
+
+def configure(settings: Settings) -> None:
+    """This process's metrics settings, once, by whatever assembles it."""
+    global _max_operation_names
+    _max_operation_names = settings.metrics_max_operations
 
 
 def operation_label(name: str | None) -> str:
@@ -79,7 +86,7 @@ def operation_label(name: str | None) -> str:
         return "anonymous"
     name = name[:64]
     if name not in _operation_names:
-        if len(_operation_names) >= MAX_OPERATION_NAMES:
+        if len(_operation_names) >= _max_operation_names:
             return "other"
         _operation_names.add(name)
     return name
@@ -91,10 +98,6 @@ def render(*registries: CollectorRegistry) -> bytes:
 
 
 # ------------------------------------------------------------------ API, from the database
-
-def _cache_seconds() -> float:
-    return float(os.environ.get("MERCI_METRICS_CACHE_SECONDS", "10"))
-
 
 QUEUE_STATES = ("ready", "delayed", "in_flight", "dead")
 CLOSE_STATUSES = ("running", "done", "failed")
@@ -141,8 +144,8 @@ def _queue_depths(broker: Any) -> dict[tuple[str, str], int]:
 class AppGauges(Collector):
     """The API's gauges from PostgreSQL and the broker, as merci_app sees them, cached."""
 
-    def __init__(self, ttl: float | None = None) -> None:
-        self.ttl = _cache_seconds() if ttl is None else ttl
+    def __init__(self, *, ttl: float) -> None:
+        self.ttl = ttl
         self.families: list[Metric] = []
         self.fetched = -math.inf
         self.up = 0.0
@@ -233,11 +236,10 @@ class SystemGauges(Collector):
     """What only merci_system may read: the ledger's imbalance (the sum of every entry,
     0 unless a cent was created or destroyed) and the clicks the workers refused."""
 
-    def __init__(self, dsn: str, *, ttl: float | None = None, ledger_ttl: float | None = None) -> None:
+    def __init__(self, dsn: str, *, ttl: float, ledger_ttl: float) -> None:
         self.dsn = dsn
-        self.ttl = _cache_seconds() if ttl is None else ttl
-        self.ledger_ttl = float(os.environ.get("MERCI_METRICS_LEDGER_SECONDS", "300")) if ledger_ttl is None \
-            else ledger_ttl
+        self.ttl = ttl
+        self.ledger_ttl = ledger_ttl
         self.lock = threading.Lock()
         self.fetched = self.ledger_fetched = -math.inf
         self.rejected: dict[str, int] = {}
@@ -318,10 +320,10 @@ def serve_worker_metrics() -> int:
     path = dramatiq_prometheus.DB_PATH
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-    if os.environ.get("MERCI_METRICS_LEDGER", "1") != "0":
-        dsn = config.load().system_database_url
-        if dsn:
-            registry.register(SystemGauges(dsn))
+    settings = config.load()
+    if settings.metrics_ledger and settings.system_database_url:
+        registry.register(SystemGauges(settings.system_database_url, ttl=settings.metrics_cache_seconds,
+                                       ledger_ttl=settings.metrics_ledger_seconds))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -28,6 +28,9 @@ import structlog
 from dramatiq.broker import MessageProxy
 from structlog.typing import EventDict
 
+from merci import config
+from merci.config import Telemetry
+
 log = structlog.get_logger("merci.observability")
 
 # ------------------------------------------------------------------ redaction
@@ -96,11 +99,13 @@ def _trace_ids(logger: Any, method: str, event: EventDict) -> EventDict:
     return event
 
 
-def configure_logging(service: str, *, level: str | None = None, stream: TextIO | None = None) -> None:
+def configure_logging(service: str, *, level: str | None = None, stream: TextIO | None = None,
+                      telemetry: Telemetry | None = None) -> None:
     """JSON lines on stderr (MERCI_LOG_FORMAT=console for people), at MERCI_LOG_LEVEL
     (default INFO). Replaces the root logger's handlers: call it once, at start."""
-    level = (level or os.environ.get("MERCI_LOG_LEVEL") or "INFO").upper()
-    console = os.environ.get("MERCI_LOG_FORMAT", "json").lower() == "console"
+    settings = telemetry or config.telemetry()
+    level = (level or settings.log_level).upper()
+    console = settings.log_format == "console"
 
     def add_service(logger: Any, method: str, event: EventDict) -> EventDict:
         event.setdefault("service", service)
@@ -178,15 +183,15 @@ def tracing_enabled() -> bool:
     return _provider is not None
 
 
-def configure_tracing(service: str, *, exporter: Any = None) -> bool:
+def configure_tracing(service: str, *, exporter: Any = None, telemetry: Telemetry | None = None) -> bool:
     """Turn tracing on when configured; returns whether it is on.
 
     `exporter` (tests) forces it on with that span exporter, synchronously exported.
     """
     global _provider
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
-    if exporter is None and (kind == "none" or (not endpoint and kind != "console")):
+    settings = telemetry or config.telemetry()
+    kind = settings.traces_exporter
+    if exporter is None and (kind == "none" or (not settings.otlp_endpoint and kind != "console")):
         return False
     try:
         from opentelemetry import trace
@@ -200,7 +205,7 @@ def configure_tracing(service: str, *, exporter: Any = None) -> bool:
         elif kind == "console":
             processor = SimpleSpanProcessor(ConsoleSpanExporter())
         else:
-            protocol = "http" if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").startswith("http") else "grpc"
+            protocol = "http" if settings.otlp_protocol.startswith("http") else "grpc"
             otlp = importlib.import_module(f"opentelemetry.exporter.otlp.proto.{protocol}.trace_exporter")
             processor = BatchSpanProcessor(otlp.OTLPSpanExporter())  # endpoint, headers: from OTEL_* variables
     except ImportError as exc:
@@ -208,7 +213,7 @@ def configure_tracing(service: str, *, exporter: Any = None) -> bool:
                     hint="OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry packages are missing:"
                          " install merci[otel]; tracing stays off")
         return False
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": f"merci-{service}"}
+    attributes = {} if settings.otel_service_name else {"service.name": f"merci-{service}"}
     provider = TracerProvider(resource=Resource.create(attributes))
     provider.add_span_processor(processor)
     if exporter is None:

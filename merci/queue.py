@@ -7,7 +7,6 @@ api/ and directory/ never import workers/: they send a message naming an actor
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import asyncpg
@@ -30,17 +29,17 @@ CHECKED_ENQUEUE = "select merci_enqueue($1, $2, $3)"
 CHECKED_ENQUEUE_SYNC = "select merci_enqueue(%s, %s, %s)"  # the same, for psycopg
 
 
-def make_broker(broker_url: str, database_url: str, *, results: bool = False) -> dramatiq.Broker:
+def make_broker(broker_url: str, database_url: str, *, results: bool = False,
+                heartbeat_ttl: float = 60.0) -> dramatiq.Broker:
     """redis:// → Redis, amqp:// → RabbitMQ, anything else → the PostgreSQL broker.
 
-    MERCI_BROKER_HEARTBEAT_TTL (seconds, default 60): how long before the messages a
-    dead worker had claimed go back to the queue.
+    heartbeat_ttl (settings.broker_heartbeat_ttl, seconds): how long before the messages
+    a dead worker had claimed go back to the queue.
     """
-    ttl = float(os.environ.get("MERCI_BROKER_HEARTBEAT_TTL", "60"))
     if broker_url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=broker_url, heartbeat_timeout=int(ttl * 1000))
+        return RedisBroker(url=broker_url, heartbeat_timeout=int(heartbeat_ttl * 1000))
     if broker_url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -49,8 +48,9 @@ def make_broker(broker_url: str, database_url: str, *, results: bool = False) ->
         return StubBroker()
     from dramatiq_postgres import PostgresBroker
 
-    return PostgresBroker(url=broker_url or database_url, results=results, heartbeat_ttl=ttl,
-                          heartbeat_interval=min(15.0, ttl / 4), maintenance_interval=min(30.0, ttl / 2))
+    return PostgresBroker(url=broker_url or database_url, results=results, heartbeat_ttl=heartbeat_ttl,
+                          heartbeat_interval=min(15.0, heartbeat_ttl / 4),
+                          maintenance_interval=min(30.0, heartbeat_ttl / 2))
 
 
 def _is_postgres(broker: dramatiq.Broker) -> bool:

@@ -28,7 +28,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from merci.db import MigrationChanged, migrate
 
     try:
-        applied = asyncio.run(migrate(_settings().database_url))
+        settings = _settings()
+        applied = asyncio.run(migrate(settings.database_url, settings))
     except MigrationChanged as e:
         print(f"merci migrate: {e}", file=sys.stderr)
         return 1
@@ -70,7 +71,8 @@ def _queue(settings: config.Settings, dsn: str):  # type: ignore[no-untyped-def]
 
     # The API sends clicks from its event loop: with the PostgreSQL broker, straight
     # through asyncpg (merci.queue.AsyncPostgresEnqueue) on the broker's database.
-    return Queue(make_broker(settings.broker_url, dsn), database_url=settings.broker_url or dsn)
+    return Queue(make_broker(settings.broker_url, dsn, heartbeat_ttl=settings.broker_heartbeat_ttl),
+                 database_url=settings.broker_url or dsn)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

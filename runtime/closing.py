@@ -51,7 +51,8 @@ async def run_close(settings: Settings, period_text: str, *, force: bool, shards
                 bar.update(shard + 1)
             await close.finish(conn, period=period)
         else:
-            queue = Queue(make_broker(settings.broker_url, settings.system_database_url))
+            queue = Queue(make_broker(settings.broker_url, settings.system_database_url,
+                                      heartbeat_ttl=settings.broker_heartbeat_ttl))
             try:
                 await queue.asend(close.CLOSE_ACTOR, f"{period:%Y-%m}", started["shards"], settings.currency,
                                   settings.default_budget, queue_name=MONEY)

@@ -89,7 +89,7 @@ class DevRuntime:
         from merci.db import migrate
         from runtime import demo
 
-        applied = asyncio.run(migrate(settings.database_url))
+        applied = asyncio.run(migrate(settings.database_url, settings))
         print("migrations applied: " + ", ".join(applied) if applied else "database is up to date", flush=True)
         if self.demo:
             print("demo data loaded" if asyncio.run(demo.load(settings)) else "demo data already present", flush=True)

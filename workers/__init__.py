@@ -3,8 +3,6 @@ the broker is configured from the environment, then each queue's actors."""
 
 from __future__ import annotations
 
-import os
-
 import dramatiq
 
 from merci import config, observability
@@ -13,12 +11,12 @@ from merci.queue import make_broker
 observability.configure_logging("worker")
 observability.configure_tracing("worker")
 settings = config.load()
-broker = make_broker(settings.broker_url, settings.system_database_url)
+broker = make_broker(settings.broker_url, settings.system_database_url, heartbeat_ttl=settings.broker_heartbeat_ttl)
 broker.add_middleware(observability.WorkerContext())  # the message on every log line; a span each
 # Dramatiq 2 does not add its Prometheus middleware by itself. It serves on
 # dramatiq_prom_port (9191), with Merci's ledger gauges; tests running several workers
 # on one host turn it off.
-if os.environ.get("MERCI_WORKER_METRICS", "1") != "0":
+if settings.worker_metrics:
     broker.add_middleware(observability.worker_metrics())
 dramatiq.set_broker(broker)
 

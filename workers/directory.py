@@ -6,7 +6,7 @@ import asyncpg
 import dramatiq
 
 from merci import search, sites
-from merci.fetch import policy_from_env
+from merci.fetch import policy_for
 from workers.runtime import run
 
 
@@ -18,7 +18,7 @@ def verify_site(site_id: int) -> None:
 
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:
-            await sites.verify(conn, site_id=site_id, public_url=settings.public_url, policy=policy_from_env())
+            await sites.verify(conn, site_id=site_id, public_url=settings.public_url, policy=policy_for(settings))
 
     run(body)
 

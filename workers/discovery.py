@@ -7,7 +7,7 @@ import asyncpg
 import dramatiq
 
 from merci import autosubmit
-from merci.fetch import policy_from_env
+from merci.fetch import policy_for
 from workers.runtime import run
 
 
@@ -20,7 +20,7 @@ def discover(thing_id: int) -> None:
     async def body(pool: asyncpg.Pool) -> autosubmit.Discovery:
         async with pool.acquire() as conn:
             return await autosubmit.discover(conn, thing_id=thing_id, public_url=settings.public_url,
-                                             policy=policy_from_env())
+                                             policy=policy_for(settings))
 
     # The shares it earned while unclaimed moved with it, in discovery's transaction.
     run(body)

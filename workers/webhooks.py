@@ -10,7 +10,6 @@ tune it); once retries are exhausted the delivery is marked failed (replayable).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
@@ -18,14 +17,11 @@ import asyncpg
 import dramatiq
 
 from merci import autosubmit, webhooks
-from merci.fetch import policy_from_env
+from merci.fetch import policy_for
+from workers import settings  # (loaded before the actors: workers/__init__.py)
 from workers.runtime import run
 
 log = logging.getLogger("merci.webhooks")
-MIN_BACKOFF_MS = int(os.environ.get("MERCI_WEBHOOK_MIN_BACKOFF_MS", "10000"))
-MAX_BACKOFF_MS = int(os.environ.get("MERCI_WEBHOOK_MAX_BACKOFF_MS", "3600000"))
-MAX_RETRIES = int(os.environ.get("MERCI_WEBHOOK_MAX_RETRIES", "10"))  # ~3 hours of tries with the defaults
-POLL_SECONDS = int(os.environ.get("MERCI_WEBHOOK_POLL_MS", "1000")) / 1000
 UNSENT_AFTER_SECONDS = 30.0
 
 
@@ -33,13 +29,14 @@ class DeliveryFailed(Exception):
     """An attempt failed; raised so that Dramatiq retries the message with backoff."""
 
 
-@dramatiq.actor(actor_name=webhooks.DELIVER_ACTOR, queue_name=webhooks.WEBHOOK_QUEUE, max_retries=MAX_RETRIES,
-                min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS, on_retry_exhausted=webhooks.GIVE_UP_ACTOR,
+@dramatiq.actor(actor_name=webhooks.DELIVER_ACTOR, queue_name=webhooks.WEBHOOK_QUEUE,
+                max_retries=settings.webhook_max_retries, min_backoff=settings.webhook_min_backoff_ms,
+                max_backoff=settings.webhook_max_backoff_ms, on_retry_exhausted=webhooks.GIVE_UP_ACTOR,
                 time_limit=60_000)
 def deliver(delivery_id: int) -> None:
     async def body(pool: asyncpg.Pool) -> webhooks.Outcome:
         async with pool.acquire() as conn:
-            return await webhooks.deliver(conn, delivery_id=delivery_id, policy=policy_from_env())
+            return await webhooks.deliver(conn, delivery_id=delivery_id, policy=policy_for(settings))
 
     try:
         outcome = run(body)
@@ -107,7 +104,7 @@ class Pump(dramatiq.Middleware):
             self.thread.join(timeout=10)
 
     def loop(self, broker: dramatiq.Broker) -> None:
-        while not self.stop.wait(POLL_SECONDS):
+        while not self.stop.wait(settings.webhook_poll_seconds):
             try:
                 pump_once(broker)
             except Exception:  # the database or broker is away: try again next tick

@@ -25,7 +25,6 @@ from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import metrics, oauth, partners, webhooks
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, Accepted, sign_batch
 from merci.errors import Checks, UserError
-from merci.fetch import policy_from_env
 from merci.ids import from_global
 from merci.partners import BatchRefused, ItemError
 from merci.periods import period_of
@@ -252,7 +251,7 @@ class PartnerMutations:
             async with ctx.tx() as conn:
                 pk, secret = await webhooks.create_endpoint(
                     conn, tenant_id=ctx.principal.tenant_id, url=input.url, events=[e.value for e in input.events],
-                    description=input.description, allow_loopback=policy_from_env().allow_loopback)
+                    description=input.description, allow_loopback=ctx.settings.fetch_allow_loopback)
             return WebhookEndpointPayload(webhook_endpoint=await WebhookEndpoint.load(info, pk), secret=secret,
                                           user_errors=[])
 
@@ -267,7 +266,7 @@ class PartnerMutations:
             require_partner(ctx, "webhooks:write")
             checks = Checks()  # the id's refusal with the changes'
             found = checks(from_global, input.id, expect="WebhookEndpoint")
-            checks(webhooks.check_changes, url=input.url, allow_loopback=policy_from_env().allow_loopback,
+            checks(webhooks.check_changes, url=input.url, allow_loopback=ctx.settings.fetch_allow_loopback,
                    events=None if input.events is None else [e.value for e in input.events])
             checks.done()
             pk = found[1]
@@ -275,7 +274,7 @@ class PartnerMutations:
                 await webhooks.update_endpoint(
                     conn, endpoint_id=pk, url=input.url, active=input.active,
                     events=None if input.events is None else [e.value for e in input.events],
-                    allow_loopback=policy_from_env().allow_loopback)
+                    allow_loopback=ctx.settings.fetch_allow_loopback)
             return WebhookEndpointPayload(webhook_endpoint=await WebhookEndpoint.load(info, pk), user_errors=[])
 
         return await attempt(work, user_errors_only(WebhookEndpointPayload))

@@ -21,7 +21,9 @@ from typing import Any
 import anyio
 import pytest
 
-from merci.fetch import FetchError, FetchPolicy, address_problem, fetch, policy_from_env
+from merci import config
+from merci.config import Settings
+from merci.fetch import FetchError, FetchPolicy, address_problem, fetch, policy_for
 
 LOOPBACK = FetchPolicy(allow_loopback=True)
 PAGE = b'<html><head><meta name="merci-verification" content="tok-123"></head></html>'
@@ -598,14 +600,15 @@ def test_address_classifier(address: str, problem: str | None, with_loopback: st
         assert address_problem(ipaddress.ip_address(address)) == problem
 
 
-def test_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert policy_from_env({}) == FetchPolicy()
-    assert policy_from_env({"MERCI_FETCH_ALLOW_LOOPBACK": "1"}).allow_loopback
-    assert not policy_from_env({"MERCI_FETCH_ALLOW_LOOPBACK": "0"}).allow_loopback
+def test_policy_for_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert policy_for(Settings()) == FetchPolicy()
+    assert policy_for(Settings(fetch_allow_loopback=True)).allow_loopback
+    monkeypatch.setenv("MERCI_FETCH_ALLOW_LOOPBACK", "0")
+    assert not policy_for(config.load()).allow_loopback
     monkeypatch.setenv("MERCI_FETCH_ALLOW_LOOPBACK", "1")
-    assert policy_from_env() == FetchPolicy(allow_loopback=True)
+    assert policy_for(config.load()) == FetchPolicy(allow_loopback=True)
     monkeypatch.delenv("MERCI_FETCH_ALLOW_LOOPBACK")
-    assert not policy_from_env().allow_loopback
+    assert not policy_for(config.load()).allow_loopback
 
 
 # -- what refusals say: site owners and partners read them -----------------------------------
