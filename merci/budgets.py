@@ -8,6 +8,7 @@ from merci import ledger
 from merci.errors import UserError
 from merci.money import Money, parse_amount
 from merci.payments import Charge
+from merci.periods import sql_month_end
 
 MIN_BUDGET = 200
 PRESETS = (200, 500, 1000, 2000)
@@ -28,6 +29,13 @@ async def set_monthly_budget(
         tenant_id, account_id, minor, currency,
     )
     return minor
+
+
+def month_budget_sql(*, account: str, period: str) -> str:
+    """SQL: the budget of `account` for the month `period` (SQL expressions): the last one
+    set before the month ends, at midnight UTC; no row when none was set (the default)."""
+    return (f"select b.amount from budget_changes b where b.account_id = {account}"
+            f" and b.created_at < {sql_month_end(period)} order by b.created_at desc, b.id desc limit 1")
 
 
 async def monthly_budget(conn: asyncpg.Connection, *, account_id: int, default: int) -> int:

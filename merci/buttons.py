@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from merci import clicks
+from merci import clicks, ledger
 from merci.autosubmit import Submission, create_unclaimed, owner_id
 from merci.budgets import MIN_BUDGET
 from merci.clicks import Accepted
@@ -47,6 +47,14 @@ def click_key(period: datetime | Any, target: str) -> str:
     return f"button:{period:%Y-%m}:{hashlib.sha256(target.encode()).hexdigest()[:32]}"
 
 
+# A logged-in supporter's state: $1 supporter, $2 thing, $3 period, $4 click key, $5
+# currency, $6 URL.
+STATE_SQL = ("select exists (select 1 from clicks where supporter_id = $1 and ((thing_id = $2 and period = $3)"
+             "               or idempotency_key = $4)) as clicked,"
+             f" ({ledger.owner_balance_sql(owner='$1', currency='$5')}) as balance,"
+             " merci_owns($1, merci_canon($6)) as own")
+
+
 async def load(conn: asyncpg.Connection, *, sub: Submission, account_id: int | None, now: datetime,
                currency: str) -> Button:
     """The button for a submission, as `account_id` (None: logged out) sees it."""
@@ -67,12 +75,7 @@ async def load(conn: asyncpg.Connection, *, sub: Submission, account_id: int | N
     else:
         period = period_of(now)
         row = await conn.fetchrow(
-            "select exists (select 1 from clicks where supporter_id = $1 and ((thing_id = $2 and period = $3)"
-            "               or idempotency_key = $4)) as clicked,"
-            " (select coalesce(sum(e.amount), 0) from ledger_accounts la join entries e on e.ledger_account_id = la.id"
-            "   where la.kind = 'supporter' and la.owner_account_id = $1 and la.currency = $5)::bigint as balance,"
-            " merci_owns($1, merci_canon($6)) as own",
-            account_id, thing["id"] if thing else None, period, click_key(period, url), currency, url)
+            STATE_SQL, account_id, thing["id"] if thing else None, period, click_key(period, url), currency, url)
         state = (OWN if row["own"] else CLICKED if row["clicked"] else NO_MEANS if row["balance"] < MIN_BUDGET
                  else CAN_CLICK)
     return Button(thing, url, title, owner_handle, count, state)

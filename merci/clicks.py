@@ -22,6 +22,7 @@ import structlog
 from merci import locks
 from merci.budgets import MIN_BUDGET
 from merci.errors import Checks, UserError
+from merci.ledger import supporter_balances_sql
 from merci.paging import Keyset
 from merci.periods import month_key, period_of, sql_period_of
 from merci.queue import CLICKS
@@ -102,18 +103,14 @@ def check_request(*, supporter_id: int, tenant_id: int, thing_id: int | None, ur
 
 
 # One round trip for any number of clicks of one tenant, answered per click in order.
-PRECHECK_SQL = """
+PRECHECK_SQL = f"""
 with input as (
     select x.i::integer as i, x.supporter_id, x.thing_id, x.url, x.key
       from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
            with ordinality as x(supporter_id, thing_id, url, key, i)
 ),
 balances as (
-    select la.owner_account_id as supporter_id, coalesce(sum(e.amount), 0)::bigint as balance
-      from ledger_accounts la join entries e on e.ledger_account_id = la.id
-     where la.kind = 'supporter' and la.currency = $6
-       and la.owner_account_id in (select supporter_id from input)
-     group by la.owner_account_id
+    {supporter_balances_sql(supporters="select supporter_id from input", currency="$6")}
 )
 select i.i, t.id as thing_id, t.owner_id, coalesce(b.balance, 0)::bigint as balance,
        -- one's own thing: held, or covered by one of one's verified sites (even if not yet made)

@@ -29,11 +29,11 @@ async def release(conn: asyncpg.Connection, *, thing_id: int) -> int:
 # Claimed things whose escrow still holds cents. Claims release in their own
 # transaction and a close shard cannot interleave with a claim (the ownership lock),
 # so this finds nothing unless something went wrong; the scheduler releases what it finds.
-STRANDED_SQL = """
+STRANDED_SQL = f"""
 select la.thing_id from ledger_accounts la
   join things t on t.id = la.thing_id and t.owner_id is not null
  where la.kind = 'escrow'
-   and (select coalesce(sum(e.amount), 0) from entries e where e.ledger_account_id = la.id) > 0
+   and ({ledger.account_balance_sql('la.id')}) > 0
  order by 1
 """
 

@@ -64,20 +64,44 @@ async def post(
     return journal_id
 
 
-async def balance(conn: asyncpg.Connection, ledger_account_id: int) -> int:
-    value: int = await conn.fetchval(
-        "select coalesce(sum(amount), 0)::bigint from entries where ledger_account_id = $1",
-        ledger_account_id,
-    )
-    return value
+# Balances are sums of entries, never stored: what an owner holds is the sum of the
+# entries of its ledger accounts of one kind and currency. Every balance Merci reads is
+# one of the statements below, built on that one definition; statements that need
+# balances inline (the close's split, the click prechecks, the button) embed them rather
+# than write their own. Their arguments are SQL expressions: $n parameters, or columns of
+# the statement around them. The partner precheck (a SQL function of migration 0015)
+# writes supporter_balances_sql out, as is (tests/merci/test_ledger.py holds it to it).
+
+
+def _accounts(kind: str, currency: str) -> str:
+    return ("from ledger_accounts la left join entries e on e.ledger_account_id = la.id"
+            f" where la.kind = {kind} and la.currency = {currency}")
+
+
+def owner_balance_sql(*, owner: str, currency: str, kind: str = "'supporter'", with_account: bool = False) -> str:
+    """SQL: what `owner` holds in its ledger accounts of `kind` and `currency` (`balance`),
+    and with_account: the first of those accounts (`ledger_account`; null: none)."""
+    account = ", min(la.id) as ledger_account" if with_account else ""
+    return (f"select coalesce(sum(e.amount), 0)::bigint as balance{account} {_accounts(kind, currency)}"
+            f" and la.owner_account_id = {owner}")
+
+
+def supporter_balances_sql(*, supporters: str, currency: str) -> str:
+    """SQL: the balance of each supporter the subquery `supporters` names (`supporter_id`,
+    `balance`), one grouped scan: a batch of clicks checks its supporters' at once. A
+    supporter without an account has no row (a balance of 0)."""
+    accounts = _accounts("'supporter'", currency)
+    return ("select la.owner_account_id as supporter_id, coalesce(sum(e.amount), 0)::bigint as balance"
+            f" {accounts} and la.owner_account_id in ({supporters}) group by la.owner_account_id")
+
+
+def account_balance_sql(account: str) -> str:
+    """SQL: the balance of one ledger account."""
+    return f"select coalesce(sum(e.amount), 0)::bigint from entries e where e.ledger_account_id = {account}"
 
 
 # One owner's balance of one kind: $1 kind, $2 owner account, $3 currency (a subquery too).
-OWNER_BALANCE_SQL = (
-    "select coalesce(sum(e.amount), 0)::bigint from ledger_accounts la"
-    "  join entries e on e.ledger_account_id = la.id"
-    " where la.kind = $1 and la.owner_account_id = $2 and la.currency = $3"
-)
+OWNER_BALANCE_SQL = owner_balance_sql(owner="$2", currency="$3", kind="$1")
 
 
 async def owner_balance(

@@ -8,8 +8,8 @@ from datetime import date
 
 import asyncpg
 
+from merci.budgets import month_budget_sql
 from merci.paging import Keyset
-from merci.periods import sql_month_end
 from merci.split import projected
 
 
@@ -39,11 +39,7 @@ def clicked(*, supporter_id: int) -> Keyset:
 
 
 async def budget_for(conn: asyncpg.Connection, *, account_id: int, period: date, default: int) -> int:
-    # The month ends at midnight UTC (see merci.split), not in the session's time zone.
-    value = await conn.fetchval(
-        "select amount from budget_changes where account_id = $1"
-        f"   and created_at < {sql_month_end('$2::date')}"
-        " order by created_at desc, id desc limit 1", account_id, period)
+    value = await conn.fetchval(month_budget_sql(account="$1", period="$2::date"), account_id, period)
     return int(value) if value is not None else default
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from merci.periods import sql_month_end
+from merci.budgets import month_budget_sql
+from merci.ledger import owner_balance_sql
 
 # $1 period, $2 default budget, $3 currency, $4 supporter ids (null: all),
 # $5, $6: the supporter id range [from, to) of a shard (null `to`: no upper bound).
@@ -63,22 +64,13 @@ s as materialized (
 charged as materialized (
     select s.supporter_id, s.n, s.tenant_id, t.fee_bps, t.partner_share_bps, t.is_platform,
            balance.ledger_account,
-           least(coalesce(budget.amount, $2::bigint), greatest(coalesce(balance.amount, 0), 0)) as charge
+           least(coalesce(budget.amount, $2::bigint), greatest(balance.balance, 0)) as charge
       from s
       join tenants t on t.id = s.tenant_id
-      -- The month's budget: the last set before the month's end, midnight UTC (a bare
-      -- date + interval would be read in the session's time zone, not the clicks').
-      left join lateral (
-          select b.amount from budget_changes b
-           where b.account_id = s.supporter_id
-             and b.created_at < {sql_month_end('$1::date')}
-           order by b.created_at desc, b.id desc limit 1
-      ) budget on true
-      left join lateral (
-          select min(la.id) as ledger_account, sum(e.amount)::bigint as amount
-            from ledger_accounts la join entries e on e.ledger_account_id = la.id
-           where la.kind = 'supporter' and la.currency = $3::text and la.owner_account_id = s.supporter_id
-      ) balance on true
+      -- The month's budget: the last set before the month's end, midnight UTC.
+      left join lateral ({month_budget_sql(account='s.supporter_id', period='$1::date')}) budget on true
+      left join lateral ({owner_balance_sql(owner='s.supporter_id', currency='$3::text', with_account=True)}) balance
+        on true
 ),
 fees as (
     select ch.*, ch.charge * ch.fee_bps / 10000 as fee from charged ch where ch.charge > 0
