@@ -7,8 +7,6 @@ opens this page receives nothing."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
@@ -35,22 +33,18 @@ def safe_next(raw: str | None) -> str | None:
     return raw
 
 
-def _login_csrf(request: Request, cookie: str) -> str:
-    key = web.settings_of(request).secret_key.encode()
-    return hmac.new(key, f"login:{cookie}".encode(), hashlib.sha256).hexdigest()
-
-
 def _form(request: Request, lang: str, *, status: int = 200, error: str | None = None,
           email: str = "", tenant: str = "") -> Response:
     # Login CSRF: a random cookie and a field derived from it (a double submit);
     # another site can make the browser send the cookie, not read it.
+    settings = web.settings_of(request)
     cookie = request.cookies.get(web.LOGIN_COOKIE) or secrets.token_urlsafe(24)
     query = {k: v for k, v in web.params(request).items() if k in ("popup", "next", "lang", "tenant")}
     response = web.page("login.html", lang=lang, status=status, error=error, email=email,
-                        tenant=tenant or query.get("tenant", ""), csrf=_login_csrf(request, cookie),
+                        tenant=tenant or query.get("tenant", ""), csrf=web.csrf_token(settings, cookie, "login"),
                         action="/embed/login?" + urlencode(query))
     response.set_cookie(web.LOGIN_COOKIE, cookie, max_age=3600, httponly=True, samesite="lax",
-                        secure=web.settings_of(request).public_url.startswith("https://"), path="/embed/login")
+                        secure=settings.public_url.startswith("https://"), path="/embed/login")
     return response
 
 
@@ -82,10 +76,9 @@ async def login_post(request: Request) -> Response:
     lang = web.choose_lang(request)
     data = await web.form(request)
     cookie = request.cookies.get(web.LOGIN_COOKIE, "")
-    if not web.same_origin(request) or not cookie or \
-            not hmac.compare_digest(_login_csrf(request, cookie), data.get("csrf", "")):
-        return web.error(lang, [UserError("FORBIDDEN", say(lang, FORBIDDEN))], status=403)
     settings = web.settings_of(request)
+    if not web.same_origin(request) or not web.csrf_ok(settings, cookie, "login", data.get("csrf", "")):
+        return web.error(lang, [UserError("FORBIDDEN", say(lang, FORBIDDEN))], status=403)
     slug = (data.get("tenant") or DEFAULT_TENANT).strip().lower()
     async with request.app.state.pool.acquire() as conn:  # tenants are public
         tenant_id = await tenant_id_by_slug(conn, slug)

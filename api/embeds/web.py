@@ -65,14 +65,16 @@ async def anonymous_scope(request: Request) -> Scope:
     return Scope(int(found))
 
 
-def csrf_token(settings: Settings, session_token: str, purpose: str) -> str:
-    """Bound to the session and to what it protects: useless to anyone without both."""
-    digest = hashlib.sha256(session_token.encode()).hexdigest()
+def csrf_token(settings: Settings, binding: str, purpose: str) -> str:
+    """The one CSRF token of Merci's pages: bound to a secret of the browser's (its session
+    token; before login, the login page's own cookie) and to what it protects, so useless
+    to anyone without both. Another site can make the browser send the cookie, not read it."""
+    digest = hashlib.sha256(binding.encode()).hexdigest()
     return hmac.new(settings.secret_key.encode(), f"{purpose}:{digest}".encode(), hashlib.sha256).hexdigest()
 
 
-def csrf_ok(settings: Settings, session_token: str, purpose: str, given: str) -> bool:
-    return hmac.compare_digest(csrf_token(settings, session_token, purpose), given or "")
+def csrf_ok(settings: Settings, binding: str, purpose: str, given: str) -> bool:
+    return bool(binding) and hmac.compare_digest(csrf_token(settings, binding, purpose), given or "")
 
 
 def own_origins(request: Request) -> set[str]:
