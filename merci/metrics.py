@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import asyncpg
@@ -33,6 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, d
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from merci import config
 from merci.config import Settings
 from merci.periods import months_before, period_of
 from merci.queue import QUEUES
@@ -310,36 +310,24 @@ class SystemGauges(Collector):
 
 
 def serve_worker_metrics() -> int:
-    """A Dramatiq fork process in place of its own exposition server: the multiprocess
-    metrics of the worker processes, plus SystemGauges (MERCI_METRICS_LEDGER=0: without)."""
+    """A Dramatiq fork process in place of its own exposition server: prometheus_client's
+    server, on dramatiq_prom_host and dramatiq_prom_port, with the multiprocess metrics of
+    the worker processes and SystemGauges (settings.metrics_ledger off: without). Dramatiq
+    stops a fork with SIGTERM, which raises SystemExit here."""
     from dramatiq.middleware import prometheus as dramatiq_prometheus
-    from prometheus_client import multiprocess
+    from prometheus_client import multiprocess, start_http_server
 
-    from merci import config
-
-    path = dramatiq_prometheus.DB_PATH
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    multiprocess.MultiProcessCollector(registry, path=dramatiq_prometheus.DB_PATH)  # type: ignore[no-untyped-call]
     settings = config.load()
     if settings.metrics_ledger and settings.system_database_url:
         registry.register(SystemGauges(settings.system_database_url, ttl=settings.metrics_cache_seconds,
                                        ledger_ttl=settings.metrics_ledger_seconds))
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            output = generate_latest(registry)
-            self.send_response(200)
-            self.send_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("content-length", str(len(output)))
-            self.end_headers()
-            self.wfile.write(output)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # one line per scrape is noise
-
-    server = HTTPServer((dramatiq_prometheus.HTTP_HOST, dramatiq_prometheus.HTTP_PORT), Handler)
+    server, thread = start_http_server(dramatiq_prometheus.HTTP_PORT, addr=dramatiq_prometheus.HTTP_HOST,
+                                       registry=registry)
     try:
-        server.serve_forever()
+        thread.join()
     finally:
+        server.shutdown()
         server.server_close()
     return 0
