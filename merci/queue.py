@@ -134,6 +134,12 @@ class AsyncPostgresEnqueue:
     hop to a thread and back, and under load the threads queue for the GIL behind
     the event loop (about 5 ms per hand-over). The row written is the broker's own
     (its query, its message JSON, its middleware hooks), so workers cannot tell.
+
+    The library has no public asynchronous enqueue, so this takes its statement
+    (QUERIES.ENQUEUE, not public) and merci_enqueue (migration 0014) writes the same
+    row: pyproject.toml holds dramatiq-postgres to the minor version they were read
+    against, and tests/merci/test_queue.py fails when its statement changes or when any
+    way of sending writes a row other than the broker's own.
     """
 
     def __init__(self, broker: dramatiq.Broker, dsn: str, *, max_size: int = 4) -> None:
