@@ -2,7 +2,7 @@
 from graph/static/graphiql/ instead of unpkg.com, so the IDE works offline (`merci dev`
 on a plane, a machine without internet). The files are npm's, unchanged: the page keeps
 Strawberry's Subresource Integrity hashes, so a file that differs is refused by the
-browser, and a Strawberry upgrade that loads another version fails tests/api/test_graphiql.py."""
+browser, and a Strawberry upgrade that loads another version fails tests/graph/test_graphiql.py."""
 
 from __future__ import annotations
 

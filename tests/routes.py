@@ -1,7 +1,7 @@
 """The HTTP routes each face serves, read from the apps themselves (runtime.faces), so a
 route added to a face is covered at once by the tests that use this: the ingress
 (tests/k8s) and the split between `merci serve api` and `merci serve directory`
-(tests/ops/test_faces.py)."""
+(tests/runtime/test_faces.py)."""
 
 from __future__ import annotations
 

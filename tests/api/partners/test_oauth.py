@@ -12,8 +12,8 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.parameters import parse_authorization_code_response, prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
+from tests.api.partners.helpers import World, form_fields, http, log_in
 from tests.conftest import wait_for
-from tests.partners.helpers import World, form_fields, http, log_in
 
 REDIRECT = "https://blogs.example/merci/callback"
 CREATE_CLIENT = """mutation($name: String!, $uris: [String!]!) { createOAuthClient(input: {name: $name,

@@ -34,7 +34,7 @@ def test_graphiql_renders_without_the_internet(api_url: str) -> None:
     need(shutil.which("chromium") is not None, "Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.embeds.test_button_browser import CHROMIUM_ARGS
+    from tests.api.embeds.test_button_browser import CHROMIUM_ARGS
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.api.partners.helpers import World
 from tests.conftest import need, unique, wait_for
-from tests.partners.helpers import World
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ROOT, need
-from tests.test_dev import _port_pair, wait_ready
+from tests.runtime.test_dev import _port_pair, wait_ready
 
 
 def test_scripts_dev_serves_merci_from_the_virtual_environment(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from merci.periods import months_before, period_of
 from runtime.cli import parser
 from runtime.synthetic import seed_month
 from tests.conftest import ROOT, create_database, drop_database, service_env
-from tests.ops.helpers import scalar
+from tests.processes import scalar
 
 
 def test_previous_and_period_are_exclusive() -> None:

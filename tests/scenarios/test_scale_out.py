@@ -43,7 +43,7 @@ from tests.conftest import (
     sign_up,
     wait_http,
 )
-from tests.ops.helpers import fetch, ledger, merci, scalar, scrape, value, wait_until
+from tests.processes import fetch, ledger, merci, scalar, scrape, value, wait_until
 
 FLATTR = """mutation($input: FlattrInput!) { flattr(input: $input) { click { status } userErrors { code } } }"""
 SUBMIT = """mutation($input: SubmitThingInput!) { submitThing(input: $input) { thing { id } userErrors { code } } }"""

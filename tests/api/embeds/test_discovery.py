@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.api.partners.helpers import World, form_fields, http, log_in
 from tests.conftest import wait_for
-from tests.partners.helpers import World, form_fields, http, log_in
 
 
 @dataclass

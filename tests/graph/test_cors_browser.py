@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from tests.api.embeds.test_button_browser import CHROMIUM_ARGS, serve
+from tests.api.partners.helpers import World
 from tests.conftest import need, sign_up, start_api
-from tests.embeds.test_button_browser import CHROMIUM_ARGS, serve
-from tests.partners.helpers import World
 
 APP_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>An app</title></head><body>
 <p>A frontend of Merci's API on another origin.</p>

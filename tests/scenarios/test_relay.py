@@ -4,7 +4,7 @@ The fragments are generated from the schema: one with `@connection` paging forwa
 (`first`/`after`) on every field that returns a connection, and one paging backward
 (`last`/`before`) on every field that takes those arguments, so a new connection is
 checked without anyone writing its fragment. relay-compiler (npm, pinned in
-tests/relay/) compiles them and must refuse none. Relay's pagination containers need
+tests/scenarios/relay/) compiles them and must refuse none. Relay's pagination containers need
 `@refetchable` too: on the parent when it is a Node (or Query), else through a root
 field that returns the parent.
 """
@@ -28,7 +28,7 @@ from graphql import (
 
 from tests.conftest import ROOT, need
 
-RELAY = ROOT / "tests" / "relay"
+RELAY = ROOT / "tests" / "scenarios" / "relay"
 COMPILER = RELAY / "node_modules" / ".bin" / "relay-compiler"
 
 
@@ -109,7 +109,7 @@ def compile_fragments(sdl: str, tmp: Path) -> tuple[subprocess.CompletedProcess[
 
 def compiler_ready() -> None:
     need(shutil.which("node") is not None, "node is not installed")
-    need(COMPILER.exists(), "run `npm ci` in tests/relay/")
+    need(COMPILER.exists(), "run `npm ci` in tests/scenarios/relay/")
 
 
 def test_relay_compiler_accepts_a_connection_on_every_paginated_field(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.partners.helpers import World, running_world
+from tests.api.partners.helpers import World, running_world
 
 
 @pytest.fixture(scope="package")

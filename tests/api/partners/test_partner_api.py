@@ -11,7 +11,7 @@ import asyncpg
 
 from merci.config import Settings
 from merci.ids import to_global
-from tests.partners.helpers import CREATE_KEY, World
+from tests.api.partners.helpers import CREATE_KEY, World
 
 REGISTER = """mutation($things: [RegisterThingInput!]!) { registerThings(input: {things: $things}) {
   things { id url title category tags claimed owner { handle } } userErrors { field code message } } }"""

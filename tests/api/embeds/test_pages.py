@@ -10,8 +10,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from tests.api.partners.helpers import World, form_fields, http, log_in
 from tests.conftest import unique, wait_for
-from tests.partners.helpers import World, form_fields, http, log_in
 
 SUBMIT = """mutation($url: String!, $title: String!) { submitThing(input: {url: $url, title: $title}) {
   thing { id url } userErrors { code } } }"""

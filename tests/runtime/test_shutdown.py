@@ -27,7 +27,7 @@ from tests.conftest import (
     start_worker,
     wait_http,
 )
-from tests.ops.helpers import fetch, scalar, wait_until
+from tests.processes import fetch, scalar, wait_until
 
 FLATTR = """mutation($input: FlattrInput!) { flattr(input: $input) { click { status } userErrors { code } } }"""
 CLIENTS = 8

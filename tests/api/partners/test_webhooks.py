@@ -22,8 +22,8 @@ from merci.config import Settings
 from merci.ids import to_global
 from merci.money import Money
 from merci.queue import Queue, make_broker
+from tests.api.partners.helpers import World
 from tests.conftest import wait_for
-from tests.partners.helpers import World
 
 CREATE = """mutation($url: String!, $events: [WebhookEvent!]!) { createWebhookEndpoint(input: {url: $url,
   events: $events}) { webhookEndpoint { id url events active } secret userErrors { field code message } } }"""

@@ -22,7 +22,7 @@ from tests.conftest import (
     sign_up,
     start_api,
 )
-from tests.ops.helpers import merci, scrape, value, wait_until
+from tests.processes import merci, scrape, value, wait_until
 
 FLATTR = """mutation Flattr($input: FlattrInput!) { flattr(input: $input) {
   click { status } errors: userErrors { field reason: code } } }"""

@@ -3,7 +3,7 @@ and cached, its answers (errors too) readable with credentials; an unlisted orig
 gets no CORS header; `Vary: Origin` on every answer; tenant admins list their apps'
 origins (addCorsOrigin, removeCorsOrigin) with userErrors, effective at once in their
 process and within seconds in the others; and which user's cookie a listed origin may
-use. The browser's side of it is tests/api/test_cors_browser.py."""
+use. The browser's side of it is tests/graph/test_cors_browser.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.partners.helpers import World
 from tests.conftest import sign_up, start_api, wait_for
-from tests.partners.helpers import World
 
 WEB_APP = "https://web.example"  # MERCI_CORS_ORIGINS: Merci's own web app, elsewhere
 ME = "{ me { handle } }"
