@@ -6,7 +6,9 @@
 import { readFileSync } from "node:fs";
 import { GraphQLError, Kind, NoSchemaIntrospectionCustomRule } from "graphql";
 
-export const PRODUCTION = process.env.MERCI_ENV === "production";
+// The schema is closed (no introspection, no GraphiQL) everywhere but development and
+// test, as in the subgraphs (merci/config.py: DEV_ENVIRONMENTS): staging too.
+export const PRODUCTION = !["development", "test"].includes(process.env.MERCI_ENV || "development");
 
 // ------------------------------------------------------------------ where the subgraphs are
 

@@ -6,11 +6,15 @@ browser, and a Strawberry upgrade that loads another version fails tests/graph/t
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from functools import cache
 from importlib import resources
 
 from strawberry.http.ides import get_graphql_ide_html
+
+from graph.security import page_csp
 
 PATH = "/graphiql"  # where the files are served (not under /graphql, the API's own path)
 
@@ -40,3 +44,15 @@ def page() -> str:
     if left:  # a Strawberry upgrade loads something we do not serve: say so, do not go online
         raise RuntimeError(f"GraphiQL would load {left}: add them to graph/static/graphiql and graph.graphiql.ASSETS")
     return html
+
+
+_INLINE = re.compile(r"<script>(.*?)</script>", re.S)
+
+
+@cache
+def csp() -> str:
+    """The page's Content-Security-Policy: Merci's pages' (graph.security), with the
+    page's own inline script allowed by its hash, and nothing else inline."""
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()}'"
+                      for code in _INLINE.findall(page()))
+    return page_csp(scripts=f"'self' {hashes}")

@@ -24,6 +24,7 @@ from graph import cors, graphiql
 from graph.context import Context
 from graph.fastpath import FastMutation, FastPath, FastQuery, encode_json, read_body, replay_body
 from graph.http_observability import MetricsEndpoint, Observe, request_header
+from graph.security import SecurityHeaders
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher, sign_batch
@@ -181,7 +182,8 @@ class MerciGraphQL(GraphQL[Context, None]):
         return encode_json(data)  # UTF-8, as graph.fastpath writes it
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        return HTMLResponse(graphiql.page())  # its assets from Merci itself, not a CDN
+        # Its assets from Merci itself, not a CDN; its inline script allowed by its hash.
+        return HTMLResponse(graphiql.page(), headers={"content-security-policy": graphiql.csp()})
 
     async def get_context(self, request: Request, response: Response | None = None) -> Context:  # type: ignore[override]
         state = request.app.state
@@ -253,8 +255,10 @@ async def readyz(request: Request) -> Response:
 def create_app(
     settings: Settings, schema: strawberry.Schema, *, routes: list[Any] | None = None,
     queue: Any = None, pool_size: int = 20, fast_queries: dict[str, FastQuery] | None = None,
-    fast_mutations: dict[str, FastMutation] | None = None,
+    fast_mutations: dict[str, FastMutation] | None = None, frameable: tuple[str, ...] = (),
 ) -> Starlette:
+    """The app of one face: its schema, its pages (`routes`), the paths of those that
+    partner sites may frame (`frameable`: prefixes; every other answer refuses framing)."""
     tenant_ids = TenantIds()  # slugs found, shared by authentication and the resolvers
     allowlist = Allowlist(settings.cors_origins)  # CORS, shared by its middleware, Auth and the mutations
     # The process's principal cache and operation labels follow its app's settings.
@@ -292,12 +296,14 @@ def create_app(
             observability.flush_tracing()
 
     graphql = MerciGraphQL(
-        schema, graphql_ide=None if settings.production else "graphiql",
+        # The IDE reads the schema, which is closed outside development and test.
+        schema, graphql_ide="graphiql" if settings.dev_env else None,
         allow_queries_via_get=True,
     )
     auth = Auth(graphql, tenant_ids, allowlist, settings.public_url)
     endpoint = Route("/graphql", auth, methods=["GET", "POST"])
     middleware = [Middleware(Observe),
+                  Middleware(SecurityHeaders, public_url=settings.public_url, frameable=frameable),
                   Middleware(cors.Cors, path="/graphql", allowlist=allowlist, max_age=settings.cors_max_age),
                   Middleware(RefuseNul, graphql_path="/graphql")]
     mutation_type = schema._schema.mutation_type
@@ -316,8 +322,8 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", MetricsEndpoint(ttl=settings.metrics_cache_seconds).serve),
             endpoint,
-            # GraphiQL's own files (the IDE is off in production, and so are they).
-            *([] if settings.production else
+            # GraphiQL's own files (off with the IDE outside development and test).
+            *([] if not settings.dev_env else
               [Mount(graphiql.PATH, app=StaticFiles(directory=graphiql.directory()), name="graphiql")]),
             *(routes or []),
         ],

@@ -104,8 +104,21 @@ RULES = [rule for proto in (QueryDepthLimiter(max_depth=MAX_DEPTH), MaxAliasesLi
           for rule in proto.validation_rules] + [TotalDepthRule, NoNulText]
 
 
-# In production the schema is not for reading: the public one is schema.graphql.
-PRODUCTION_RULES = [*RULES, NoSchemaIntrospectionCustomRule]
+class NoServiceSdl(ValidationRule):
+    """Federation's `_service { sdl }` is the subgraph's schema for a composer to read.
+    Nothing reads it in production (the gateway serves the committed
+    gateway/supergraph.graphql, composed from `merci schema export`), so outside
+    development and test it is refused like introspection. `_entities` stays: the
+    gateway's query plans use it."""
+
+    def enter_field(self, node: FieldNode, *_: Any) -> None:
+        if node.name.value == "_service" and self.context.get_parent_type() is self.context.schema.query_type:
+            self.report_error(GraphQLError(
+                "`_service` is not served here: the public schema is schema.graphql", node))
+
+
+# Outside development and test the schema is not for reading: the public one is schema.graphql.
+PRODUCTION_RULES = [*RULES, NoSchemaIntrospectionCustomRule, NoServiceSdl]
 
 
 class RequestLimits(AddValidationRules):
@@ -115,7 +128,9 @@ class RequestLimits(AddValidationRules):
 
 def extensions(extra: list[type[SchemaExtension]] | None = None, *, production: bool = False) -> list[object]:
     """The gateway applies the same limits (gateway/policy.mjs), so that an operation is
-    answered alike through it and by one process."""
+    answered alike through it and by one process. `production`: the schema is closed
+    (no introspection, no `_service`), as everywhere but development and test
+    (config.Settings.dev_env)."""
     return [
         Observability,  # first: it wraps the others, so it times everything and sees errors as masked
         lambda: RequestLimits(production),

@@ -22,6 +22,14 @@ from merci.urls import normalize_origin
 APP_ROLE = "merci_app"
 SYSTEM_ROLE = "merci_system"
 
+# MERCI_ENV is one of these; anything else (a typo: "prod", "Production") stops the start.
+ENVIRONMENTS = ("development", "test", "staging", "production")
+# The environments allowed what must never reach real users: the `dev` payment and payout
+# providers (free money; the database agrees through `merci migrate`, merci.db), the schema
+# read by anyone (introspection, `_service`) and GraphiQL. An allowlist, so that staging,
+# or any environment added later, gets none of it until it is named here.
+DEV_ENVIRONMENTS = frozenset({"development", "test"})
+
 
 def with_user(dsn: str, user: str, password: str | None = None) -> str:
     """The same server and database as `dsn`, logged in as another role."""
@@ -89,6 +97,11 @@ class Settings:
     def production(self) -> bool:
         return self.env == "production"
 
+    @property
+    def dev_env(self) -> bool:
+        """development or test: dev providers, introspection and GraphiQL (DEV_ENVIRONMENTS)."""
+        return self.env in DEV_ENVIRONMENTS
+
     def derived(self) -> Settings:
         """Fill the role-specific URLs from DATABASE_URL when not given explicitly."""
         app = self.app_database_url or with_user(self.database_url, APP_ROLE, self.app_db_password)
@@ -145,6 +158,8 @@ def load(**overrides: str) -> Settings:
     )
     if overrides:
         s = replace(s, **overrides)  # type: ignore[arg-type]
+    if s.env not in ENVIRONMENTS:
+        raise RuntimeError(f"MERCI_ENV={s.env!r} is not one of {', '.join(ENVIRONMENTS)}")
     if s.env == "production" and s.secret_key == "dev-secret-change-me":
         raise RuntimeError("MERCI_SECRET_KEY must be set in production")
     return s.derived() if s.database_url else s

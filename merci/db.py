@@ -114,7 +114,7 @@ async def migrate(dsn: str, settings: Settings | None = None) -> list[str]:
             applied_now.append(version)
         await _grant_broker_to_workers(conn)
         await _set_role_passwords(conn, settings)
-        await _set_dev_money(conn, settings.env)
+        await _set_dev_money(conn, settings)
     finally:
         await conn.execute("select pg_advisory_unlock($1)", locks.MIGRATIONS)
         await conn.close()
@@ -159,16 +159,14 @@ async def _grant_broker_to_workers(conn: asyncpg.Connection) -> None:
     )
 
 
-# Environments where the `dev` payment provider may credit balances (free money): the
-# database refuses it everywhere else (merci_dev_topup, migration 0016), whatever the API thinks.
-DEV_MONEY_ENVS = ("development", "test")
-
-
-async def _set_dev_money(conn: asyncpg.Connection, env: str) -> None:
+async def _set_dev_money(conn: asyncpg.Connection, settings: Settings) -> None:
+    """The `dev` payment provider may credit balances (free money) only in development and
+    test (config.DEV_ENVIRONMENTS, the API's own rule): the database refuses it everywhere
+    else (merci_dev_topup, migration 0016), whatever the API thinks."""
     if await conn.fetchval("select to_regclass('merci_settings')") is None:
         return  # (a partial history in a test)
     await conn.execute("update merci_settings set value = $1 where name = 'dev_money'",
-                       "on" if env in DEV_MONEY_ENVS else "off")
+                       "on" if settings.dev_env else "off")
 
 
 async def _set_role_passwords(conn: asyncpg.Connection, settings: Settings) -> None:

@@ -1,5 +1,7 @@
 """Payment providers: money coming in from outside. All behind one interface; the
-`dev` provider credits at once and is refused in production."""
+`dev` provider credits at once, and only in the environments named for it
+(config.DEV_ENVIRONMENTS: development and test): staging, production, or an environment
+added later, refuse it."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
+from merci.config import DEV_ENVIRONMENTS
 from merci.errors import UserError
 from merci.money import Money
 
@@ -29,19 +32,22 @@ class DevProvider:
 
     name = "dev"
 
-    def __init__(self, *, production: bool) -> None:
-        self.production = production
+    def __init__(self, *, env: str) -> None:
+        self.env = env
 
     async def charge(self, *, account_id: int, amount: Money, idempotency_key: str) -> Charge:
-        if self.production:
-            raise UserError("PROVIDER_UNAVAILABLE", "the dev payment provider is disabled in production")
+        if self.env not in DEV_ENVIRONMENTS:
+            raise UserError("PROVIDER_UNAVAILABLE", f"the dev payment provider is disabled in {self.env}")
         reference = idempotency_key or secrets.token_hex(12)
         return Charge(self.name, f"{account_id}:{reference}", amount)
 
 
-def provider_for(name: str, *, production: bool) -> PaymentProvider:
+def provider_for(name: str, *, env: str) -> PaymentProvider:
+    """The provider `name` in the environment `env` (MERCI_ENV)."""
     if name == "dev":
-        return DevProvider(production=production)
+        if env not in DEV_ENVIRONMENTS:
+            raise UserError("PROVIDER_UNAVAILABLE", f"the dev payment provider is disabled in {env}", "provider")
+        return DevProvider(env=env)
     raise UserError("UNKNOWN_PROVIDER", f"unknown payment provider {name!r}", "provider")
 
 
@@ -72,22 +78,23 @@ class PayoutProvider(Protocol):
 
 
 class DevPayoutProvider:
-    """Sends instantly, for development, demos and tests; refused in production."""
+    """Sends instantly, for development, demos and tests; refused elsewhere."""
 
     name = "dev"
 
-    def __init__(self, *, production: bool) -> None:
-        self.production = production
+    def __init__(self, *, env: str) -> None:
+        self.env = env
 
     async def send(self, *, account_id: int, amount: Money, idempotency_key: str) -> Transfer:
-        if self.production:
-            raise PayoutRefused("the dev payout provider is disabled in production")
+        if self.env not in DEV_ENVIRONMENTS:
+            raise PayoutRefused(f"the dev payout provider is disabled in {self.env}")
         return Transfer(self.name, f"dev:{idempotency_key}")
 
 
-def payout_provider_for(name: str, *, production: bool) -> PayoutProvider:
+def payout_provider_for(name: str, *, env: str) -> PayoutProvider:
+    """The payout provider `name` in the environment `env` (MERCI_ENV)."""
     if name == "dev":
-        if production:
-            raise UserError("PROVIDER_UNAVAILABLE", "the dev payout provider is disabled in production", "provider")
-        return DevPayoutProvider(production=production)
+        if env not in DEV_ENVIRONMENTS:
+            raise UserError("PROVIDER_UNAVAILABLE", f"the dev payout provider is disabled in {env}", "provider")
+        return DevPayoutProvider(env=env)
     raise UserError("UNKNOWN_PROVIDER", f"unknown payout provider {name!r}", "provider")

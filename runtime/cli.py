@@ -15,7 +15,10 @@ ROOT = Path.cwd()
 
 
 def _settings() -> config.Settings:
-    s = config.load()
+    try:
+        s = config.load()
+    except RuntimeError as e:  # a setting that cannot hold (MERCI_ENV unknown, no secret key in production)
+        sys.exit(f"merci: {e}")
     if not s.database_url:
         sys.exit("merci: set DATABASE_URL (or use `merci dev`, which embeds PostgreSQL)")
     return s

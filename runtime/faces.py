@@ -113,4 +113,7 @@ def app(settings: Settings, face: Face = "all", **kwargs: object) -> Starlette:
     if face != "api":
         kwargs["fast_queries"] = directory.queries.FAST_QUERIES
     kwargs["routes"] = [*pages(face), *kwargs.get("routes", [])]  # type: ignore[misc]
-    return create_app(settings, build_schema(face, production=settings.production), **kwargs)  # type: ignore[arg-type]
+    if face != "directory":
+        kwargs["frameable"] = api.embeds.routes.FRAMEABLE  # the button, in partners' pages
+    # The schema is closed (no introspection, no `_service`) outside development and test.
+    return create_app(settings, build_schema(face, production=not settings.dev_env), **kwargs)  # type: ignore[arg-type]

@@ -73,7 +73,7 @@ def send_payout(payout_id: int) -> None:
             if name is None:
                 return
             try:
-                provider = payout_provider_for(name, production=settings.production)
+                provider = payout_provider_for(name, env=settings.env)
             except UserError as err:
                 provider = _Refusing(err.message)
             await payouts.send(conn, payout_id=payout_id, provider=provider)

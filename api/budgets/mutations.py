@@ -66,7 +66,7 @@ class BudgetMutations:
             me = ctx.require_account()
             checks = Checks()  # the amount's refusal with the provider's
             amount = checks(budgets.check_topup, input.amount)
-            provider = checks(provider_for, input.provider, production=ctx.settings.production)
+            provider = checks(provider_for, input.provider, env=ctx.settings.env)
             checks.done()
             charge = await provider.charge(account_id=me, amount=DomainMoney(amount, ctx.settings.currency),
                                            idempotency_key=input.idempotency_key or "")

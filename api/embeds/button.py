@@ -68,7 +68,7 @@ async def button_page(request: Request, params: dict[str, str], *, notice: str |
         notice = notice or say(lang, CLICKED)
     title = button.title[:80]
     return web.page(
-        "button.html", lang=lang, status=status, frame_ancestors="*", button=button, state=state,
+        "button.html", lang=lang, status=status, button=button, state=state,
         count=count(lang, n), label=say(lang, LABELS[state], title=title),
         state_word=say(lang, STATES[state]) if state in STATES else "", fields=sub.query(),
         csrf=web.csrf_token(settings, who[1], "button") if who else "", notice=notice, error=error,

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from graph import cors, pages
+from graph.security import page_csp
 from merci import accounts
 from merci.accounts import SESSION_COOKIE, Principal
 from merci.config import Settings
@@ -98,25 +99,22 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def page(template: str, *, lang: str, status: int = 200, frame_ancestors: str = "'none'",
-         form_action: str = "'self'", headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
-    """A rendered page with a strict policy: scripts only from Merci, and framing
-    refused except for the button (anyone may frame it; that is what it is for)."""
+def page(template: str, *, lang: str, status: int = 200, form_action: str = "'self'",
+         headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    """A rendered page. Its security headers are the shell's (graph.security: scripts only
+    from Merci, framing refused but for the button); `form_action` widens where its form
+    may post (the OAuth consent, to the client's redirect URI)."""
     html = env.get_template(template).render(lang=lang, **context)
-    csp = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
-           f" connect-src 'self'; form-action {form_action}; frame-ancestors {frame_ancestors}; base-uri 'none'")
-    base = {"Content-Security-Policy": csp, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "strict-origin-when-cross-origin", "Content-Language": lang,
-            "Vary": "Accept-Language, Cookie"}
-    if frame_ancestors == "'none'":
-        base["X-Frame-Options"] = "DENY"
+    base = {"Cache-Control": "no-store", "Content-Language": lang, "Vary": "Accept-Language, Cookie"}
+    if form_action != "'self'":
+        base["Content-Security-Policy"] = page_csp(form_action=form_action)
     return HTMLResponse(html, status_code=status, headers=base | (headers or {}))
 
 
 def error(lang: str, errors: list[Any], *, status: int, embedded: bool = False) -> HTMLResponse:
     """A page listing what is wrong (each error's code, parameter and message)."""
     if embedded:  # inside the button's iframe, on someone else's page
-        return page("error_frame.html", lang=lang, status=status, frame_ancestors="*", errors=errors)
+        return page("error_frame.html", lang=lang, status=status, errors=errors)
     return page("error.html", lang=lang, status=status, errors=errors)
 
 

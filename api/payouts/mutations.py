@@ -50,7 +50,7 @@ class PayoutMutations:
             me = ctx.require_account()
             s = ctx.settings
             checks = Checks()  # every field's refusal at once (the provider's up front)
-            checks(payout_provider_for, input.provider, production=s.production)
+            checks(payout_provider_for, input.provider, env=s.env)
             checks(payouts.check_key, input.idempotency_key)
             if input.amount is not None:
                 checks(parse_amount, input.amount)

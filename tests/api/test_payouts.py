@@ -181,11 +181,11 @@ async def test_refusal_keeps_the_earnings_and_retries_post_once(database_url: st
         assert flaky.calls == 2
         assert await conn.fetchval("select count(*) from journals where idem_key = $1", f"payout:{later}") == 1
         assert await payouts.available(conn, account_id=who, currency="EUR") == 1000
-        assert await payouts.send(conn, payout_id=later, provider=DevPayoutProvider(production=False)) == "sent"
+        assert await payouts.send(conn, payout_id=later, provider=DevPayoutProvider(env="test")) == "sent"
         # Earnings taken since the request (a correction): nothing is sent, the ledger is left alone.
         uncovered = await pending("c", 1000)
         await _credit(database_url, who, -500)
-        assert await payouts.send(conn, payout_id=uncovered, provider=DevPayoutProvider(production=False)) == "failed"
+        assert await payouts.send(conn, payout_id=uncovered, provider=DevPayoutProvider(env="test")) == "failed"
         assert await conn.fetchval("select reason from payouts where id = $1", uncovered) == \
             "the earnings no longer cover it"
         assert await payouts.available(conn, account_id=who, currency="EUR") == 500
@@ -321,7 +321,7 @@ async def test_a_send_between_the_reads_frees_nothing_twice(database_url: str, a
 
         async def send_first() -> None:
             assert await payouts.send(system, payout_id=first.id,
-                                      provider=DevPayoutProvider(production=False)) == "sent"
+                                      provider=DevPayoutProvider(env="test")) == "sent"
 
         with pytest.raises(UserError) as refused:
             async with scoped(app_pool, Scope(tenant, who)) as c:

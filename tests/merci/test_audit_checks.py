@@ -77,7 +77,7 @@ async def build(conn: asyncpg.Connection) -> World:
     # The creator earned 3 x 3.00 + 2 x 9.00: one payout sent, one pending.
     sent = await payouts.request(conn, tenant_id=tenant, account_id=creator, amount=1000, currency="EUR",
                                  threshold=1000, idempotency_key="first", provider="dev")
-    assert await payouts.send(conn, payout_id=sent.id, provider=DevPayoutProvider(production=False)) == "sent"
+    assert await payouts.send(conn, payout_id=sent.id, provider=DevPayoutProvider(env="test")) == "sent"
     pending = await payouts.request(conn, tenant_id=tenant, account_id=creator, amount=1000, currency="EUR",
                                     threshold=1000, idempotency_key="second", provider="dev")
 

@@ -14,6 +14,8 @@ import socket
 import ssl
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,30 @@ from merci.fetch import FetchError, FetchPolicy, address_problem, fetch, policy_
 
 LOOPBACK = FetchPolicy(allow_loopback=True)
 PAGE = b'<html><head><meta name="merci-verification" content="tok-123"></head></html>'
+
+
+def compressed(data: bytes, wbits: int) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    return c.compress(data) + c.flush()
+
+
+def gzip_bomb(megabytes: int) -> bytes:
+    """`megabytes` of zeros gzipped: about a thousandth of that on the wire."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    return b"".join(c.compress(zeros) for _ in range(megabytes)) + c.flush()
+
+
+BOMB = gzip_bomb(200)  # 200 MB inflated, ~200 kB sent
+ENCODED = {  # path -> (Content-Encoding, body)
+    "/gzip-page": ("gzip", compressed(PAGE, 16 + zlib.MAX_WBITS)),
+    "/deflate-page": ("deflate", compressed(PAGE, zlib.MAX_WBITS)),
+    "/raw-deflate-page": ("deflate", compressed(PAGE, -zlib.MAX_WBITS)),
+    "/gzip-bomb": ("gzip", BOMB),
+    "/gzip-corrupt": ("gzip", BOMB[:20] + b"garbage" * 10),
+    "/brotli": ("br", b"\x0b\x02\x80hello\x03"),
+    "/gzip-twice": ("gzip, gzip", compressed(compressed(PAGE, 31), 31)),
+}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -73,6 +99,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif path.startswith("/chain/"):
             left = int(path.rsplit("/", 1)[1])
             self.redirect(f"/chain/{left - 1}") if left else self.reply(200, b"end")
+        elif path in ENCODED:  # compressed although we asked for identity
+            encoding, body = ENCODED[path]
+            self.reply(200, body, Content_Encoding=encoding)
         elif path.startswith("/bytes/"):
             self.reply(200, b"x" * int(path.rsplit("/", 1)[1]))
         elif path == "/huge-announced":
@@ -386,6 +415,51 @@ async def test_announced_oversize_refused_without_reading(site: Server) -> None:
     started = time.monotonic()
     await refused(url(site, "/huge-announced"), "TOO_LARGE")
     assert time.monotonic() - started < 2  # the server never sends the body
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/gzip-page", "/deflate-page", "/raw-deflate-page"])
+async def test_a_compressed_body_is_decoded(site: Server, path: str) -> None:
+    assert (await fetch(url(site, path), policy=LOOPBACK)).body == PAGE
+    assert site.seen[0][1]["accept-encoding"] == "identity"
+
+
+@pytest.mark.asyncio
+async def test_a_gzip_bomb_is_stopped_at_the_limit_while_it_inflates(site: Server) -> None:
+    """200 MB of zeros in ~200 kB of gzip: refused at max_bytes decoded, holding little
+    more than the limit; httpx's own decoding (the positive control) inflates a whole
+    wire chunk at once, tens of megabytes."""
+    assert len(BOMB) < 400_000
+    policy = FetchPolicy(allow_loopback=True, max_bytes=1_000_000)
+    tracemalloc.start()
+    try:
+        await fetch(url(site, "/page"), policy=policy)  # what any fetch holds (TLS context, client)
+        _, baseline = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        error = await refused(url(site, "/gzip-bomb"), "TOO_LARGE", policy)
+        _, ours = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        import httpx
+
+        async with httpx.AsyncClient() as client, client.stream("GET", url(site, "/gzip-bomb")) as response:
+            held = 0
+            async for chunk in response.aiter_bytes():  # decoded by httpx
+                held = max(held, len(chunk))
+                if held > policy.max_bytes:
+                    break
+        _, theirs = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "more than 1000000 bytes" in error.message
+    assert ours - baseline < 3 * policy.max_bytes, (ours, baseline)
+    assert theirs > 20 * policy.max_bytes and held > 20 * policy.max_bytes, (theirs, held)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/brotli", "/gzip-twice", "/gzip-corrupt"])
+async def test_an_encoding_we_do_not_read_is_refused(site: Server, path: str) -> None:
+    error = await refused(url(site, path), "BAD_ENCODING")
+    assert "127.0.0.1" in error.message  # the URL as given; nothing about the server's network
 
 
 @pytest.mark.asyncio
