@@ -12,10 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.types import Info as _Info
 
+from graph.ratelimit import client_ip
 from merci.accounts import Principal
 from merci.config import Settings
 from merci.db import scoped
 from merci.errors import UserError
+from merci.ratelimit import Limiter
 from merci.tenants import TenantIds
 
 L = TypeVar("L")
@@ -35,6 +37,17 @@ class Context:
     loaders: dict[str, Any] = field(default_factory=dict)
     # Why the request's token was not taken (it runs anonymously): what needs a caller says so.
     credentials_refused: str | None = None
+    limiter: Limiter | None = None  # merci.ratelimit: the stricter limits of some mutations
+
+    @property
+    def client_ip(self) -> str:
+        return client_ip(self.request.scope)
+
+    async def limit(self, name: str, *ids: object, cost: int = 1, what: str = "requests") -> None:
+        """Count against limit `name` (merci.ratelimit.DEFAULTS); RateLimited refuses the
+        whole request (graph.http: 429, Retry-After)."""
+        if self.limiter is not None:
+            await self.limiter.hit(name, *ids, cost=cost, what=what)
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[asyncpg.Connection]:

@@ -10,6 +10,7 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
 
 from merci.errors import UserError
+from merci.ratelimit import RateLimited
 
 T = TypeVar("T")
 
@@ -41,7 +42,7 @@ def should_mask(error: GraphQLError) -> bool:
     if original is None or error.path is None:
         # Syntax, validation and variable errors: about the request, never internal.
         return False
-    return not isinstance(original, ClientError | UserError | GraphQLError)
+    return not isinstance(original, ClientError | UserError | GraphQLError | RateLimited)
 
 
 def error_code(error: GraphQLError) -> str:

@@ -65,7 +65,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from graph.limits import MAX_TOKENS, RULES, has_nul
 from graph.observability import Shape, fields_shape, record
+from graph.ratelimit import send_graphql_refusal
 from merci import metrics, observability
+from merci.ratelimit import RateLimited
 
 log = logging.getLogger("strawberry.execution")  # where Strawberry logs what it masks
 
@@ -407,8 +409,12 @@ class FastPath:
         args = plan.arguments(schema, variables or {})
         if args is None:  # bad variables: the normal path words the errors
             return False
-        if not await self.admit(scope):
-            return False
+        try:
+            if not await self.admit(scope):
+                return False
+        except RateLimited as limited:
+            await send_graphql_refusal(send, limited, scope.get("state", {}).get("response_headers", []))
+            return True
         scope["route"] = self.route  # as the router would have set it, for the access log and metrics
         started = time.perf_counter()
         with observability.span("graphql") as span:
@@ -420,6 +426,9 @@ class FastPath:
                     payload = await self.planner.mutations[plan.root_name].handler(context, args)
             except Decline:
                 return False  # nothing sent yet: the normal path answers (and counts) it
+            except RateLimited as limited:  # as graph.http words it: the whole request refused
+                await send_graphql_refusal(send, limited, scope.get("state", {}).get("response_headers", []))
+                return True
             except Exception:
                 log.exception("unexpected error in %s (fast path)", plan.root_name)
                 loc = plan.root.loc

@@ -19,11 +19,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from graph import cors, graphiql
 from graph.context import Context
 from graph.fastpath import FastMutation, FastPath, FastQuery, encode_json, read_body, replay_body
 from graph.http_observability import MetricsEndpoint, Observe, request_header
+from graph.ratelimit import count_request, graphql_refusal, limited_result, page_refused
 from graph.security import SecurityHeaders
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
@@ -32,6 +34,7 @@ from merci.config import Settings
 from merci.cors import Allowlist
 from merci.db import Scope as DbScope
 from merci.db import create_pool, ping, scoped
+from merci.ratelimit import Limiter, RateLimited
 from merci.tenants import DEFAULT_TENANT, TenantIds
 
 TENANT_HEADER = "x-merci-tenant"
@@ -68,8 +71,12 @@ class Auth:
         pool: asyncpg.Pool = request.app.state.pool
         try:
             principal = await self.authenticate(request, pool)
+            await count_request(request.app.state.limiter, scope, principal)
         except _Refused as refused:
             await refused.response(scope, receive, send)
+            return
+        except RateLimited as limited:
+            await graphql_refusal(limited)(scope, receive, _with_headers(send, response_headers(scope)))
             return
         self._admitted(scope, principal)
         headers = response_headers(scope)
@@ -78,12 +85,14 @@ class Auth:
         await self.app(scope, receive, send)
 
     async def admit(self, scope: Scope) -> bool:
-        """For graph.fastpath: the caller is resolved (True), or would be refused (False)."""
+        """For graph.fastpath: the caller is resolved (True), or would be refused (False);
+        RateLimited past a limit (the fast path answers it)."""
         request = Request(scope)
         try:
             principal = await self.authenticate(request, request.app.state.pool)
         except _Refused:
             return False
+        await count_request(request.app.state.limiter, scope, principal)
         self._admitted(scope, principal)
         return True
 
@@ -181,6 +190,16 @@ class MerciGraphQL(GraphQL[Context, None]):
     def encode_json(self, data: object) -> bytes:
         return encode_json(data)  # UTF-8, as graph.fastpath writes it
 
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        # A resolver refused by a rate limit (merci.ratelimit.RateLimited) refuses the whole
+        # request, as the limits counted before it do: 429, Retry-After, the errors alone.
+        limited = limited_result(response_data) if isinstance(response_data, dict) else None
+        if limited is not None:
+            response_data = {"errors": response_data["errors"]}
+            sub_response.status_code = 429
+            sub_response.headers["retry-after"] = str(limited.retry_after)
+        return super().create_response(response_data, sub_response)
+
     async def render_graphql_ide(self, request: Request) -> Response:
         # Its assets from Merci itself, not a CDN; its inline script allowed by its hash.
         return HTMLResponse(graphiql.page(), headers={"content-security-policy": graphiql.csp()})
@@ -191,7 +210,7 @@ class MerciGraphQL(GraphQL[Context, None]):
             request=request, response=response, principal=request.scope["state"]["principal"],
             credentials_refused=request.scope["state"].get(CREDENTIALS_REFUSED),
             pool=state.pool, settings=state.settings, queue=state.queue, clicks=state.clicks,
-            prechecks=state.prechecks, tenant_ids=state.tenant_ids,
+            prechecks=state.prechecks, tenant_ids=state.tenant_ids, limiter=state.limiter,
         )
 
 
@@ -263,6 +282,7 @@ def create_app(
     allowlist = Allowlist(settings.cors_origins)  # CORS, shared by its middleware, Auth and the mutations
     # The process's principal cache and operation labels follow its app's settings.
     accounts.principals.ttl = settings.auth_cache_seconds
+    accounts.passwords.configure(settings.password_hash_threads)
     metrics.configure(settings)
 
     async def send_clicks(batch: list[list[Any]]) -> None:
@@ -274,6 +294,8 @@ def create_app(
         app.state.settings = settings
         app.state.tenant_ids = tenant_ids
         app.state.cors = allowlist
+        # Before anything else: in production a limiter without shared storage stops the start.
+        app.state.limiter = Limiter(settings)
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         # Cached principals are evicted the moment the database says they changed.
         app.state.evictions = None if accounts.principals.ttl <= 0 else await accounts.PrincipalEvictions(
@@ -293,6 +315,7 @@ def create_app(
             if app.state.evictions is not None:
                 await app.state.evictions.close()
             await app.state.pool.close()
+            await app.state.limiter.close()
             observability.flush_tracing()
 
     graphql = MerciGraphQL(
@@ -302,7 +325,10 @@ def create_app(
     )
     auth = Auth(graphql, tenant_ids, allowlist, settings.public_url)
     endpoint = Route("/graphql", auth, methods=["GET", "POST"])
-    middleware = [Middleware(Observe),
+    # The client's address (rate limits, logs): X-Forwarded-For's only from a trusted proxy.
+    middleware = [*([Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))]
+                    if settings.trusted_proxies else []),
+                  Middleware(Observe),
                   Middleware(SecurityHeaders, public_url=settings.public_url, frameable=frameable),
                   Middleware(cors.Cors, path="/graphql", allowlist=allowlist, max_age=settings.cors_max_age),
                   Middleware(RefuseNul, graphql_path="/graphql")]
@@ -329,5 +355,6 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=middleware,
+        exception_handlers={RateLimited: page_refused},  # a page's refusal: 429 and a page to read
     )
     return app

@@ -11,6 +11,7 @@ and TLS (`SSL_CERT_FILE`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -91,6 +92,18 @@ class Settings:
     webhook_max_backoff_ms: int = 3_600_000
     webhook_max_retries: int = 10  # ~3 hours of tries with the defaults
     webhook_poll_seconds: float = 1.0
+    # Rate limits (merci.ratelimit): where their counters live, shared by every process
+    # (redis://…; empty: BROKER_URL when it is Redis, else this process's memory, which
+    # production and staging refuse); every limit's amount multiplied (the tests' own
+    # fixtures only); limits by name replaced ("login.ip=30/minute signup.ip=5/minute;20/hour").
+    rate_limit_url: str = ""
+    rate_limit_multiplier: float = 1.0
+    rate_limits: dict[str, str] = field(default_factory=dict)
+    # A wrong password's lockout starts at this many seconds and doubles (merci.ratelimit).
+    login_lockout_seconds: float = 60.0
+    # Proxies (CIDRs) whose X-Forwarded-For names the client: the gateway's, the Ingress's.
+    trusted_proxies: tuple[str, ...] = ()
+    password_hash_threads: int = 2  # argon2 at once per process (64 MiB each), off the event loop
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -120,6 +133,29 @@ def cors_origins(text: str) -> tuple[str, ...]:
             except UserError as err:
                 raise RuntimeError(f"MERCI_CORS_ORIGINS: {item!r}: {err.message}") from err
     return tuple(dict.fromkeys(found))
+
+
+def rate_limits(text: str) -> dict[str, str]:
+    """MERCI_RATE_LIMITS: `name=limits` separated by spaces; a bad one stops the start."""
+    found: dict[str, str] = {}
+    for item in text.split():
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise RuntimeError(f"MERCI_RATE_LIMITS: {item!r}: write name=amount/period, e.g. login.ip=30/minute")
+        found[name] = value
+    return found
+
+
+def trusted_proxies(text: str) -> tuple[str, ...]:
+    """MERCI_TRUSTED_PROXIES: addresses or CIDRs separated by commas or spaces."""
+    found: list[str] = []
+    for item in re.split(r"[\s,]+", text.strip()):
+        if item:
+            try:
+                found.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError as err:
+                raise RuntimeError(f"MERCI_TRUSTED_PROXIES: {item!r} is not an address or CIDR") from err
+    return tuple(found)
 
 
 def load(**overrides: str) -> Settings:
@@ -155,6 +191,12 @@ def load(**overrides: str) -> Settings:
         webhook_max_backoff_ms=int(env.get("MERCI_WEBHOOK_MAX_BACKOFF_MS", "3600000")),
         webhook_max_retries=int(env.get("MERCI_WEBHOOK_MAX_RETRIES", "10")),
         webhook_poll_seconds=int(env.get("MERCI_WEBHOOK_POLL_MS", "1000")) / 1000,
+        rate_limit_url=env.get("MERCI_RATE_LIMIT_URL", ""),
+        rate_limit_multiplier=float(env.get("MERCI_RATE_LIMIT_MULTIPLIER", "1")),
+        rate_limits=rate_limits(env.get("MERCI_RATE_LIMITS", "")),
+        login_lockout_seconds=float(env.get("MERCI_LOGIN_LOCKOUT_SECONDS", "60")),
+        trusted_proxies=trusted_proxies(env.get("MERCI_TRUSTED_PROXIES", "")),
+        password_hash_threads=int(env.get("MERCI_PASSWORD_HASH_THREADS", "2")),
     )
     if overrides:
         s = replace(s, **overrides)  # type: ignore[arg-type]

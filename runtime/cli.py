@@ -50,9 +50,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from merci.ratelimit import storage_uri
     from runtime.faces import app
 
     settings = _settings()
+    try:  # production and staging need shared storage for the rate limits (merci.ratelimit)
+        storage_uri(settings)
+    except RuntimeError as err:
+        sys.exit(f"merci serve: {err}")
     observability.configure_tracing(args.face)
     if args.quiet:
         logging.getLogger("merci.http").setLevel(logging.WARNING)  # no access log
@@ -62,7 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # then closes. Logging is ours (JSON); the access log comes from graph.http_observability.
     uvicorn.run(
         app(settings, args.face, queue=queue), host=args.host, port=args.port,
-        log_level="warning" if args.quiet else "info", proxy_headers=True,
+        # X-Forwarded-For is the app's to read, from MERCI_TRUSTED_PROXIES only (graph.http).
+        log_level="warning" if args.quiet else "info", proxy_headers=False,
         timeout_graceful_shutdown=args.grace, log_config=None, access_log=False,
     )
     queue.close()

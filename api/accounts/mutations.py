@@ -8,6 +8,7 @@ from api.accounts.types import Account
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import accounts
+from merci.ratelimit import guarded_login
 
 SESSION_COOKIE = accounts.SESSION_COOKIE
 
@@ -61,11 +62,14 @@ class AccountMutations:
         ttl = ctx.settings.token_ttl_seconds
 
         async def work() -> AuthPayload:
+            # Counted before anything is checked: a refused sign-up costs a try as well.
+            await ctx.limit("signup.ip", ctx.client_ip, what="sign-ups")
+            password_hash = await accounts.hash_new_password(input.password)  # off the loop, no connection held
             async with ctx.tx() as conn:
                 account_id = await accounts.sign_up(
                     conn, tenant_id=ctx.principal.tenant_id, email=input.email,
                     password=input.password, handle=input.handle,
-                    display_name=input.display_name or "",
+                    display_name=input.display_name or "", password_hash=password_hash,
                 )
                 token = await accounts.issue_token(
                     conn, tenant_id=ctx.principal.tenant_id, account_id=account_id,
@@ -83,11 +87,10 @@ class AccountMutations:
         ttl = ctx.settings.token_ttl_seconds
 
         async def work() -> AuthPayload:
+            account_id, token = await guarded_login(
+                ctx.limiter, ctx.tx, tenant_id=ctx.principal.tenant_id, email=input.email, password=input.password,
+                ttl=timedelta(seconds=ttl), ip=ctx.client_ip)
             async with ctx.tx() as conn:
-                account_id, token = await accounts.log_in(
-                    conn, tenant_id=ctx.principal.tenant_id, email=input.email,
-                    password=input.password, ttl=timedelta(seconds=ttl),
-                )
                 principal = await accounts.resolve_session(conn, token=token)
             assert principal is not None
             ctx.principal = principal

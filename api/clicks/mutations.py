@@ -11,6 +11,7 @@ from api.clicks.types import ClickReceipt, ClickStatus
 from graph.context import Context, Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.fastpath import FastMutation
+from graph.ratelimit import count_click
 from merci import clicks
 from merci.clicks import Accepted
 from merci.errors import Checks, UserError
@@ -38,6 +39,7 @@ async def accept(ctx: Context, *, thing_id: str | None, url: str | None, idempot
     answered is recorded for `clickReceipt` (merci.clicks: receipts)."""
     me = ctx.require_account()
     tenant_id = ctx.principal.tenant_id
+    await count_click(ctx.limiter, ctx.request.scope, me)
     try:
         checks = Checks()  # a bad id and a bad key are both reported
         found = None if thing_id is None else checks(from_global, thing_id, expect="Thing", field="thingId")

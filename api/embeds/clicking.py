@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 
+from graph.ratelimit import count_click
 from merci import autosubmit, buttons
 from merci.accounts import Principal
 from merci.db import scoped
@@ -21,6 +22,7 @@ async def click(request: Request, principal: Principal, sub: autosubmit.Submissi
     """None when accepted (durably queued), else why not."""
     assert principal.account_id is not None
     state = request.app.state
+    await count_click(state.limiter, request.scope, principal.account_id)  # RateLimited: a 429 page
     try:
         async with scoped(state.pool, principal.scope) as conn:
             accepted, new_thing = await buttons.click(

@@ -17,9 +17,11 @@ from starlette.responses import RedirectResponse, Response
 from api.embeds import web
 from api.embeds.button import issue_grant
 from api.embeds.i18n import FORBIDDEN, WRONG_LOGIN, say
+from graph.ratelimit import client_ip
 from merci import accounts
 from merci.db import Scope, scoped
 from merci.errors import UserError
+from merci.ratelimit import guarded_login
 from merci.tenants import DEFAULT_TENANT, tenant_id_by_slug
 
 
@@ -84,11 +86,13 @@ async def login_post(request: Request) -> Response:
         tenant_id = await tenant_id_by_slug(conn, slug)
     if tenant_id is None:
         return _form(request, lang, status=401, error=say(lang, WRONG_LOGIN), email=data.get("email", ""), tenant=slug)
-    try:
-        async with scoped(request.app.state.pool, Scope(tenant_id)) as conn:
-            account_id, token = await accounts.log_in(
-                conn, tenant_id=tenant_id, email=data.get("email", ""), password=data.get("password", ""),
-                ttl=timedelta(seconds=settings.token_ttl_seconds))
+    pool = request.app.state.pool
+    try:  # (RateLimited, locked out or past the address's limit: a 429 page, graph.ratelimit)
+        account_id, token = await guarded_login(
+            request.app.state.limiter, lambda: scoped(pool, Scope(tenant_id)), tenant_id=tenant_id,
+            email=data.get("email", ""), password=data.get("password", ""),
+            ttl=timedelta(seconds=settings.token_ttl_seconds), ip=client_ip(request.scope))
+        async with scoped(pool, Scope(tenant_id)) as conn:
             handle = await accounts.handle_of(conn, account_id=account_id)
     except UserError:
         return _form(request, lang, status=401, error=say(lang, WRONG_LOGIN), email=data.get("email", ""), tenant=slug)

@@ -204,6 +204,9 @@ class PartnerMutations:
         async def work() -> SubmitClicksPayload:
             require_partner(ctx, "clicks:write")
             partners.check_batch(input.clicks, "clicks")
+            # Counted in clicks, per API key (a tenant admin's session: per account).
+            await ctx.limit("partner_clicks.key", ctx.principal.api_key_id or f"account:{ctx.principal.account_id}",
+                            cost=max(1, len(input.clicks)), what="clicks")
             errors: list[ItemError] = []
             items = []
             for i, c in enumerate(input.clicks):

@@ -87,6 +87,8 @@ class TenantMutations:
                 accounts.check_sign_up(checks, email=input.admin.email, password=input.admin.password,
                                        handle=input.admin.handle, prefix="admin.")
             checks.done()
+            if input.admin is not None:
+                await ctx.limit("signup.ip", ctx.client_ip, what="sign-ups")
             async with ctx.tx() as conn:
                 tenant_id = await tenants.create_tenant(
                     conn, slug=input.slug, name=input.name, fee_bps=input.fee_bps,

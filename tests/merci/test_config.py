@@ -64,6 +64,17 @@ VARIABLES = [
     ("MERCI_WEBHOOK_MAX_BACKOFF_MS", "300", "webhook_max_backoff_ms", 300),
     ("MERCI_WEBHOOK_MAX_RETRIES", "3", "webhook_max_retries", 3),
     ("MERCI_WEBHOOK_POLL_MS", "150", "webhook_poll_seconds", 0.15),
+    ("MERCI_QUERY_COST_LIMIT", "50", "query_cost_limit", 50),
+    ("MERCI_QUERY_COST_BUCKET", "60", "query_cost_bucket", 60),
+    ("MERCI_QUERY_COST_RESTORE_RATE", "0.5", "query_cost_restore_rate", 0.5),
+    ("MERCI_STATEMENT_TIMEOUT_MS", "250", "statement_timeout_ms", 250),
+    ("MERCI_RATE_LIMIT_URL", "redis://r:6379/1", "rate_limit_url", "redis://r:6379/1"),
+    ("MERCI_RATE_LIMIT_MULTIPLIER", "100", "rate_limit_multiplier", 100.0),
+    ("MERCI_RATE_LIMITS", "login.ip=3/minute signup.ip=1/minute;2/hour", "rate_limits",
+     {"login.ip": "3/minute", "signup.ip": "1/minute;2/hour"}),
+    ("MERCI_LOGIN_LOCKOUT_SECONDS", "2", "login_lockout_seconds", 2.0),
+    ("MERCI_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1", "trusted_proxies", ("10.0.0.0/8", "127.0.0.1/32")),
+    ("MERCI_PASSWORD_HASH_THREADS", "4", "password_hash_threads", 4),
 ]
 
 
