@@ -12,7 +12,7 @@ import strawberry
 
 from directory.loaders import can_see_private, creator_by_id, site_by_id
 from graph.context import Info
-from graph.relay import Connection, CountPrecision, Edge, Node, PageInfo, paginate, window
+from graph.relay import Connection, CountPrecision, Edge, Node, PageInfo, paginate_each, window
 from merci import i18n, search, sites
 from merci.i18n import N_
 from merci.ids import from_global, to_global
@@ -93,8 +93,8 @@ class DirectoryCreator(Node):
                     before: str | None = None) -> Connection[Site]:
         p = info.context.principal
         listing = sites.of_owner(owner_id=self.pk, everything=p.account_id == self.pk or p.tenant_wide)
-        return await paginate(info.context.tx, listing, window(first, after, last, before),
-                              lambda r: Site.from_row(dict(r)), cursor_of=lambda s: s.pk)
+        return await paginate_each(info.context, listing, window(first, after, last, before),
+                                   lambda r: Site.from_row(dict(r)), cursor_of=lambda s: s.pk)
 
 
 @strawberry.federation.type(keys=["id"], description="A creator's website, listed in the directory once verified.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.types import Info as _Info
 
+from graph.errors import ClientError
 from graph.ratelimit import client_ip
 from merci.accounts import Principal
 from merci.config import Settings
@@ -19,6 +20,7 @@ from merci.db import scoped
 from merci.errors import UserError
 from merci.ratelimit import Limiter
 from merci.tenants import TenantIds
+from merci.throttle import Buckets
 
 L = TypeVar("L")
 
@@ -34,10 +36,11 @@ class Context:
     clicks: Any = None  # merci.clicks.ClickBatcher: group commit of accepted clicks
     prechecks: Any = None  # merci.clicks.PrecheckBatcher: group commit of the clicks' prechecks
     tenant_ids: TenantIds = field(default_factory=TenantIds)  # the app's tenant ids by slug
-    loaders: dict[str, Any] = field(default_factory=dict)
+    loaders: dict[Hashable, Any] = field(default_factory=dict)
     # Why the request's token was not taken (it runs anonymously): what needs a caller says so.
     credentials_refused: str | None = None
     limiter: Limiter | None = None  # merci.ratelimit: the stricter limits of some mutations
+    buckets: Buckets | None = None  # merci.throttle: each caller's budget of query cost (graph.cost)
 
     @property
     def client_ip(self) -> str:
@@ -51,10 +54,18 @@ class Context:
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[asyncpg.Connection]:
-        async with scoped(self.pool, self.principal.scope) as conn:
-            yield conn
+        """A transaction of this request: its statements stop at the request's statement
+        timeout (settings.statement_timeout_ms), answered as STATEMENT_TIMEOUT."""
+        try:
+            async with scoped(self.pool, self.principal.scope,
+                              statement_timeout_ms=self.settings.statement_timeout_ms) as conn:
+                yield conn
+        except asyncpg.QueryCanceledError as exc:
+            raise ClientError(
+                f"a statement of this request took longer than {self.settings.statement_timeout_ms} ms and was"
+                " stopped: ask for less (smaller pages, fewer fields)", "STATEMENT_TIMEOUT") from exc
 
-    def loader(self, key: str, factory: Callable[[Context], L]) -> L:
+    def loader(self, key: Hashable, factory: Callable[[Context], L]) -> L:
         """One DataLoader per kind per request, so a request batches its lookups."""
         if key not in self.loaders:
             self.loaders[key] = factory(self)

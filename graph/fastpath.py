@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 from graphql import (
+    DocumentNode,
     FieldNode,
     GraphQLError,
     GraphQLField,
@@ -63,6 +64,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from graph.cost import Pricer, caller, report
 from graph.limits import MAX_TOKENS, RULES, has_nul
 from graph.observability import Shape, fields_shape, record
 from graph.ratelimit import send_graphql_refusal
@@ -416,10 +418,22 @@ class FastPath:
             await send_graphql_refusal(send, limited, scope.get("state", {}).get("response_headers", []))
             return True
         scope["route"] = self.route  # as the router would have set it, for the access log and metrics
+        context = await self.context(Request(scope))
+        # Priced and charged as graph.cost.QueryCost does; a refusal is left to the normal path to word.
+        pricer = Pricer(schema, DocumentNode(definitions=(plan.operation,)), None, variables)
+        requested = pricer.requested()
+        buckets, settings = context.buckets, context.settings
+        status = None
+        if buckets is not None:
+            if requested > settings.query_cost_limit:
+                return False
+            who = caller(context.principal, context.client_ip)
+            status = await buckets.take(who, requested)
+            if not status.taken:
+                return False
         started = time.perf_counter()
         with observability.span("graphql") as span:
             try:
-                context = await self.context(Request(scope))
                 if plan.operation.operation is OperationType.QUERY:
                     payload = await self.planner.queries[plan.root_name].handler(context, args, plan.names)
                 else:
@@ -441,6 +455,11 @@ class FastPath:
             else:
                 result = {"data": {plan.root_key: shape(plan.selection, payload)}}
                 failed = False
+            if buckets is not None:
+                actual = min(pricer.actual(result["data"]), requested)
+                if actual < requested:
+                    status = await buckets.take(who, actual - requested)
+                result["extensions"] = {"cost": report(requested, actual, status, settings)}
             metrics.child(metrics.GRAPHQL_FAST_PATH, plan.root_name).inc()
             record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"],
                    plan.counted)

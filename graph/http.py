@@ -36,6 +36,7 @@ from merci.db import Scope as DbScope
 from merci.db import create_pool, ping, scoped
 from merci.ratelimit import Limiter, RateLimited
 from merci.tenants import DEFAULT_TENANT, TenantIds
+from merci.throttle import Buckets
 
 TENANT_HEADER = "x-merci-tenant"
 
@@ -211,6 +212,7 @@ class MerciGraphQL(GraphQL[Context, None]):
             credentials_refused=request.scope["state"].get(CREDENTIALS_REFUSED),
             pool=state.pool, settings=state.settings, queue=state.queue, clicks=state.clicks,
             prechecks=state.prechecks, tenant_ids=state.tenant_ids, limiter=state.limiter,
+            buckets=state.buckets,
         )
 
 
@@ -296,6 +298,7 @@ def create_app(
         app.state.cors = allowlist
         # Before anything else: in production a limiter without shared storage stops the start.
         app.state.limiter = Limiter(settings)
+        app.state.buckets = Buckets(settings)  # each caller's budget of query cost (graph.cost), stored alike
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
         # Cached principals are evicted the moment the database says they changed.
         app.state.evictions = None if accounts.principals.ttl <= 0 else await accounts.PrincipalEvictions(
@@ -316,6 +319,7 @@ def create_app(
                 await app.state.evictions.close()
             await app.state.pool.close()
             await app.state.limiter.close()
+            await app.state.buckets.close()
             observability.flush_tracing()
 
     graphql = MerciGraphQL(

@@ -27,6 +27,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from graph.cost import QueryCost
 from graph.errors import MaskUnexpected, should_mask
 from graph.observability import Observability
 
@@ -135,6 +136,7 @@ def extensions(extra: list[type[SchemaExtension]] | None = None, *, production: 
         Observability,  # first: it wraps the others, so it times everything and sees errors as masked
         lambda: RequestLimits(production),
         NoNulVariables,
+        QueryCost,  # after the refusals above: a refused request spends nothing
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaskUnexpected(should_mask_error=should_mask, error_message="Unexpected error."),
         # Clients send the same few documents again and again: parse and validate each once.

@@ -20,7 +20,9 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 import strawberry
+from strawberry.dataloader import DataLoader
 
+from graph.context import Context
 from graph.errors import ClientError
 from merci.ids import MAX_ID
 from merci.paging import COUNT_CAP, Count, Keyset, Page, Window
@@ -172,6 +174,36 @@ async def paginate(tx: Callable[[], AbstractAsyncContextManager[asyncpg.Connecti
     async with tx() as conn:
         page = await listing.page(conn, window)
     return connection_of(page, make, cursor_of=cursor_of, counter=Counter.of(tx, listing.count))
+
+
+async def paginate_each(ctx: Context, listing: Keyset, window: Window, make: Callable[[asyncpg.Record], T], *,
+                        cursor_of: Callable[[T], object]) -> Connection[T]:
+    """`paginate` for a connection of a parent that may come in a list (a creator's
+    things, under each thing's owner): `listing` is the parent's list (its `$1`), and
+    the pages (and counts) of every parent that asks for the same window in this
+    request are read together, through per-request DataLoaders (`ctx`: the context)."""
+    parent, rest = listing.args[0], listing.args[1:]
+    family = (listing.select, listing.key, listing.key_type, listing.descending, rest)
+
+    def pages(c: Context) -> DataLoader[int, Page]:
+        async def load(parents: list[int]) -> list[Page]:
+            async with c.tx() as conn:
+                found = await listing.pages(conn, window, parents=parents)
+            return [found[p] for p in parents]
+
+        return DataLoader(load_fn=load)
+
+    def counts(c: Context) -> DataLoader[int, Count]:
+        async def load(parents: list[int]) -> list[Count]:
+            async with c.tx() as conn:
+                found = await listing.counts(conn, parents=parents)
+            return [found[p] for p in parents]
+
+        return DataLoader(load_fn=load)
+
+    page = await ctx.loader(("pages", family, window), pages).load(parent)
+    counter = Counter(lambda: ctx.loader(("counts", family), counts).load(parent))
+    return connection_of(page, make, cursor_of=cursor_of, counter=counter)
 
 
 def connection_of(page: Page, make: Callable[[asyncpg.Record], T], *, cursor_of: Callable[[T], object],

@@ -104,6 +104,14 @@ class Settings:
     # Proxies (CIDRs) whose X-Forwarded-For names the client: the gateway's, the Ingress's.
     trusted_proxies: tuple[str, ...] = ()
     password_hash_threads: int = 2  # argon2 at once per process (64 MiB each), off the event loop
+    # Query cost (graph.cost, merci.throttle): refused above query_cost_limit per request;
+    # each caller's bucket holds query_cost_bucket points and refills at the restore rate a
+    # second (6,000 a minute), in the rate limits' storage. A statement's limit per request
+    # (SET LOCAL statement_timeout in every transaction of a request).
+    query_cost_limit: int = 1000
+    query_cost_bucket: int = 2000
+    query_cost_restore_rate: float = 100.0
+    statement_timeout_ms: int = 5000
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -191,6 +199,10 @@ def load(**overrides: str) -> Settings:
         webhook_max_backoff_ms=int(env.get("MERCI_WEBHOOK_MAX_BACKOFF_MS", "3600000")),
         webhook_max_retries=int(env.get("MERCI_WEBHOOK_MAX_RETRIES", "10")),
         webhook_poll_seconds=int(env.get("MERCI_WEBHOOK_POLL_MS", "1000")) / 1000,
+        query_cost_limit=int(env.get("MERCI_QUERY_COST_LIMIT", "1000")),
+        query_cost_bucket=int(env.get("MERCI_QUERY_COST_BUCKET", "2000")),
+        query_cost_restore_rate=float(env.get("MERCI_QUERY_COST_RESTORE_RATE", "100")),
+        statement_timeout_ms=int(env.get("MERCI_STATEMENT_TIMEOUT_MS", "5000")),
         rate_limit_url=env.get("MERCI_RATE_LIMIT_URL", ""),
         rate_limit_multiplier=float(env.get("MERCI_RATE_LIMIT_MULTIPLIER", "1")),
         rate_limits=rate_limits(env.get("MERCI_RATE_LIMITS", "")),

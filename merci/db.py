@@ -45,14 +45,16 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 @asynccontextmanager
-async def scoped(pool: asyncpg.Pool, scope: Scope) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction whose every statement runs under `scope`'s tenant and principal.
+async def scoped(pool: asyncpg.Pool, scope: Scope, *,
+                 statement_timeout_ms: int | None = None) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction whose every statement runs under `scope`'s tenant and principal, and
+    stops after `statement_timeout_ms` (None: the server's setting).
 
     set_config(..., true) is SET LOCAL: it dies with the transaction, so a pooled
-    connection never carries one request's tenant into the next.
+    connection never carries one request's tenant (or timeout) into the next.
     """
     async with pool.acquire() as conn, conn.transaction():
-        await set_scope(conn, scope)
+        await set_scope(conn, scope, statement_timeout_ms=statement_timeout_ms)
         yield conn
 
 
@@ -185,11 +187,13 @@ async def fetch_dicts(conn: asyncpg.Connection, sql: str, *args: Any) -> list[di
     return [dict(r) for r in await conn.fetch(sql, *args)]
 
 
-async def set_scope(conn: asyncpg.Connection, scope: Scope) -> None:
-    """Switch the scope inside a transaction (e.g. creating a tenant's first admin)."""
+async def set_scope(conn: asyncpg.Connection, scope: Scope, *, statement_timeout_ms: int | None = None) -> None:
+    """Switch the scope inside a transaction (e.g. creating a tenant's first admin); the
+    statement timeout in the same round trip (empty: left as it is)."""
     await conn.execute(
         "select set_config('merci.tenant_id', $1, true), set_config('merci.account_id', $2, true),"
-        " set_config('merci.platform_admin', $3, true)",
+        " set_config('merci.platform_admin', $3, true),"
+        " case when $4 = '' then null else set_config('statement_timeout', $4, true) end",
         str(scope.tenant_id), "" if scope.account_id is None else str(scope.account_id),
-        "on" if scope.platform_admin else "off",
+        "on" if scope.platform_admin else "off", "" if statement_timeout_ms is None else str(statement_timeout_ms),
     )

@@ -16,7 +16,7 @@ from api.things.types import Thing
 from graph.context import Info
 from graph.errors import ClientError
 from graph.money import Money
-from graph.relay import Connection, Counter, Node, decode_period_cursor, from_items, paginate, window
+from graph.relay import Connection, Counter, Node, decode_period_cursor, from_items, paginate, paginate_each, window
 from merci import accounts, budgets, clicks, months, payouts, subscriptions, things
 from merci.ids import from_global, to_global
 from merci.payouts import Payout as DomainPayout
@@ -48,8 +48,8 @@ class Creator(Node):
     async def things(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
                      before: str | None = None) -> Connection[Thing]:
         listing = things.owned_by(owner_id=self.pk, tenant_wide=info.context.principal.tenant_wide)
-        return await paginate(info.context.tx, listing, window(first, after, last, before),
-                              lambda r: Thing.from_row(dict(r)), cursor_of=lambda t: t.pk)
+        return await paginate_each(info.context, listing, window(first, after, last, before),
+                                   lambda r: Thing.from_row(dict(r)), cursor_of=lambda t: t.pk)
 
 
 @strawberry.type(description="The logged-in account, with its private fields.")

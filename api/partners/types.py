@@ -6,12 +6,12 @@ from typing import Any
 
 import strawberry
 
-from api.partners.loaders import endpoint_by_id
+from api.partners.loaders import attempts_by_delivery, endpoint_by_id
 from api.things.types import Thing
 from graph.context import Context, Info
 from graph.money import Money
 from graph.node import register
-from graph.relay import Connection, Counter, Node, from_items, paginate, window
+from graph.relay import Connection, Counter, Node, from_items, paginate_each, window
 from merci import oauth, partners, webhooks
 from merci.errors import UserError
 from merci.ids import to_global
@@ -111,8 +111,7 @@ class WebhookDelivery(Node):
 
     @strawberry.field(description="Every attempt, oldest first.")
     async def attempt_log(self, info: Info) -> list[WebhookAttempt]:
-        async with info.context.tx() as conn:
-            rows = await webhooks.attempts(conn, delivery_id=self.pk)
+        rows = await info.context.loader("webhook_attempts", attempts_by_delivery).load(self.pk)
         return [WebhookAttempt(**r) for r in rows]
 
 
@@ -146,8 +145,8 @@ class WebhookEndpoint(Node):
                          status: WebhookDeliveryStatus | None = None, last: int | None = None,
                          before: str | None = None) -> Connection[WebhookDelivery]:
         listing = webhooks.deliveries(endpoint_id=self.pk, status=None if status is None else status.value)
-        return await paginate(info.context.tx, listing, window(first, after, last, before),
-                              lambda r: WebhookDelivery.from_row(dict(r)), cursor_of=lambda d: d.pk)
+        return await paginate_each(info.context, listing, window(first, after, last, before),
+                                   lambda r: WebhookDelivery.from_row(dict(r)), cursor_of=lambda d: d.pk)
 
 
 @strawberry.type(name="OAuthClient", description="A partner's OAuth 2 client, for linking supporters' accounts.")

@@ -7,7 +7,7 @@ import strawberry
 from api.sites.loaders import site_clicks_in_period, visible_site_ids
 from api.things.types import Thing
 from graph.context import Info
-from graph.relay import Connection, Node, paginate, window
+from graph.relay import Connection, Node, paginate_each, window
 from merci import things
 from merci.ids import from_global, to_global
 from merci.periods import period_of
@@ -37,5 +37,5 @@ class ApiSite(Node):
     async def things(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
                      before: str | None = None) -> Connection[Thing]:
         listing = things.on_site(site_id=self.pk, tenant_wide=info.context.principal.tenant_wide)
-        return await paginate(info.context.tx, listing, window(first, after, last, before),
-                              lambda r: Thing.from_row(dict(r)), cursor_of=lambda t: t.pk)
+        return await paginate_each(info.context, listing, window(first, after, last, before),
+                                   lambda r: Thing.from_row(dict(r)), cursor_of=lambda t: t.pk)
