@@ -24,7 +24,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from graph import cors, graphiql
 from graph.context import Context
 from graph.fastpath import FastMutation, FastPath, FastQuery, encode_json, read_body, replay_body
-from graph.http_observability import MetricsEndpoint, Observe, request_header
+from graph.http_observability import MetricsEndpoint, MetricsPort, Observe, request_header
 from graph.ratelimit import count_request, graphql_refusal, limited_result, page_refused
 from graph.security import SecurityHeaders
 from merci import accounts, metrics, observability
@@ -334,6 +334,7 @@ def create_app(
                     if settings.trusted_proxies else []),
                   Middleware(Observe),
                   Middleware(SecurityHeaders, public_url=settings.public_url, frameable=frameable),
+                  Middleware(MetricsPort, port=settings.metrics_port, anywhere=settings.dev_env),
                   Middleware(cors.Cors, path="/graphql", allowlist=allowlist, max_age=settings.cors_max_age),
                   Middleware(RefuseNul, graphql_path="/graphql")]
     mutation_type = schema._schema.mutation_type

@@ -1,6 +1,7 @@
 """The HTTP side of observability: a request id on every request (the caller's
 X-Request-Id, or a new one, returned in the response), one access-log line, HTTP
-metrics, the server span when tracing is on, and `/metrics`."""
+metrics, the server span when tracing is on, and `/metrics`, on a port of its own
+outside development and test (MetricsPort)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from merci import metrics, observability
@@ -92,3 +93,26 @@ class MetricsEndpoint:
         pool: asyncpg.Pool = state.pool
         await self.gauges.refresh(pool, getattr(state.queue, "broker", None))
         return Response(metrics.render(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsPort:
+    """`/metrics` answers on the metrics port only (MERCI_METRICS_PORT, a second socket of
+    the same server: `merci serve`), and that port answers nothing else; so the API's
+    port, the one the Ingress, the gateway and partners reach, never shows the metrics.
+    Without a metrics port, development and test serve `/metrics` on the API's port as
+    before, and any other environment serves it nowhere. The port is the socket's the
+    connection came in on (the ASGI scope's `server`), which no header can change."""
+
+    def __init__(self, app: ASGIApp, *, port: int, anywhere: bool) -> None:
+        self.app = app
+        self.port = port  # 0: none
+        self.anywhere = anywhere and not port  # /metrics on any port (development, test)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.anywhere:
+            server = scope.get("server")
+            on_metrics_port = bool(self.port) and server is not None and server[1] == self.port
+            if (scope["path"] == "/metrics") != on_metrics_port:
+                await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -86,6 +86,9 @@ class Settings:
     metrics_ledger_seconds: float = 300.0
     metrics_ledger: bool = True
     metrics_max_operations: int = 200
+    # `merci serve`'s /metrics on a port of its own (graph.http_observability.MetricsPort);
+    # 0: on the API's port in development and test, nowhere elsewhere.
+    metrics_port: int = 0
     worker_metrics: bool = True  # a worker's metrics port (dramatiq_prom_port); off for many workers on one host
     # Webhook deliveries: Dramatiq's backoff and retries, and how often the outbox is polled.
     webhook_min_backoff_ms: int = 10_000
@@ -194,6 +197,7 @@ def load(**overrides: str) -> Settings:
         metrics_ledger_seconds=float(env.get("MERCI_METRICS_LEDGER_SECONDS", "300")),
         metrics_ledger=env.get("MERCI_METRICS_LEDGER", "1") != "0",
         metrics_max_operations=int(env.get("MERCI_METRICS_MAX_OPERATIONS", "200")),
+        metrics_port=int(env.get("MERCI_METRICS_PORT", "0")),
         worker_metrics=env.get("MERCI_WORKER_METRICS", "1") != "0",
         webhook_min_backoff_ms=int(env.get("MERCI_WEBHOOK_MIN_BACKOFF_MS", "10000")),
         webhook_max_backoff_ms=int(env.get("MERCI_WEBHOOK_MAX_BACKOFF_MS", "3600000")),

@@ -41,6 +41,8 @@ _IN_TEXT: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]+", re.I), r"\1 " + REDACTED),
     # Session tokens and API keys: ms_<tenant>_<secret>, mk_<tenant>_<secret>.
     (re.compile(r"\b(m[sk]_\d{1,18}_)[A-Za-z0-9_\-]+"), r"\1" + REDACTED),
+    # Webhook signing secrets (merci.webhooks.new_secret): whsec_<secret>.
+    (re.compile(r"\b(whsec_)[A-Za-z0-9_\-]+"), r"\1" + REDACTED),
     # scheme://user:password@host
     (re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@]*):[^@\s/]*@", re.I), r"\1:" + REDACTED + "@"),
     # password: "…", "secret"='…', token=… inside a message (a GraphQL literal, a repr, a query string)

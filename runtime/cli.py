@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import difflib
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -65,14 +66,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to
     # --grace seconds (an accepted click is answered only once it is in the broker),
     # then closes. Logging is ours (JSON); the access log comes from graph.http_observability.
-    uvicorn.run(
+    server = uvicorn.Server(uvicorn.Config(
         app(settings, args.face, queue=queue), host=args.host, port=args.port,
         # X-Forwarded-For is the app's to read, from MERCI_TRUSTED_PROXIES only (graph.http).
         log_level="warning" if args.quiet else "info", proxy_headers=False,
         timeout_graceful_shutdown=args.grace, log_config=None, access_log=False,
-    )
+    ))
+    # /metrics on a port of its own (MERCI_METRICS_PORT): a second socket of the same
+    # server, which answers /metrics only (graph.http_observability.MetricsPort).
+    sockets = None if not settings.metrics_port else [
+        server.config.bind_socket(), _listen(args.host, settings.metrics_port)]
+    server.run(sockets=sockets)
     queue.close()
-    return 0
+    return 0 if server.started else 3  # as uvicorn.run: 3, the app did not start
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sys.exit(f"merci serve: cannot listen for metrics on {host}:{port}: {e}")
+    return sock
 
 
 def _queue(settings: config.Settings, dsn: str):  # type: ignore[no-untyped-def]

@@ -453,7 +453,13 @@ def check_network_policies(objs: list[Obj], overlay: str) -> list[str]:
                     problems.append(f"{name}: admits the Ingress controller, but the Ingress routes nothing to it")
                 elif not (from_gateway or from_prometheus or from_ingress):
                     problems.append(f"{name}: admits {peer}, neither the gateway, the Ingress nor Prometheus")
-            if [p.get("port") for p in rule.get("ports", [])] != [8000]:
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            prometheus = all(peer.get("namespaceSelector", {}).get("matchLabels", {}).get(
+                "kubernetes.io/metadata.name") == "monitoring" for peer in rule.get("from", [{}]))
+            # Prometheus reaches the metrics port only, everyone else the API's port only.
+            if prometheus and ports != [METRICS_PORT]:
+                problems.append(f"{name}: Prometheus is admitted to {ports}, not the metrics port {METRICS_PORT}")
+            elif not prometheus and ports != [8000]:
                 problems.append(f"{name}: a rule admits ports other than 8000: {rule.get('ports')}")
     # A pod that needs the database or the broker must carry the label those policies admit.
     broker_is_redis = config_data(objs).get("BROKER_URL", "").startswith("redis")
@@ -574,6 +580,36 @@ def check_database(objs: list[Obj], overlay: str) -> list[str]:
     return problems
 
 
+METRICS_PORT = 9100  # the subgraphs' /metrics (MERCI_METRICS_PORT), never on the API's port
+
+
+def check_metrics_port(objs: list[Obj], overlay: str) -> list[str]:
+    """The api and directory serve /metrics on a port of their own, and Prometheus scrapes
+    that one (docs/operations.md, Monitoring)."""
+    problems = []
+    services = find(objs, "Service")
+    for name in ("merci-api", "merci-directory"):
+        container = one(objs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        if env.get("MERCI_METRICS_PORT") != str(METRICS_PORT) or ports.get("metrics") != METRICS_PORT:
+            problems.append(f"Deployment/{name}: MERCI_METRICS_PORT {env.get('MERCI_METRICS_PORT')!r} and"
+                            f" its port `metrics` {ports.get('metrics')!r} are not both {METRICS_PORT}")
+        labels = one(objs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        for svc in services:
+            if not matches(svc["spec"].get("selector", {}), labels):
+                continue
+            by_name = {p["name"]: p for p in svc["spec"]["ports"]}
+            for sm in find(objs, "ServiceMonitor"):
+                if matches(sm["spec"]["selector"].get("matchLabels", {}), svc["metadata"].get("labels", {})):
+                    for endpoint in sm["spec"]["endpoints"]:
+                        target = by_name.get(endpoint.get("port"), {}).get("targetPort")
+                        if target not in ("metrics", METRICS_PORT):
+                            problems.append(f"{ident(sm)}: scrapes {endpoint.get('port')!r}, not {name}'s metrics"
+                                            " port")
+    return problems
+
+
 CHECKS: list[Callable[[list[Obj], str], list[str]]] = [
     check_namespace_and_secrets,
     check_pod_security,
@@ -582,6 +618,7 @@ CHECKS: list[Callable[[list[Obj], str], list[str]]] = [
     check_images,
     check_references,
     check_network_policies,
+    check_metrics_port,
     check_workers_and_jobs,
     check_database,
 ]
@@ -728,6 +765,15 @@ def _postgres_trigger_on_redis(objs: list[Obj]) -> None:
     trigger["type"], trigger["metadata"] = "postgresql", {"query": "SELECT count(*) FROM dramatiq.queue"}
 
 
+def _metrics_on_the_api_port(objs: list[Obj]) -> None:
+    one(objs, "ServiceMonitor", "merci-api")["spec"]["endpoints"][0]["port"] = "http"
+
+
+def _prometheus_on_the_api_port(objs: list[Obj]) -> None:
+    rules = one(objs, "NetworkPolicy", "merci-directory")["spec"]["ingress"]
+    next(r for r in rules if "monitoring" in str(r["from"]))["ports"] = [{"port": 8000, "protocol": "TCP"}]
+
+
 def _one_instance(objs: list[Obj]) -> None:
     one(objs, "Cluster", "merci-db")["spec"]["instances"] = 1
 
@@ -750,6 +796,8 @@ BREAKAGES: list[tuple[Callable[[list[Obj]], None], str]] = [
     (_directory_unrouted, "merci-directory: admits the Ingress controller, but the Ingress routes nothing to it"),
     (_postgres_trigger_on_redis, "no trigger on the backlog of clicks in the Redis broker"),
     (_one_instance, "1 instances, expected 3 in production"),
+    (_metrics_on_the_api_port, "ServiceMonitor/merci-api: scrapes 'http', not merci-api's metrics port"),
+    (_prometheus_on_the_api_port, "merci-directory: Prometheus is admitted to [8000], not the metrics port 9100"),
 ]
 
 

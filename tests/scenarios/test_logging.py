@@ -84,15 +84,20 @@ def test_request_ids() -> None:
 FLATTR = """mutation($input: FlattrInput!) { flattr(input: $input) { click { status } userErrors { code } } }"""
 
 
-def test_api_logs_json_with_request_context_and_no_secrets(database_url: str, tmp_path: Path) -> None:
+def debug_api(database_url: str, tmp_path: Path) -> tuple[Service, str, Path]:
+    """An API logging at DEBUG, not --quiet: the access log is on, and DEBUG shows whatever
+    the libraries say. Its base URL and its log."""
     from tests.conftest import free_port
 
     port = free_port()
     log_file = tmp_path / "api.log"
-    # Not --quiet: the access log is on, and DEBUG shows whatever the libraries say.
     api = Service([sys.executable, "-m", "runtime.cli", "serve", "all", "--port", str(port)],
                   service_env(database_url, MERCI_LOG_LEVEL="DEBUG"), log_file)
-    base = f"http://127.0.0.1:{port}"
+    return api, f"http://127.0.0.1:{port}", log_file
+
+
+def test_api_logs_json_with_request_context_and_no_secrets(database_url: str, tmp_path: Path) -> None:
+    api, base, log_file = debug_api(database_url, tmp_path)
     try:
         wait_http(base + "/healthz", api)
         gql = GraphQLClient(base)
@@ -165,3 +170,53 @@ def test_a_bug_is_logged_as_an_error_and_a_client_s_mistake_as_info(captured: io
     assert "RuntimeError" in str(records[0].get("exception")), "the bug keeps its traceback"
     # A request error without a code of its own gets one (graph.errors.error_code), as the client sees it.
     assert records[1]["code"] == "BAD_PAGE_SIZE" and records[2]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+def test_api_keys_and_webhook_secrets_never_reach_the_logs(database_url: str, tmp_path: Path) -> None:
+    """A tenant admin logs in, creates an API key and a webhook endpoint (its signing
+    secret), uses the key, and quotes both in documents that fail validation (whose lines
+    Strawberry logs): at DEBUG, with the access log on, none of them is in the output."""
+    import asyncio
+
+    import asyncpg
+
+    api, base, log_file = debug_api(database_url, tmp_path)
+    try:
+        wait_http(base + "/healthz", api)
+        gql = GraphQLClient(base)
+        admin = sign_up(gql, unique("keys_"))
+
+        async def make_admin() -> None:
+            conn = await asyncpg.connect(database_url)
+            try:
+                await conn.execute("update account_private set is_tenant_admin = true where account_id ="
+                                   " (select id from accounts where handle = $1)", admin["handle"])
+            finally:
+                await conn.close()
+
+        asyncio.run(make_admin())
+        login = gql.raw("mutation($i: LogInInput!) { logIn(input: $i) { token } }",
+                        {"i": {"email": admin["email"], "password": PASSWORD}})
+        token = login.json()["data"]["logIn"]["token"]
+        as_admin = gql.as_(token)
+        key = as_admin('mutation { createApiKey(input: {name: "ci", scopes: ["read", "webhooks:write"]})'
+                       " { secret userErrors { code } } }")["createApiKey"]["secret"]
+        hook = as_admin('mutation { createWebhookEndpoint(input: {url: "https://hooks.example/merci",'
+                        " events: [CLICK_ACCEPTED]}) { secret userErrors { code } } }")["createWebhookEndpoint"]
+        assert hook["userErrors"] == [] and hook["secret"].startswith("whsec_")
+        by_key = gql.as_(key)
+        assert by_key("{ me { id } }") == {"me": None}  # a key is no account, but it is taken
+        for secret in (key, hook["secret"], token):  # quoted in documents that fail validation
+            gql.raw(f'mutation {{ createWebhookEndpoint(input: {{url: "https://x.example/", events: [],'
+                    f' description: "{secret}", nope: 1}}) {{ secret }} }}')
+        r = httpx.post(base + "/graphql", headers={"authorization": f"Bearer {key}x"},  # a key that does not hold
+                       json={"query": "{ __typename }"})
+        assert r.status_code == 200 and "invalid_token" in r.headers["www-authenticate"]
+    finally:
+        api.stop()
+
+    text = log_file.read_text()
+    assert "whsec_[REDACTED]" in text and "nope" in text  # the failing documents were logged, masked
+    for secret in (key, hook["secret"], token, PASSWORD):
+        for part in (secret, secret.rsplit("_", 1)[-1]):
+            assert part not in text, f"a secret reached the log: {part[:12]}…"

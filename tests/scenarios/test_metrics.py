@@ -143,3 +143,19 @@ def test_metrics_endpoint_is_text_exposition(api_url: str) -> None:
     assert r.headers["content-type"].startswith("text/plain")
     assert "# TYPE merci_http_requests_total counter" in r.text
     assert "merci_queue_messages{queue=\"clicks\",state=\"ready\"}" in r.text
+
+
+def test_metrics_on_their_own_port(database_url: str, tmp_path: Path) -> None:
+    """MERCI_METRICS_PORT: /metrics there and only there; that port serves nothing else."""
+    metrics_port = free_port()
+    api, base = start_api(database_url, tmp_path, MERCI_METRICS_PORT=str(metrics_port))
+    try:
+        assert httpx.post(base + "/graphql", json={"query": "{ __typename }"}).status_code == 200
+        assert httpx.get(base + "/metrics").status_code == 404  # the API's port: no metrics
+        private = f"http://127.0.0.1:{metrics_port}"
+        r = httpx.get(private + "/metrics")
+        assert r.status_code == 200 and 'merci_http_requests_total{method="POST",route="/graphql"' in r.text
+        for path in ("/graphql", "/healthz", "/directory"):
+            assert httpx.get(private + path).status_code == 404, path
+    finally:
+        api.stop()
