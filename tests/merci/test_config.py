@@ -61,7 +61,6 @@ VARIABLES = [
     ("MERCI_METRICS_MAX_OPERATIONS", "7", "metrics_max_operations", 7),
     ("MERCI_WORKER_METRICS", "0", "worker_metrics", False),
     ("MERCI_METRICS_PORT", "9100", "metrics_port", 9100),
-    ("MERCI_METRICS_PORT", "9100", "metrics_port", 9100),
     ("MERCI_WEBHOOK_MIN_BACKOFF_MS", "100", "webhook_min_backoff_ms", 100),
     ("MERCI_WEBHOOK_MAX_BACKOFF_MS", "300", "webhook_max_backoff_ms", 300),
     ("MERCI_WEBHOOK_MAX_RETRIES", "3", "webhook_max_retries", 3),
