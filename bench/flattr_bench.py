@@ -106,7 +106,12 @@ def main() -> None:
         script = tmp / "flattr.lua"
         script.write_text(LUA.replace("TOKEN", token))
         env = dict(os.environ, DATABASE_URL=dsn, MERCI_ENV="production", MERCI_SECRET_KEY="bench",
-                   MERCI_WORKER_METRICS="0")
+                   MERCI_WORKER_METRICS="0",
+                   # Production's storage for the rate limits and query cost (Redis), every
+                   # click still counted and charged, with room for one supporter's flood.
+                   MERCI_RATE_LIMIT_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                   MERCI_RATE_LIMIT_MULTIPLIER="1000000", MERCI_QUERY_COST_BUCKET="1000000000",
+                   MERCI_QUERY_COST_RESTORE_RATE="1000000000")
         env.pop("BROKER_URL", None)
         servers = {
             "bare": [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--log-level", "warning"],

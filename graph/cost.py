@@ -199,6 +199,8 @@ class Pricer:
             return {}
 
     def _included(self, node: Any) -> bool:
+        if not node.directives:
+            return True
         try:
             skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
             include = get_directive_values(GraphQLIncludeDirective, node, self.variables)

@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 from graphql import (
+    ArgumentNode,
     DocumentNode,
     FieldNode,
     GraphQLError,
@@ -373,8 +374,25 @@ class FastPath:
         self.path = path
         self.route = route
         self.planner = Planner(schema, mutations, queries)
+        self.costs: dict[int, tuple[Plan, Pricer, int]] = {}  # see price
         self.admit = admit
         self.context = context
+
+    def price(self, plan: Plan, variables: dict[str, Any] | None) -> tuple[Pricer, int]:
+        """The plan's pricer and requested cost: kept with the plan when no variable can change
+        it (no `first` or `last` from a variable: a click's), so a click does not coerce its
+        variables twice nor walk its selection each time."""
+        kept = self.costs.get(id(plan))
+        if kept is not None and kept[0] is plan:
+            return kept[1], kept[2]
+        pricer = Pricer(self.planner.schema, DocumentNode(definitions=(plan.operation,)), None, variables)
+        requested = pricer.requested()
+        if not any(isinstance(node.value, VariableNode) and node.name.value in ("first", "last")
+                   for node in _arguments(plan.operation)):
+            if len(self.costs) > 1024:
+                self.costs.clear()
+            self.costs[id(plan)] = (plan, pricer, requested)
+        return pricer, requested
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -420,8 +438,7 @@ class FastPath:
         scope["route"] = self.route  # as the router would have set it, for the access log and metrics
         context = await self.context(Request(scope))
         # Priced and charged as graph.cost.QueryCost does; a refusal is left to the normal path to word.
-        pricer = Pricer(schema, DocumentNode(definitions=(plan.operation,)), None, variables)
-        requested = pricer.requested()
+        pricer, requested = self.price(plan, variables)
         buckets, settings = context.buckets, context.settings
         status = None
         if buckets is not None:
@@ -470,6 +487,13 @@ class FastPath:
             *scope.get("state", {}).get("response_headers", ())]})
         await send({"type": "http.response.body", "body": data})
         return True
+
+
+def _arguments(node: Any) -> Iterator[ArgumentNode]:
+    """Every argument given anywhere in an operation's selection."""
+    for sel in getattr(getattr(node, "selection_set", None), "selections", ()) or ():
+        yield from getattr(sel, "arguments", ()) or ()
+        yield from _arguments(sel)
 
 
 def encode_json(data: Any) -> bytes:
