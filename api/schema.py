@@ -12,6 +12,8 @@ from api.accounts.types import Account, Creator
 from api.budgets.mutations import BudgetMutations, BudgetQueries
 from api.clicks.mutations import ClickMutations
 from api.clicks.types import Click
+from api.fraud.mutations import FraudMutations
+from api.fraud.queries import FraudQueries
 from api.partners.mutations import PartnerMutations
 from api.partners.queries import PartnerQueries
 from api.partners.types import LinkedAccount, OAuthClient, WebhookDelivery, WebhookEndpoint
@@ -29,9 +31,9 @@ from graph.node import NodeQueries
 from graph.schema import Schema
 
 QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, PartnerQueries, PayoutQueries,
-                             NodeQueries)
+                             FraudQueries, NodeQueries)
 MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations, BudgetMutations, ThingMutations, ClickMutations,
-                               SubscriptionMutations, PartnerMutations, PayoutMutations)
+                               SubscriptionMutations, PartnerMutations, PayoutMutations, FraudMutations)
 TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, ThingSubscription, Click, ApiSite, WebhookEndpoint,
                            WebhookDelivery, OAuthClient, LinkedAccount)
 

@@ -96,6 +96,14 @@ CHECKS: dict[str, tuple[str, str]] = {
         "  join ledger_accounts la on la.id = e.ledger_account_id and la.kind = 'creator'"
         " where j.kind = 'month_close' and la.owner_account_id = sl.owner_account_id limit 5",
     ),
+    "held_clicks_unpaid": (
+        "a click held for review (merci.fraud) was given no share in its month's close",
+        "select f.click_id, f.supporter_id, f.thing_id, f.period, e.amount"
+        "  from click_flags f"
+        "  join journals j on j.idem_key = 'close:' || f.period::date::text || ':' || f.supporter_id"
+        "  join entries e on e.journal_id = j.id and e.thing_id = f.thing_id and e.amount > 0"
+        " where f.holds limit 5",
+    ),
     "payouts_posted": (
         "every sent payout moved exactly its amount from the creator's earnings to the outside world",
         "select p.id, p.amount, x.paid, x.taken from payouts p left join lateral ("

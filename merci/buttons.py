@@ -82,7 +82,7 @@ async def load(conn: asyncpg.Connection, *, sub: Submission, account_id: int | N
 
 
 async def click(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, sub: Submission, now: datetime,
-                currency: str) -> tuple[Accepted, int | None]:
+                currency: str, client_hash: str | None = None) -> tuple[Accepted, int | None]:
     """Check a click and make its thing when the URL is new (unclaimed, with the
     link's title and owner hint). Returns the click to queue, and the new thing's id
     whose owner the workers should discover (None when the thing existed)."""
@@ -94,7 +94,7 @@ async def click(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, su
     key = click_key(period_of(now), url)
     accepted = await clicks.precheck(
         conn, supporter_id=account_id, tenant_id=tenant_id, thing_id=thing["id"] if thing else None,
-        url=None if thing else url, idempotency_key=key, currency=currency, now=now)
+        url=None if thing else url, idempotency_key=key, currency=currency, now=now, client_hash=client_hash)
     if accepted.thing_id is not None:
         return accepted, None
     hint = await owner_id(conn, sub.owner)

@@ -35,6 +35,13 @@ CLICK_QUEUE = CLICKS
 MAX_BATCH = 1000
 
 
+def client_hash(address: str, secret: str) -> str:
+    """What a click keeps of the client's address (merci.fraud: many accounts behind one
+    address): keyed with MERCI_SECRET_KEY, because the IPv4 space is small enough to walk
+    back through a plain hash."""
+    return hmac.new(secret.encode(), b"merci.client:" + address.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def sign_batch(batch: list[list[Any]], secret: str) -> str:
     """The API's signature on a batch of accepted clicks. The API role may enqueue
     clicks.ingest (migration 0014), so one SQL injection could queue a click spending any
@@ -72,10 +79,11 @@ class Accepted:
     idempotency_key: str
     accepted_at: datetime
     source: str = "click"
+    client_hash: str | None = None  # the button, /submit and flattr: merci.clicks.client_hash
 
     def message(self) -> list[Any]:
         return [self.supporter_id, self.tenant_id, self.thing_id, self.url, self.idempotency_key,
-                self.accepted_at.isoformat(), self.source]
+                self.accepted_at.isoformat(), self.source, self.client_hash]
 
 
 @dataclass(frozen=True)
@@ -87,10 +95,11 @@ class ClickRequest:
     thing_id: int | None
     url: str | None
     idempotency_key: str
+    client_hash: str | None = None
 
 
 def check_request(*, supporter_id: int, tenant_id: int, thing_id: int | None, url: str | None,
-                  idempotency_key: str) -> ClickRequest:
+                  idempotency_key: str, client_hash: str | None = None) -> ClickRequest:
     """The checks that need no database; raises UserError (UserErrors: all of them)."""
     checks = Checks()
     key = checks(check_key, idempotency_key)
@@ -99,7 +108,7 @@ def check_request(*, supporter_id: int, tenant_id: int, thing_id: int | None, ur
     elif url is not None:
         url = checks(normalize_url, url)
     checks.done()
-    return ClickRequest(supporter_id, tenant_id, thing_id, url, key)
+    return ClickRequest(supporter_id, tenant_id, thing_id, url, key, client_hash)
 
 
 # One round trip for any number of clicks of one tenant, answered per click in order.
@@ -143,7 +152,8 @@ async def precheck_many(
     for r, row in zip(requests, rows, strict=True):
         where = "thingId" if r.thing_id is not None else "url"
         accepted = Accepted(r.supporter_id, r.tenant_id, row["thing_id"] or r.thing_id,
-                            None if row["thing_id"] else r.url, r.idempotency_key, now)
+                            None if row["thing_id"] else r.url, r.idempotency_key, now,
+                            client_hash=r.client_hash)
         if row["replayed"] or (r.supporter_id, r.idempotency_key) in by_key:
             # The same request again: answer as before, count nothing new.
             out.append(by_key.get((r.supporter_id, r.idempotency_key), accepted))
@@ -164,11 +174,11 @@ async def precheck_many(
 
 async def precheck(
     conn: asyncpg.Connection, *, supporter_id: int, tenant_id: int, thing_id: int | None, url: str | None,
-    idempotency_key: str, currency: str, now: datetime,
+    idempotency_key: str, currency: str, now: datetime, client_hash: str | None = None,
 ) -> Accepted:
     """One click's cheap checks; raises UserError."""
     request = check_request(supporter_id=supporter_id, tenant_id=tenant_id, thing_id=thing_id, url=url,
-                            idempotency_key=idempotency_key)
+                            idempotency_key=idempotency_key, client_hash=client_hash)
     [result] = await precheck_many(conn, [request], currency=currency, now=now)
     if isinstance(result, UserError):
         raise result
@@ -445,12 +455,12 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
 INGEST_SQL = f"""
 with input as (
     select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
-                         $7::text[])
-        as x(supporter_id, tenant_id, thing_id, url, idempotency_key, accepted_at, source)
+                         $7::text[], $8::text[])
+        as x(supporter_id, tenant_id, thing_id, url, idempotency_key, accepted_at, source, client_hash)
 ),
 resolved as (
     select i.supporter_id, i.tenant_id, coalesce(i.thing_id, t.id) as thing_id, i.url, i.idempotency_key,
-           i.accepted_at, i.source, {sql_period_of('i.accepted_at')} as period
+           i.accepted_at, i.source, i.client_hash, {sql_period_of('i.accepted_at')} as period
       from input i left join things t on i.thing_id is null and t.canon = merci_canon(i.url)
 ),
 checked as (
@@ -467,8 +477,8 @@ valid as (
        and not exists (select 1 from month_closes m where m.period = r.period)
 ),
 inserted as (
-    insert into clicks (tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key, source)
-    select tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key, source
+    insert into clicks (tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key, source, client_hash)
+    select tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key, source, client_hash
       from valid order by accepted_at, supporter_id, thing_id
     on conflict do nothing
     returning supporter_id, thing_id, period, idempotency_key
@@ -504,7 +514,8 @@ async def ingest(conn: asyncpg.Connection, batch: list[list[Any]]) -> tuple[int,
     """Store a batch of accepted clicks (as merci_system). Returns (stored, refused)."""
     if not batch:
         return 0, 0
-    cols = list(zip(*batch, strict=True))
+    # (A message queued before clicks carried their client's address has 7 items.)
+    cols = list(zip(*(m if len(m) > 7 else [*m, None] for m in batch), strict=True))
     accepted_at = [datetime.fromisoformat(a) for a in cols[5]]
     periods = sorted({month_key(period_of(a)) for a in accepted_at})
     async with conn.transaction():
@@ -519,5 +530,5 @@ async def ingest(conn: asyncpg.Connection, batch: list[list[Any]]) -> tuple[int,
                 [u for u, _ in unknown], [t for _, t in unknown],
             )
         row = await conn.fetchrow(INGEST_SQL, list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]),
-                                  list(cols[4]), accepted_at, list(cols[6]))
+                                  list(cols[4]), accepted_at, list(cols[6]), list(cols[7]))
     return int(row["inserted"]), int(row["refused"])

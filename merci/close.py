@@ -1,9 +1,11 @@
 """The month close: exactly-once, set-based, sharded across workers.
 
 start  : take the month's lock exclusively (in-flight click ingestion drains
-         first; later clicks of the month are refused), count subscriptions, make
-         the ledger accounts the month will credit, and record the close with its
-         shard count.
+         first; later clicks of the month are refused), count subscriptions, screen
+         the month's clicks for fraud once more when asked (merci.fraud: flagged
+         clicks are held out of the split; under this lock no click, flag or review
+         of the month can change what the shards will read), make the ledger accounts
+         the month will credit, and record the close with its shard count.
 shard  : a range of supporter ids (cut at start); one transaction computes the split
          (merci.split.SPLIT_SQL), posts one journal per supporter and marks the
          shard done. Journals are keyed close:<period>:<supporter>, the shard is
@@ -24,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from merci import locks, subscriptions
+from merci import fraud, locks, subscriptions
 from merci.periods import month_key
 from merci.split import SPLIT_SQL
 
@@ -67,9 +69,11 @@ async def _platform_tenant(conn: asyncpg.Connection) -> int:
 
 
 async def start(
-    conn: asyncpg.Connection, *, period: date, shards: int, currency: str, default_budget: int
+    conn: asyncpg.Connection, *, period: date, shards: int, currency: str, default_budget: int,
+    screen: fraud.Rules | None = None,
 ) -> dict[str, Any]:
-    """Begin (or rejoin) the close of `period`; returns its month_closes row."""
+    """Begin (or rejoin) the close of `period`; returns its month_closes row. With
+    `screen`, the month's clicks are scanned for fraud before it is frozen."""
     existing = await conn.fetchrow("select * from month_closes where period = $1", period)
     if existing is not None:
         return dict(existing)
@@ -83,6 +87,9 @@ async def start(
         # Exclusive: waits for ingestion transactions of this month to commit, and
         # from here on they see the month_closes row and refuse the month.
         await conn.execute("select pg_advisory_xact_lock($1, $2)", locks.MONTH, month_key(period))
+        # (A second start waiting here finds the close recorded: on conflict below.)
+        if screen is not None and not await conn.fetchval("select 1 from month_closes where period = $1", period):
+            await fraud.flag(conn, period=period, rules=screen)
         # Shards are ranges of supporter ids with about as many supporters each, so
         # every shard reads its clicks by index range (period, supporter_id).
         bounds = await conn.fetchval(

@@ -107,6 +107,13 @@ class Settings:
     # Proxies (CIDRs) whose X-Forwarded-For names the client: the gateway's, the Ingress's.
     trusted_proxies: tuple[str, ...] = ()
     password_hash_threads: int = 2  # argon2 at once per process (64 MiB each), off the event loop
+    # Click fraud (merci.fraud): who is new, how many clicks in an hour make a new account's
+    # burst, how many accounts behind one address clicking one owner are too many; whether
+    # the close scans its month once more at its start.
+    fraud_fresh_days: int = 14
+    fraud_burst_clicks: int = 20
+    fraud_shared_address_accounts: int = 5
+    fraud_screen_at_close: bool = True
     # Query cost (graph.cost, merci.throttle): refused above query_cost_limit per request;
     # each caller's bucket holds query_cost_bucket points and refills at the restore rate a
     # second (6,000 a minute), in the rate limits' storage. A statement's limit per request
@@ -213,6 +220,10 @@ def load(**overrides: str) -> Settings:
         login_lockout_seconds=float(env.get("MERCI_LOGIN_LOCKOUT_SECONDS", "60")),
         trusted_proxies=trusted_proxies(env.get("MERCI_TRUSTED_PROXIES", "")),
         password_hash_threads=int(env.get("MERCI_PASSWORD_HASH_THREADS", "2")),
+        fraud_fresh_days=int(env.get("MERCI_FRAUD_FRESH_DAYS", "14")),
+        fraud_burst_clicks=int(env.get("MERCI_FRAUD_BURST_CLICKS", "20")),
+        fraud_shared_address_accounts=int(env.get("MERCI_FRAUD_SHARED_ADDRESS_ACCOUNTS", "5")),
+        fraud_screen_at_close=env.get("MERCI_FRAUD_SCREEN_AT_CLOSE", "1") != "0",
     )
     if overrides:
         s = replace(s, **overrides)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from merci import clicks, close, escrow, payouts, search, subscriptions
+from merci import clicks, close, escrow, fraud, payouts, search, subscriptions
 from merci.clicks import CLICK_QUEUE
 from merci.config import Settings
 from merci.periods import month_start, months_before, period_of
@@ -31,6 +31,12 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
         " limit 1", current):
         queue.send(subscriptions.MATERIALIZE_ACTOR, current.isoformat()[:7], queue_name=CLICK_QUEUE)
         sent.append(f"{subscriptions.MATERIALIZE_ACTOR} {current:%Y-%m}")
+
+    # The open month's clicks, scanned for fraud every few minutes (and the month once
+    # more by its close's start).
+    if await fraud.scan_due(conn, period=current, now=now):
+        queue.send(fraud.DETECT_ACTOR, current.isoformat()[:7], queue_name=CLICK_QUEUE)
+        sent.append(f"{fraud.DETECT_ACTOR} {current:%Y-%m}")
 
     # Close last month once the grace period has let its late clicks drain.
     status = await conn.fetchval("select status from month_closes where period = $1", previous)

@@ -9,7 +9,9 @@ last set before the month ends, at midnight UTC: months are UTC months, as click
   partner = floor(fee * partner_share_bps / 10000)   (0 for the platform tenant)
   D       = B - fee; each click gets floor(D / N), and the D mod N remaining cents
             go one each to the clicks accepted first (ties: lower thing id).
-A supporter with no click is not charged.
+A supporter with no click is not charged. A click held for review (merci.fraud: flagged,
+and not released before the close began) is not one of the N: the budget is split among
+the supporter's other clicks, and a supporter whose every click is held is not charged.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ c as (
        -- Never a share of one's own thing (by verified scope, whoever holds it now): the
        -- click is dropped and the split is over the rest.
        and t.owner_id is distinct from c.supporter_id
+       -- Held for review (merci.fraud): the split is over the rest. Flags are few, so this
+       -- is one hash of them, probed per click.
+       and c.id not in (select f.click_id from click_flags f where f.period = $1::date and f.holds)
        -- (most supporters have no verified site: one hash probe tells, whatever the plan)
        and (c.supporter_id not in (select o.owner_id from own_scopes o)
             or not exists (select 1 from own_scopes o

@@ -8,7 +8,7 @@ import asyncpg
 import dramatiq
 import structlog
 
-from merci import clicks, subscriptions
+from merci import clicks, fraud, subscriptions
 from merci.periods import parse_period
 from workers.runtime import run
 
@@ -41,5 +41,19 @@ def materialize(period: str, subscription_id: int | None = None) -> None:
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:
             await subscriptions.materialize(conn, period=parse_period(period), subscription_id=subscription_id)
+
+    run(body)
+
+
+@dramatiq.actor(actor_name=fraud.DETECT_ACTOR, queue_name=clicks.CLICK_QUEUE, max_retries=5)
+def detect(period: str) -> None:
+    """Scan a month still open for click fraud (the scheduler, every few minutes)."""
+    from workers import settings
+
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            found = await fraud.detect(conn, period=parse_period(period), rules=fraud.Rules.of(settings))
+        if found and found["flagged"]:
+            log.warning("clicks held for review", period=period, **found)
 
     run(body)

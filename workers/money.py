@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import dramatiq
 
-from merci import close, escrow, payouts
+from merci import close, escrow, fraud, payouts
 from merci.errors import UserError
 from merci.payments import PayoutRefused, Transfer, payout_provider_for
 from merci.periods import parse_period
@@ -15,13 +15,16 @@ from workers.runtime import run
 
 @dramatiq.actor(actor_name=close.CLOSE_ACTOR, queue_name=MONEY, max_retries=20)
 def close_month(period: str, shards: int, currency: str, default_budget: int) -> None:
-    """Start the close, then fan out one message per shard."""
+    """Start the close (its month screened for fraud once more), then fan out one message per shard."""
+    from workers import settings
+
     p = parse_period(period)
+    screen = fraud.Rules.of(settings) if settings.fraud_screen_at_close else None
 
     async def body(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as conn:
             started = await close.start(conn, period=p, shards=shards, currency=currency,
-                                        default_budget=default_budget)
+                                        default_budget=default_budget, screen=screen)
             done = {r["shard"] for r in await conn.fetch(
                 "select shard from month_close_shards where period = $1", p)}
         for shard in range(started["shards"]):

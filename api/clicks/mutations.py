@@ -11,7 +11,7 @@ from api.clicks.types import ClickReceipt, ClickStatus
 from graph.context import Context, Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.fastpath import FastMutation
-from graph.ratelimit import count_click
+from graph.ratelimit import client_ip, count_click
 from merci import clicks
 from merci.clicks import Accepted
 from merci.errors import Checks, UserError
@@ -46,7 +46,8 @@ async def accept(ctx: Context, *, thing_id: str | None, url: str | None, idempot
         pk = None if found is None else found[1]
         # (0 for an id that is not one: given all the same, and refused already)
         request = checks(clicks.check_request, supporter_id=me, tenant_id=tenant_id,
-                         thing_id=None if thing_id is None else pk or 0, url=url, idempotency_key=idempotency_key)
+                         thing_id=None if thing_id is None else pk or 0, url=url, idempotency_key=idempotency_key,
+                         client_hash=clicks.client_hash(client_ip(ctx.request.scope), ctx.settings.secret_key))
         checks.done()
     except UserError as err:  # refused before any check (cold: a write on this path costs the click nothing)
         row = clicks.refused_row(supporter_id=me, tenant_id=tenant_id, key=idempotency_key, error=err, thing_id=None,

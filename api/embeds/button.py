@@ -1,9 +1,21 @@
 """The embeddable button: `button.js` turns `<a class="merci-button">` anchors into
 an iframe served from here, showing the count and the supporter's state; a click
-inside it is a same-origin form POST carrying a CSRF token bound to the session."""
+inside it is a same-origin form POST carrying a CSRF token bound to the session.
+
+Against invisible framing (likejacking: the button under a decoy, transparent, tiny or
+covered, so that a click meant for something else lands on it): the frame's script
+(frame.js) counts a click only when it is the user's own (a trusted event, with user
+activation) on a button that has been in plain view for VISIBLE_MS (IntersectionObserver
+v2's isVisible where the browser has it: not transparent, transformed or covered;
+elsewhere wholly inside the viewport). Only then does it put into the form the proof
+the server issued with the page (`shown`: a token bound to the session, stamped with
+its time); the server takes a click only with a proof between VISIBLE_MS and
+SHOWN_TTL old. A frame whose script does not run (sandboxed) therefore cannot click.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -20,6 +32,23 @@ from merci.errors import UserError
 
 STATIC = Path(__file__).parent / "static"
 WIDTH, HEIGHT = 190, 32  # the iframe's size; the button fits it in both languages
+VISIBLE_MS = 500  # in plain view at least this long before a click counts (frame.js says the same)
+SHOWN_TTL = 3600  # seconds a shown button's proof lasts (then the click asks for a reload)
+
+
+def shown_proof(request: Request, binding: str, now_ms: int | None = None) -> str:
+    """The proof that Merci showed this session's button at a time: `<ms>.<mac>`."""
+    stamp = int(time.time() * 1000) if now_ms is None else now_ms
+    return f"{stamp}.{web.csrf_token(web.settings_of(request), binding, f'shown:{stamp}')}"
+
+
+def shown_ok(request: Request, binding: str, given: str) -> bool:
+    stamp, _, _ = given.partition(".")
+    if not stamp.isdigit() or len(stamp) > 15:
+        return False
+    age = time.time() * 1000 - int(stamp)
+    return VISIBLE_MS <= age <= SHOWN_TTL * 1000 and web.csrf_ok(
+        web.settings_of(request), binding, f"shown:{stamp}", given.partition(".")[2])
 
 
 def static(name: str, content_type: str, max_age: int = 3600) -> Response:
@@ -72,6 +101,7 @@ async def button_page(request: Request, params: dict[str, str], *, notice: str |
         count=count(lang, n), label=say(lang, LABELS[state], title=title),
         state_word=say(lang, STATES[state]) if state in STATES else "", fields=sub.query(),
         csrf=web.csrf_token(settings, who[1], "button") if who else "", notice=notice, error=error,
+        shown=shown_proof(request, who[1]) if who else "", visible_ms=VISIBLE_MS,
         login_url="/embed/login?" + urlencode({"popup": "1", "lang": lang}),
     )
 
@@ -92,6 +122,11 @@ async def button_post(request: Request) -> Response:
     sub, problems = autosubmit.parse(data)
     if problems:
         return web.error(lang, problems, status=400, embedded=True)
+    if not shown_ok(request, who[1], data.get("shown", "")):
+        # Not seen in plain view, or not clicked by the user: counted for nothing.
+        err = UserError("NOT_VISIBLE", "the button was not in plain view long enough; click it again", None)
+        return await button_page(request, sub.query(), error=error_message(lang, err.code, err.message),
+                                 status=409)
     err = await click(request, who[0], sub)
     if err is None or err.code == "ALREADY_THIS_MONTH":
         # Post/redirect/get: reloading the frame never posts twice.

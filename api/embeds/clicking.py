@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 
-from graph.ratelimit import count_click
-from merci import autosubmit, buttons
+from graph.ratelimit import client_ip, count_click
+from merci import autosubmit, buttons, clicks
 from merci.accounts import Principal
 from merci.db import scoped
 from merci.errors import UserError
@@ -27,7 +27,8 @@ async def click(request: Request, principal: Principal, sub: autosubmit.Submissi
         async with scoped(state.pool, principal.scope) as conn:
             accepted, new_thing = await buttons.click(
                 conn, tenant_id=principal.tenant_id, account_id=principal.account_id, sub=sub,
-                now=datetime.now(UTC), currency=state.settings.currency)
+                now=datetime.now(UTC), currency=state.settings.currency,
+                client_hash=clicks.client_hash(client_ip(request.scope), state.settings.secret_key))
     except UserError as err:
         return err
     unavailable = UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)

@@ -23,7 +23,9 @@ ERRORS = {  # userErrors a supporter may meet on a page, in the page's words
     "ALREADY_THIS_MONTH": N_("You already thanked it this month."),
     "OWN_THING": N_("This is your own thing: you cannot click it."),
     "NO_MEANS": N_("Top up your balance before clicking."),
+    "EMAIL_NOT_VERIFIED": N_("Confirm your email address first: follow the link Merci mailed you."),
     "UNAVAILABLE": N_("Clicks cannot be accepted right now; try again."),
+    "NOT_VISIBLE": N_("The button was not in plain view long enough; click it again."),
     "UNKNOWN_THING": N_("This thing does not exist."),
     "UNKNOWN_OWNER": N_("No Merci creator has this name."),
 }

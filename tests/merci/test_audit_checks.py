@@ -70,9 +70,11 @@ async def build(conn: asyncpg.Connection) -> World:
         await f.click(conn, tenant, fan, thing, f"2030-01-0{day}T12:00:00Z")
     assert await close.close_inline(conn, period=JANUARY, shards=2) == "done"
     assert await escrow.return_due(conn, period=JANUARY) == 300  # the hold is over: back to a
-    # February: a's whole share waits in escrow.
+    # February: a's whole share waits in escrow (a's click of t1 is held for review: no share).
     await f.click(conn, tenant, fan_a, unclaimed, "2030-02-02T12:00:00Z")
     await f.click(conn, tenant, fan_b, t2, "2030-02-03T12:00:00Z")
+    await f.click(conn, tenant, fan_a, t1, "2030-02-04T12:00:00Z")
+    await flag_click(conn, fan_a, t1, FEBRUARY)
     assert await close.close_inline(conn, period=FEBRUARY, shards=1) == "done"
     # The creator earned 3 x 3.00 + 2 x 9.00: one payout sent, one pending.
     sent = await payouts.request(conn, tenant_id=tenant, account_id=creator, amount=1000, currency="EUR",
@@ -98,6 +100,14 @@ async def build(conn: asyncpg.Connection) -> World:
         close_a=await conn.fetchval("select id from journals where idem_key = $1", f"close:{JANUARY}:{fan_a}"),
         payout_sent=sent.id, payout_pending=pending.id,
     )
+
+
+async def flag_click(conn: asyncpg.Connection, supporter: int, thing: int, period: date) -> None:
+    """Held for review (merci.fraud), as detection would hold it."""
+    await conn.execute(
+        "insert into click_flags (click_id, tenant_id, period, supporter_id, thing_id, accepted_at, reasons)"
+        " select id, tenant_id, period, supporter_id, thing_id, accepted_at, array['ring'] from clicks"
+        " where supporter_id = $1 and thing_id = $2 and period = $3", supporter, thing, period)
 
 
 @dataclass(frozen=True)
@@ -302,6 +312,10 @@ async def paid_for_own_thing(conn: asyncpg.Connection, w: World) -> None:
                    period=MARCH)
 
 
+async def paid_while_held(conn: asyncpg.Connection, w: World) -> None:
+    await flag_click(conn, w.fan_a, w.owned[0], JANUARY)  # a's January click of t1 was paid
+
+
 @dataclass(frozen=True)
 class Corruption:
     what: str
@@ -349,6 +363,7 @@ CORRUPTIONS: dict[str, list[Corruption]] = {
                                            escrow_left_on_a_claimed_thing)],
     "no_own_share": [Corruption("a month-close share paid to the supporter's own creator account",
                                 paid_for_own_thing)],
+    "held_clicks_unpaid": [Corruption("a share paid for a click held for review", paid_while_held)],
     "payouts_posted": [
         Corruption("a sent payout whose journal moved another amount", payout_amount_not_moved),
         Corruption("a sent payout whose journal is no payout of its earnings", payout_journal_elsewhere),

@@ -52,6 +52,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
     # What the API answered to each flattr, for clickReceipt: no money moves on it (0018).
     "public.click_receipts": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "DELETE": ALL,
                               "policies": {"tenant_rows": "ALL"}},
+    # Flagged clicks (0023): platform admins read them all, a supporter their own (the
+    # projected split); reviews only through merci_review_click.
+    "public.click_flags": {"SELECT": ALL, "policies": {"admins_read": "SELECT", "own_rows": "SELECT"}},
     "public.clicks": {"SELECT": ALL, "policies": {"tenant_rows": "ALL"}},
     "public.clicks_id_seq": {"USAGE": ALL},
     # Written only through merci_list_cors_origin (0019).
@@ -191,7 +194,7 @@ async def test_every_security_definer_function_pins_its_search_path(system_pool:
             "select p.proname from pg_proc p where p.proname = any($1) and has_function_privilege('public', p.oid,"
             " 'execute')", ["merci_enqueue", "merci_create_tenant", "merci_make_tenant_admin",
                             "merci_caller_is_platform_admin", "merci_caller_is_tenant_admin",
-                            "merci_list_cors_origin", "merci_cors_origins"])
+                            "merci_list_cors_origin", "merci_cors_origins", "merci_review_click"])
     assert len(rows) > 10
     assert [r["name"] for r in rows if r["proconfig"] != ["search_path=public, pg_temp"]] == []
     assert public == []  # the checked functions are merci_app's, not everyone's

@@ -29,3 +29,56 @@
     });
   }
 })();
+
+/* Likejacking: the button counts only the user's own click on a button in plain view.
+ * A page may frame the button (that is what it is for), but not hide it under a decoy:
+ * transparent, scaled down, clipped to a few pixels or covered by something that lets
+ * clicks through. IntersectionObserver v2 (trackVisibility) says whether the button is
+ * visible as painted, through every frame above it; where the browser lacks it, the
+ * button must at least lie wholly in the viewport. It must have been so for
+ * `data-merci-visible-ms`, and the click must be trusted, with user activation. Only
+ * then does the form carry the proof the server issued with the page (`shown`), without
+ * which the server counts nothing. */
+(function () {
+  "use strict";
+  var form = document.querySelector("form[data-merci-shown]");
+  if (!form) { return; }
+  var button = form.querySelector("button");
+  var field = form.querySelector('input[name="shown"]');
+  var need = parseInt(form.getAttribute("data-merci-visible-ms"), 10) || 500;
+  var since = null, timer = null;
+  var v2 = "IntersectionObserver" in window && "isVisible" in IntersectionObserverEntry.prototype;
+
+  function seen(visible) {
+    if (!visible) {
+      since = null;
+      clearTimeout(timer);
+      button.removeAttribute("data-merci-ready");
+      return;
+    }
+    if (since !== null) { return; }
+    since = performance.now();
+    timer = setTimeout(function () { button.setAttribute("data-merci-ready", "1"); }, need);
+  }
+
+  if ("IntersectionObserver" in window) {
+    var options = { threshold: [0, 1] };
+    if (v2) { options.trackVisibility = true; options.delay = 100; }
+    new IntersectionObserver(function (entries) {
+      var e = entries[entries.length - 1];
+      seen(e.isIntersecting && e.intersectionRatio >= 0.99 && (!v2 || e.isVisible));
+    }, options).observe(button);
+  }
+
+  button.addEventListener("click", function (event) {
+    var activated = !navigator.userActivation || navigator.userActivation.isActive;
+    var long = since !== null && performance.now() - since >= need;
+    if (!event.isTrusted || !activated || !long) {
+      event.preventDefault();
+      field.value = "";
+      button.setAttribute("data-merci-refused", !long ? "not-visible" : "not-trusted");
+      return;
+    }
+    field.value = form.getAttribute("data-merci-shown");
+  });
+})();

@@ -133,7 +133,9 @@ def test_button_across_sites(world: World, sites: tuple[Sites, dict[str, Any]], 
             expect(clickable).to_be_visible()
             frames.nth(0).screenshot(path=shots / "button-can-click.png")
 
-            # 2. The click, from the keyboard.
+            # 2. The click, from the keyboard (once the button has been in plain view long
+            # enough: test_button_likejacking.py).
+            expect(clickable).to_have_attribute("data-merci-ready", "1")
             clickable.focus()
             page.keyboard.press("Enter")
             expect(button.get_by_role("img", name="You thanked Post one this month")).to_be_visible()
@@ -177,7 +179,9 @@ def test_button_across_sites(world: World, sites: tuple[Sites, dict[str, Any]], 
             french = page.frame_locator("iframe.merci-button-frame >> nth=1")
             login_in_popup(page, page.frame_locator("iframe.merci-button-frame >> nth=0"), None)
             page.reload()
-            french.get_by_role("button", name="Merci : remercier Article deux").click()
+            french_button = french.get_by_role("button", name="Merci : remercier Article deux")
+            expect(french_button).to_have_attribute("data-merci-ready", "1")
+            french_button.click()
             expect(french.get_by_role("img", name="Vous avez remercié Article deux ce mois-ci")).to_be_visible()
             page.locator("iframe.merci-button-frame").nth(1).screenshot(path=shots / "button-fr-clicked.png")
             me = world.gql.as_(regular["token"])

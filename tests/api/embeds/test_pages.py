@@ -5,11 +5,13 @@ and malformed links refused clearly with nothing changed."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 
+from api.embeds.button import VISIBLE_MS
 from tests.api.partners.helpers import World, form_fields, http, log_in
 from tests.conftest import unique, wait_for
 
@@ -194,7 +196,17 @@ def test_button_frame_headers_states_and_grant(world: World) -> None:
     assert httpx.post(post, data=fields, headers=as_frame | {"origin": "http://localhost:1"}).status_code == 403
     assert httpx.post(post, data=fields | {"csrf": "f" * 64}, headers=as_frame | {"origin": world.url}
                       ).status_code == 403
-    ok = httpx.post(post, data=fields, headers=as_frame | {"origin": world.url})
+    # ...and the proof, put into the form by frame.js, that the button was in plain view
+    # (likejacking): without it, or too soon after the page was shown, nothing counts.
+    shown = re.search(r'data-merci-shown="([^"]+)"', mine.text).group(1)
+    assert fields["shown"] == ""
+    early = httpx.post(post, data=fields | {"shown": shown}, headers=as_frame | {"origin": world.url})
+    assert early.status_code == 409 and "not in plain view long enough" in early.text
+    time.sleep(VISIBLE_MS / 1000)
+    for bad in ("", "1." + shown.split(".")[1], shown.split(".")[0] + "." + "0" * 64):
+        refused = httpx.post(post, data=fields | {"shown": bad}, headers=as_frame | {"origin": world.url})
+        assert refused.status_code == 409, bad
+    ok = httpx.post(post, data=fields | {"shown": shown}, headers=as_frame | {"origin": world.url})
     assert ok.status_code == 303
     after = httpx.get(world.url + ok.headers["location"], headers=as_frame)
     assert "Thank you! Your click counts this month." in after.text and "1 click" in after.text
