@@ -76,6 +76,10 @@ VARIABLES = [
     ("MERCI_LOGIN_LOCKOUT_SECONDS", "2", "login_lockout_seconds", 2.0),
     ("MERCI_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1", "trusted_proxies", ("10.0.0.0/8", "127.0.0.1/32")),
     ("MERCI_PASSWORD_HASH_THREADS", "4", "password_hash_threads", 4),
+    ("MERCI_FRAUD_FRESH_DAYS", "3", "fraud_fresh_days", 3),
+    ("MERCI_FRAUD_BURST_CLICKS", "50", "fraud_burst_clicks", 50),
+    ("MERCI_FRAUD_SHARED_ADDRESS_ACCOUNTS", "9", "fraud_shared_address_accounts", 9),
+    ("MERCI_FRAUD_SCREEN_AT_CLOSE", "0", "fraud_screen_at_close", False),
 ]
 
 
