@@ -14,6 +14,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types.union import StrawberryUnion
 
+import api.accounts.pages
 import api.clicks.mutations
 import api.embeds.routes
 import api.schema
@@ -79,8 +80,12 @@ def _merged_entities() -> list[type]:
     merged = []
     for name, owner, contributor in (("Site", Site, ApiSite), ("Creator", ApiCreator, DirectoryCreator)):
         definition = owner.__strawberry_definition__  # type: ignore[union-attr]
-        merged.append(strawberry.federation.type(type(name, (owner, contributor), {}), name=name, keys=["id"],
-                                                 description=definition.description))
+        # Which objects are of this type: those either subgraph made for it. (Strawberry's
+        # default also takes any instance of the type's interfaces, and every entity is a
+        # Node: a Site read through `... on Creator` was taken for a Creator.)
+        is_type_of = classmethod(lambda cls, obj, info, kinds=(owner, contributor): isinstance(obj, kinds))
+        merged.append(strawberry.federation.type(type(name, (owner, contributor), {"is_type_of": is_type_of}),
+                                                 name=name, keys=["id"], description=definition.description))
     return merged
 
 
@@ -100,7 +105,7 @@ def pages(face: Face) -> list[BaseRoute]:
     that serves it, and tests/k8s checks it against these."""
     routes: list[BaseRoute] = []
     if face != "directory":
-        routes += api.embeds.routes.routes()
+        routes += api.embeds.routes.routes() + api.accounts.pages.routes()
     if face != "api":
         routes += directory.page.routes()
     return routes

@@ -98,3 +98,33 @@ async def test_directory_resolves_site_and_creator_references_in_one_statement_e
     found = await run("directory", "query($r: [_Any!]!) { _entities(representations: $r) { ... on Creator { id } } }",
                       creators, pool, settings, world["tenant"])
     assert len(found) == 30 and len(pool.statements) == 1
+
+
+@pytest.mark.parametrize("face", ["all", "api", "directory"])
+async def test_a_fragment_on_another_entity_type_does_not_apply(
+    face: str, app_pool: asyncpg.Pool, settings: Settings, world: dict[str, Any]
+) -> None:
+    """A Site reference read through `... on Creator` answers the Site's own fields only
+    (a bug: the merged schema took the Site for a Creator and failed on `handle`)."""
+    site = world["sites"][0]
+    reps = [{"__typename": "Site", "id": to_global("Site", site)},
+            {"__typename": "Creator", "id": to_global("Creator", world["owner"])}]
+    field = "sites { totalCount }" if face == "directory" else "handle"  # a field Site does not have
+    query = "query($r: [_Any!]!) { _entities(representations: $r) { __typename ... on Creator { %s } } }" % field
+    got = await run(face, query, reps, Counting(app_pool), settings, world["tenant"])
+    assert got[0] == {"__typename": "Site"}
+    assert got[1]["__typename"] == "Creator" and got[1][field.split()[0]]
+
+
+async def test_node_answers_each_entity_as_its_own_type(app_pool: asyncpg.Pool, settings: Settings,
+                                                        world: dict[str, Any]) -> None:
+    """The merged schema's `node` resolves a Site as a Site and a Creator as a Creator."""
+    context = Context(request=None, response=None, principal=Principal(tenant_id=world["tenant"]),  # type: ignore[arg-type]
+                      pool=app_pool, settings=settings)  # type: ignore[arg-type]
+    query = ("query($s: ID!, $c: ID!) { s: node(id: $s) { __typename ... on Creator { handle } }"
+             " c: node(id: $c) { __typename ... on Creator { handle } } }")
+    result = await build_schema("all").execute(query, context_value=context, variable_values={  # type: ignore[arg-type]
+        "s": to_global("Site", world["sites"][0]), "c": to_global("Creator", world["owner"])})
+    assert result.errors is None, result.errors
+    assert result.data is not None and result.data["s"] == {"__typename": "Site"}
+    assert result.data["c"]["__typename"] == "Creator" and result.data["c"]["handle"]
