@@ -18,7 +18,7 @@ MIGRATIONS = 7_310_001
 MONTH = 7_310_003
 
 # Two keys (CLOSE_SHARD, month_key(period) * 4096 + shard): one worker at a time runs a
-# shard of a month's close (merci.close; tests/scenarios/test_scale_out.py looks for holders).
+# shard of a month's close (merci.close; tests/ops/test_scale_out.py looks for holders).
 CLOSE_SHARD = 7_310_004
 
 # One key: one refresh of the directory's rankings at a time (merci.search).

@@ -1,5 +1,5 @@
 """/metrics is never on the API's port outside development and test (the process with
-its own metrics port: tests/scenarios/test_metrics.py)."""
+its own metrics port: tests/ops/test_metrics.py)."""
 
 from __future__ import annotations
 
