@@ -35,19 +35,19 @@ async def count_request(limiter: Limiter | None, scope: Scope, principal: Princi
     an API key's tenant); RateLimited past any of them."""
     if limiter is None:
         return
-    await limiter.hit("request.ip", client_ip(scope))
+    hits: list[tuple[str, tuple[object, ...], str]] = [("request.ip", (client_ip(scope),), "requests")]
     if principal.api_key_id is not None:
-        await limiter.hit("request.key", principal.api_key_id)
-        await limiter.hit("request.tenant", principal.tenant_id)
+        hits += [("request.key", (principal.api_key_id,), "requests"),
+                 ("request.tenant", (principal.tenant_id,), "requests")]
     elif principal.account_id is not None:
-        await limiter.hit("request.account", principal.account_id)
+        hits.append(("request.account", (principal.account_id,), "requests"))
+    await limiter.hit_all(*hits)
 
 
 async def count_click(limiter: Limiter | None, scope: Scope, account_id: int) -> None:
     """A click, from the API or a page: per supporter and per address."""
     if limiter is not None:
-        await limiter.hit("click.account", account_id, what="clicks")
-        await limiter.hit("click.ip", client_ip(scope), what="clicks")
+        await limiter.hit_all(("click.account", (account_id,), "clicks"), ("click.ip", (client_ip(scope),), "clicks"))
 
 
 def graphql_error(limited: RateLimited, path: Sequence[str | int] | None = None) -> dict[str, Any]:

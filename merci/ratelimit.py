@@ -20,6 +20,7 @@ which emails exist.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -27,18 +28,19 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from merci import accounts
 from merci.config import Settings
 from merci.errors import UserError
+from merci.redis_batch import ScriptBatcher
 
 log = structlog.get_logger("merci.ratelimit")
 T = TypeVar("T")
@@ -123,6 +125,11 @@ class Limiter:
                                    if uri.startswith("async+redis") else storage_from_string(uri))
         self.shared = not isinstance(self.storage, MemoryStorage)
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        # On Redis, the library's own sliding-window script, sent with the other calls of
+        # the same turn of the event loop (merci.redis_batch); tests/merci/test_ratelimit.py
+        # holds it to the library's strategy.
+        self.batcher = (ScriptBatcher(self.storage.bridge.get_connection())  # type: ignore[attr-defined]
+                        if isinstance(self.storage, RedisStorage) else None)
         self.lockout_seconds = settings.login_lockout_seconds
         self.multiplier = settings.rate_limit_multiplier
         self.limits: dict[str, list[RateLimitItem]] = {}
@@ -138,15 +145,44 @@ class Limiter:
     async def hit(self, name: str, *ids: object, cost: int = 1, what: str = "requests") -> None:
         """Count `cost` against limit `name` for `ids`; RateLimited once it is spent."""
         keys = [name, *(str(i) for i in ids)]
-        for item in self.limits[name]:
-            try:
-                if await self.strategy.hit(item, *keys, cost=cost):
-                    continue
-                stats = await self.strategy.get_window_stats(item, *keys)
-            except Exception as exc:  # storage down: the limits fail open, the service stays up
-                log.warning("rate limit storage unavailable", limit=name, error=str(exc))
+        items = self.limits[name]
+        try:
+            if self.batcher is None:
+                acquired = [await self.strategy.hit(item, *keys, cost=cost) for item in items]
+            else:  # every window of the limit in one round trip (a refusal by one still counts in the others)
+                acquired = list(await asyncio.gather(*(self._acquire(item, keys, cost) for item in items)))
+            refused = [item for item, ok in zip(items, acquired, strict=True) if not ok]
+            if not refused:
                 return
-            raise RateLimited(stats.reset_time - time.time(), what)
+            stats = [await self.strategy.get_window_stats(item, *keys) for item in refused]
+        except Exception as exc:  # storage down: the limits fail open, the service stays up
+            log.warning("rate limit storage unavailable", limit=name, error=str(exc))
+            return
+        raise RateLimited(max(s.reset_time for s in stats) - time.time(), what)
+
+    async def hit_all(self, *hits: tuple[str, tuple[object, ...], str]) -> None:
+        """hit() for several limits at once (name, ids, what): one round trip for all;
+        RateLimited with the longest wait among those refused."""
+        outcomes = await asyncio.gather(*(self.hit(name, *ids, what=what) for name, ids, what in hits),
+                                        return_exceptions=True)
+        refusals = [o for o in outcomes if isinstance(o, RateLimited)]
+        if refusals:
+            raise max(refusals, key=lambda r: r.retry_after)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def _acquire(self, item: RateLimitItem, keys: list[str], cost: int) -> Awaitable[Any]:
+        """SlidingWindowCounterRateLimiter.hit on Redis, as the library sends it: its
+        acquire_sliding_window script on the current and previous windows' keys."""
+        storage: Any = self.storage
+        key = item.key_for(*keys)
+        bridge = storage.bridge
+        return self.batcher.run(  # type: ignore[union-attr]
+            bridge.lua_acquire_sliding_window,
+            [bridge.prefixed_key(storage._previous_window_key(key)),
+             bridge.prefixed_key(storage._current_window_key(key))],
+            [item.amount, item.get_expiry(), cost])
 
     # ------------------------------------------------------------ the lockout
 

@@ -22,6 +22,7 @@ import structlog
 
 from merci.config import Settings
 from merci.ratelimit import storage_uri
+from merci.redis_batch import ScriptBatcher
 
 log = structlog.get_logger("merci.throttle")
 
@@ -72,12 +73,13 @@ class Buckets:
 
             self.redis = redis.asyncio.Redis.from_url(uri)
             self.script = self.redis.register_script(_SCRIPT)
+            self.batcher = ScriptBatcher(self.redis)  # with the other calls of this turn of the loop
 
     async def take(self, who: str, cost: int) -> Status:
         """Take `cost` points of `who`'s bucket if it holds them (a negative cost gives back)."""
         if self.redis is not None:
             try:
-                taken, points = await self.script(keys=[f"merci:cost:{who}"], args=[self.size, self.rate, cost])
+                taken, points = await self.batcher.run(self.script, [f"merci:cost:{who}"], [self.size, self.rate, cost])
                 return Status(bool(taken), float(points), self.size, self.rate)
             except Exception as exc:  # Redis down: no budget is kept, the service stays up
                 log.warning("query cost storage unavailable", error=str(exc))
