@@ -17,7 +17,6 @@ import asyncpg
 from bench.close_bench import PERIOD, prepare, seed
 from bench.common import Timer, fresh_database, report, server
 from merci import fraud
-from merci.config import Settings
 from merci.split import SPLIT_SQL
 
 FILTER = "       and c.id not in (select f.click_id from click_flags f where f.period = $1::date and f.holds)\n"
@@ -50,8 +49,7 @@ def row(name: str, before: list[float], after: list[float]) -> tuple[str, str]:
 
 
 async def run(dsn: str, runs: int) -> list[tuple[str, str]]:
-    settings = Settings(database_url=dsn).derived()
-    conn = await asyncpg.connect(settings.system_database_url)
+    conn = await asyncpg.connect(dsn)  # the owner: it may remove the flags it adds (merci_system may not)
     try:
         for s in SETTINGS:
             await conn.execute(s)
