@@ -122,6 +122,12 @@ class Settings:
     query_cost_bucket: int = 2000
     query_cost_restore_rate: float = 100.0
     statement_timeout_ms: int = 5000
+    # Outages (merci.db.Pool, graph.unavailable): how long to wait for PostgreSQL to accept a
+    # connection, for a pooled connection (connecting included), and for a request's answer
+    # to start; past them the answer is UNAVAILABLE (HTTP 503, Retry-After), not a wait.
+    db_connect_timeout: float = 3.0
+    db_acquire_timeout: float = 5.0
+    request_deadline_seconds: float = 15.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -232,6 +238,9 @@ def load(**overrides: str) -> Settings:
     if s.env == "production" and s.secret_key == "dev-secret-change-me":
         raise RuntimeError("MERCI_SECRET_KEY must be set in production")
     return s.derived() if s.database_url else s
+        db_connect_timeout=float(env.get("MERCI_DB_CONNECT_TIMEOUT", "3")),
+        db_acquire_timeout=float(env.get("MERCI_DB_ACQUIRE_TIMEOUT", "5")),
+        request_deadline_seconds=float(env.get("MERCI_REQUEST_DEADLINE_SECONDS", "15")),
 
 
 @dataclass(frozen=True)

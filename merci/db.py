@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import asyncpg
 
 from merci import locks
 from merci.config import APP_ROLE, SYSTEM_ROLE, Settings
+from merci.errors import Unavailable
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,44 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     request one more round trip to PostgreSQL."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60, reset=_keep_session
-    )
+# When PostgreSQL cannot be reached, a caller learns it within these (settings
+# db_connect_timeout, db_acquire_timeout): asyncpg's own default waits 60 s to connect and
+# forever for a free connection, so an outage held every request until its client gave up.
+CONNECT_TIMEOUT = 3.0
+ACQUIRE_TIMEOUT = 5.0
+
+# Raised while connecting (by the pool on acquire): the server is not there, refuses, or is
+# starting or stopping. Anything raised here means "not now", never "your request is wrong".
+_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                   asyncpg.TooManyConnectionsError)
+
+
+class Pool(asyncpg.Pool):  # type: ignore[misc]  # (asyncpg is untyped)
+    """asyncpg's pool with a default acquire timeout, whose failures to connect raise
+    merci.errors.Unavailable("database"): the faces answer UNAVAILABLE, not a bare 500."""
+
+    acquire_timeout: float | None = ACQUIRE_TIMEOUT
+
+    async def _acquire(self, timeout: float | None) -> Any:
+        try:
+            return await super()._acquire(self.acquire_timeout if timeout is None else timeout)
+        except _CONNECT_ERRORS as exc:
+            raise Unavailable("database", str(exc) or type(exc).__name__) from exc
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
+                      connect_timeout: float = CONNECT_TIMEOUT, acquire_timeout: float = ACQUIRE_TIMEOUT) -> Pool:
+    """A pool of `dsn`'s connections: each connect gives up after `connect_timeout`, each
+    acquire (connecting included) after `acquire_timeout` seconds."""
+    pool = Pool(dsn, min_size=min_size, max_size=max_size, max_queries=50000,
+                max_inactive_connection_lifetime=300.0, init=_init_connection, command_timeout=60,
+                reset=_keep_session, loop=None, connection_class=asyncpg.Connection,
+                record_class=asyncpg.Record, timeout=connect_timeout)
+    pool.acquire_timeout = acquire_timeout
+    try:
+        return await pool  # type: ignore[no-any-return]
+    except _CONNECT_ERRORS as exc:
+        raise Unavailable("database", str(exc) or type(exc).__name__) from exc
 
 
 @asynccontextmanager

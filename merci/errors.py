@@ -79,3 +79,64 @@ class Checks:
             raise self.errors[0]
         if self.errors:
             raise UserErrors(self.errors)
+
+
+# ------------------------------------------------------------------ outages
+
+RETRY_AFTER_SECONDS = 5  # what an UNAVAILABLE answer tells clients to wait (Retry-After)
+
+
+class Unavailable(Exception):
+    """A service Merci needs (the database, the broker) cannot be reached now. Nothing
+    about the request is wrong: the faces answer UNAVAILABLE (HTTP 503, Retry-After),
+    the workers' actors retry, `merci close-month` exits with its own code."""
+
+    def __init__(self, service: str, detail: str = "") -> None:
+        super().__init__(f"the {service} is unavailable" + (f": {detail}" if detail else ""))
+        self.service = service  # "database", "broker" or "deadline"
+        self.message = f"Merci cannot reach its {service} right now; retry in a few seconds."
+        if service == "deadline":
+            self.message = "Merci could not answer in time; retry in a few seconds."
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        return {"code": "UNAVAILABLE"}
+
+
+# Connection failures by the name of a class in the exception's MRO and its module's top
+# package, so that merci/ needs none of the broker clients installed to recognize theirs.
+_DATABASE_ERRORS = {
+    ("asyncpg", "PostgresConnectionError"),  # class 08: the connection failed or was cut
+    ("asyncpg", "CannotConnectNowError"),  # 57P03: starting up, shutting down, recovering
+    ("asyncpg", "AdminShutdownError"),  # 57P01: the server was stopped under us
+    ("asyncpg", "CrashShutdownError"),
+    ("asyncpg", "TooManyConnectionsError"),  # 53300
+    ("asyncpg", "ConnectionDoesNotExistError"),
+}
+_BROKER_ERRORS = {
+    ("redis", "ConnectionError"), ("redis", "TimeoutError"), ("redis", "BusyLoadingError"),
+    ("pika", "AMQPConnectionError"), ("pika", "ChannelWrongStateError"), ("pika", "StreamLostError"),
+    ("dramatiq", "BrokerConnectionError"),
+    ("psycopg", "OperationalError"), ("psycopg_pool", "PoolTimeout"),  # the PostgreSQL broker's client
+}
+
+
+def unavailable(exc: BaseException | None) -> Unavailable | None:
+    """The outage `exc` (or what caused it) stands for, or None when it is anything else.
+
+    asyncpg's InterfaceError "pool is closing" and its other misuse errors are bugs, not
+    outages: only the connection errors above count, and OSError only where merci.db's
+    pool raised it (connect refused, no route), which it turns into Unavailable itself."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, Unavailable):
+            return exc
+        for cls in type(exc).__mro__:
+            key = (cls.__module__.partition(".")[0], cls.__name__)
+            if key in _DATABASE_ERRORS:
+                return Unavailable("database", str(exc))
+            if key in _BROKER_ERRORS:
+                return Unavailable("broker", str(exc))
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None

@@ -40,3 +40,64 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 def merci(database_url: str, log: Path, *args: str, **env: str) -> Service:
     """A `merci …` command as a service (stopped by PID at teardown)."""
     return Service([sys.executable, "-m", "runtime.cli", *args], service_env(database_url, **env), log)
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (Debian's binaries, TCP on a free port), to
+    stop and restart: the machine's shared server is never touched. Runs as the
+    `postgres` OS user when the tests run as root (PostgreSQL refuses root)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import getpass
+        import shutil
+        import subprocess
+        import tempfile
+
+        from tests.conftest import free_port, need
+
+        need((PG_BIN / "pg_ctl").exists(), f"{PG_BIN} (Debian's postgresql-15) is not installed")
+        # Not under pytest's tmp_path: the postgres user cannot enter root's 0700 folders.
+        folder = Path(tempfile.mkdtemp(prefix="merci-private-pg-"))
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = port or free_port()
+        self.prefix = ["runuser", "-u", "postgres", "--"] if getpass.getuser() == "root" else []
+        if self.prefix:
+            shutil.chown(folder, "postgres", "postgres")
+        subprocess.run([*self.prefix, str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                        "--auth", "trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{folder}'\n"
+                       "fsync = off\nmax_connections = 100\n")
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pg_ctl(self, *args: str, timeout: float = 60) -> Any:
+        import subprocess
+
+        return subprocess.run([*self.prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
+                               str(self.folder / "server.log"), *args], capture_output=True, text=True,
+                              timeout=timeout + 10)
+
+    def start(self) -> None:
+        done = self.pg_ctl("start", "-w", "-t", "30")
+        assert done.returncode == 0, done.stderr + done.stdout
+
+    def stop(self, timeout: int = 30) -> Any:
+        return self.pg_ctl("stop", "-m", "fast", "-w", "-t", str(timeout), timeout=timeout)
+
+    def restart(self, timeout: int = 10) -> Any:
+        """`pg_ctl restart -m fast`: its result (returncode 1 if the server did not stop in time)."""
+        return self.pg_ctl("restart", "-m", "fast", "-w", "-t", str(timeout), timeout=timeout)
+
+    def destroy(self) -> None:
+        import shutil
+
+        self.pg_ctl("stop", "-m", "immediate", "-w", "-t", "30")
+        shutil.rmtree(self.folder, ignore_errors=True)

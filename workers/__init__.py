@@ -7,12 +7,14 @@ import dramatiq
 
 from merci import config, observability
 from merci.queue import make_broker
+from workers import runtime
 
 observability.configure_logging("worker")
 observability.configure_tracing("worker")
 settings = config.load()
 broker = make_broker(settings.broker_url, settings.system_database_url, heartbeat_ttl=settings.broker_heartbeat_ttl)
 broker.add_middleware(observability.WorkerContext())  # the message on every log line; a span each
+broker.add_middleware(runtime.EventLoop())  # the process's event loop and pool, closed on shutdown
 # Dramatiq 2 does not add its Prometheus middleware by itself. It serves on
 # dramatiq_prom_port (9191), with Merci's ledger gauges; tests running several workers
 # on one host turn it off.

@@ -80,6 +80,9 @@ VARIABLES = [
     ("MERCI_FRAUD_BURST_CLICKS", "50", "fraud_burst_clicks", 50),
     ("MERCI_FRAUD_SHARED_ADDRESS_ACCOUNTS", "9", "fraud_shared_address_accounts", 9),
     ("MERCI_FRAUD_SCREEN_AT_CLOSE", "0", "fraud_screen_at_close", False),
+    ("MERCI_DB_CONNECT_TIMEOUT", "1.5", "db_connect_timeout", 1.5),
+    ("MERCI_DB_ACQUIRE_TIMEOUT", "2", "db_acquire_timeout", 2.0),
+    ("MERCI_REQUEST_DEADLINE_SECONDS", "9", "request_deadline_seconds", 9.0),
 ]
 
 

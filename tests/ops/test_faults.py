@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -16,7 +17,7 @@ import asyncpg
 import pytest
 
 from merci.clicks import sign_batch
-from merci.config import load
+from merci.config import load, with_database
 from merci.db import migrate
 from merci.queue import Queue, make_broker
 from runtime.synthetic import seed_month
@@ -36,6 +37,7 @@ from tests.conftest import (
     system_scalar,
     wait_for,
 )
+from tests.processes import PrivatePostgres
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -247,3 +249,84 @@ def _pings(client) -> bool:  # type: ignore[no-untyped-def]
         return bool(client.ping())
     except Exception:
         return False
+
+
+# ------------------------------------------------------------ PostgreSQL outages (issue 17)
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of the test's own, with Merci migrated into database `merci`:
+    stopped and restarted at will (the machine's shared server never is)."""
+    pg = PrivatePostgres()
+    try:
+        conn_url = pg.url
+        asyncio.run(_create_db(conn_url, "merci"))
+        pg.dsn = with_database(conn_url, "merci")  # type: ignore[attr-defined]
+        asyncio.run(migrate(pg.dsn))  # type: ignore[attr-defined]
+        yield pg
+    finally:
+        pg.destroy()
+
+
+async def _create_db(url: str, name: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'create database "{name}"')
+    finally:
+        await conn.close()
+
+
+def _ping(queue: Queue, marker: str) -> bool:
+    try:
+        queue.send("system.ping", marker)
+        return True
+    except Exception:  # the server is restarting: this ping is not sent
+        return False
+
+
+def test_postgres_restarts_promptly_with_workers_connected(private_pg: PrivatePostgres, tmp_path: Path) -> None:
+    """Workers keep their connections on a loop that lives as long as they do: PostgreSQL
+    restarted (`pg_ctl restart -m fast`) under a stream of messages stops and starts in
+    seconds, never waiting authentication_timeout for a worker's half-made connection,
+    and the workers carry on with the messages sent after it."""
+    dsn = private_pg.dsn  # type: ignore[attr-defined]
+    worker = start_worker(dsn, tmp_path / "w.log", threads=4, **FAST)
+    queue = Queue(make_broker("", dsn))
+    sent: list[str] = []
+    try:
+        for i in range(30):
+            if _ping(queue, f"warm-{i}"):
+                sent.append(f"warm-{i}")
+        wait_until(lambda: scalar_pings(dsn) >= len(sent), 60, "the workers to handle the first pings")
+        timings = []
+        for restart in range(3):
+            # Messages in flight while the server goes down and comes back: the workers'
+            # pools lose their connections and reconnect as the next messages arrive.
+            for i in range(20):
+                if _ping(queue, f"r{restart}-{i}"):
+                    sent.append(f"r{restart}-{i}")
+            started = time.monotonic()
+            done = private_pg.restart(timeout=10)
+            timings.append(time.monotonic() - started)
+            assert done.returncode == 0, f"restart {restart}: {done.stdout}{done.stderr}"
+            assert timings[-1] < 10, timings
+            time.sleep(1)
+        for i in range(20):
+            assert _ping(queue, f"after-{i}")
+            sent.append(f"after-{i}")
+        wait_until(lambda: {f"after-{i}" for i in range(20)} <= set(pings(dsn)), 90,
+                   "the workers to carry on after the restarts")
+        assert worker.proc.poll() is None, worker.output()[-3000:]
+        assert max(timings) < 10, timings
+    finally:
+        queue.close()
+        worker.stop()
+
+
+def pings(dsn: str) -> list[str]:
+    return [r[0] for r in system_fetch(dsn, "select marker from worker_pings")]
+
+
+def scalar_pings(dsn: str) -> int:
+    return int(system_scalar(dsn, "select count(*) from worker_pings"))
