@@ -220,6 +220,9 @@ def load(**overrides: str) -> Settings:
         query_cost_bucket=int(env.get("MERCI_QUERY_COST_BUCKET", "2000")),
         query_cost_restore_rate=float(env.get("MERCI_QUERY_COST_RESTORE_RATE", "100")),
         statement_timeout_ms=int(env.get("MERCI_STATEMENT_TIMEOUT_MS", "5000")),
+        db_connect_timeout=float(env.get("MERCI_DB_CONNECT_TIMEOUT", "3")),
+        db_acquire_timeout=float(env.get("MERCI_DB_ACQUIRE_TIMEOUT", "5")),
+        request_deadline_seconds=float(env.get("MERCI_REQUEST_DEADLINE_SECONDS", "15")),
         rate_limit_url=env.get("MERCI_RATE_LIMIT_URL", ""),
         rate_limit_multiplier=float(env.get("MERCI_RATE_LIMIT_MULTIPLIER", "1")),
         rate_limits=rate_limits(env.get("MERCI_RATE_LIMITS", "")),
@@ -238,9 +241,6 @@ def load(**overrides: str) -> Settings:
     if s.env == "production" and s.secret_key == "dev-secret-change-me":
         raise RuntimeError("MERCI_SECRET_KEY must be set in production")
     return s.derived() if s.database_url else s
-        db_connect_timeout=float(env.get("MERCI_DB_CONNECT_TIMEOUT", "3")),
-        db_acquire_timeout=float(env.get("MERCI_DB_ACQUIRE_TIMEOUT", "5")),
-        request_deadline_seconds=float(env.get("MERCI_REQUEST_DEADLINE_SECONDS", "15")),
 
 
 @dataclass(frozen=True)
