@@ -21,6 +21,7 @@ import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from merci import password_policy
 from merci.db import Scope
 from merci.errors import Checks, UserError
 
@@ -101,6 +102,7 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
     tenant_admin: bool = False
     platform_admin: bool = False
+    email_verified: bool = False  # an account's: may money move for it (require_verified)
 
     @property
     def scope(self) -> Scope:
@@ -175,24 +177,49 @@ async def hash_new_password(password: str) -> str | None:
     return await hash_password(password)
 
 
-async def sign_up(
-    conn: asyncpg.Connection, *, tenant_id: int, email: str, password: str, handle: str,
-    display_name: str = "", password_hash: str | None = None,
-) -> int:
-    """`password_hash`: hash_new_password(password), if the caller computed it already."""
-    checks = Checks()  # every field's refusal at once: a bad handle does not hide a short password
+async def check_strength(checks: Checks, *, password: str, email: str, handle: str = "", display_name: str = "",
+                         prefix: str = "") -> None:
+    """WEAK_PASSWORD, with zxcvbn's advice as the message, for a password an attacker
+    would guess (merci.password_policy), judged in the password threads. A password
+    refused for its length is not judged (check_password says why already)."""
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        return
+    score, advice = await passwords.run(password_policy.judge, password,
+                                        password_policy.user_inputs(email, handle, display_name))
+    if score < password_policy.MIN_SCORE:
+        checks.refuse(UserError("WEAK_PASSWORD", f"this password is too easy to guess: {advice}",
+                                prefix + "password"))
+
+
+async def check_new_account(
+    conn: asyncpg.Connection, *, tenant_id: int, email: str, password: str, handle: str, display_name: str = "",
+) -> tuple[str, str, int | None]:
+    """Every refusal of a sign-up but a taken email, at once (a bad handle does not hide
+    a weak password): raises UserError(s). Returns the email and handle as stored, and
+    the id of the account that already has that email, if one does."""
+    checks = Checks()
     clean_email, clean_handle = check_sign_up(checks, email=email, password=password, handle=handle,
                                               display_name=display_name)
-    if clean_email is not None and await conn.fetchval(
-        "select 1 from account_private where tenant_id = $1 and email = $2", tenant_id, clean_email
-    ):
-        checks.refuse(UserError("EMAIL_TAKEN", "an account with this email already exists", "email"))
+    await check_strength(checks, password=password, email=email, handle=handle, display_name=display_name)
+    existing: int | None = None
+    if clean_email is not None:
+        existing = await id_by_email(conn, tenant_id=tenant_id, email=clean_email)
     if clean_handle is not None and await conn.fetchval("select 1 from accounts where handle = $1", clean_handle):
         checks.refuse(UserError("HANDLE_TAKEN", "this handle is not available", "handle"))
     checks.done()
     assert clean_email is not None and clean_handle is not None
-    email, handle = clean_email, clean_handle
-    password_hash = password_hash or await hash_password(password)
+    return clean_email, clean_handle, existing
+
+
+async def id_by_email(conn: asyncpg.Connection, *, tenant_id: int, email: str) -> int | None:
+    account_id: int | None = await conn.fetchval(
+        "select account_id from account_private where tenant_id = $1 and email = $2", tenant_id, email)
+    return account_id
+
+
+async def create_account(conn: asyncpg.Connection, *, tenant_id: int, email: str, handle: str, display_name: str,
+                         password_hash: str) -> int:
+    """The rows of a checked sign-up (check_new_account); its email not yet verified."""
     try:
         async with conn.transaction():  # savepoint: a lost race leaves nothing behind
             account_id: int = await conn.fetchval(
@@ -209,6 +236,37 @@ async def sign_up(
         which = "handle" if "handle" in (exc.constraint_name or "") else "email"
         raise UserError(f"{which.upper()}_TAKEN", f"this {which} is not available", which) from exc
     return account_id
+
+
+async def sign_up(
+    conn: asyncpg.Connection, *, tenant_id: int, email: str, password: str, handle: str,
+    display_name: str = "", password_hash: str | None = None,
+) -> int:
+    """An account, unverified (EMAIL_TAKEN when the email has one: the API's signUp
+    answers that case otherwise, merci.account_mail.sign_up). `password_hash`:
+    hash_new_password(password), if the caller computed it already."""
+    email, handle, existing = await check_new_account(conn, tenant_id=tenant_id, email=email, password=password,
+                                                      handle=handle, display_name=display_name)
+    if existing is not None:
+        raise UserError("EMAIL_TAKEN", "an account with this email already exists", "email")
+    password_hash = password_hash or await hash_password(password)
+    return await create_account(conn, tenant_id=tenant_id, email=email, handle=handle, display_name=display_name,
+                                password_hash=password_hash)
+
+
+async def mark_verified(conn: asyncpg.Connection, *, account_id: int) -> None:
+    """The account's email counts as verified: for merci_system only (the demo data, the
+    tests' factories); the API verifies through a link (merci.account_mail)."""
+    await conn.execute("update account_private set email_verified_at = coalesce(email_verified_at, now())"
+                       " where account_id = $1", account_id)
+
+
+def require_verified(principal: Principal) -> None:
+    """Money moves only for an account whose email is verified: topping up, clicking
+    (flattr, the button, /submit), subscribing, asking for a payout (docs/api.md)."""
+    if principal.account_id is not None and not principal.email_verified:
+        raise UserError("EMAIL_NOT_VERIFIED",
+                        "verify your email address first: follow the link we sent you (resendVerification)", None)
 
 
 async def log_in(
@@ -234,6 +292,16 @@ async def log_in(
     async with tx() as conn:
         token = await issue_token(conn, tenant_id=tenant_id, account_id=row["account_id"], ttl=ttl)
     return row["account_id"], token
+
+
+async def password_matches(tx: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]], *, account_id: int,
+                           password: str) -> bool:
+    """The account's own password, again (changing it, deleting the account); argon2 runs
+    with no connection held, as in log_in."""
+    async with tx() as conn:
+        password_hash = await conn.fetchval("select password_hash from account_private where account_id = $1",
+                                            account_id)
+    return await verify_password(password_hash or _DUMMY_HASH, password) and password_hash is not None
 
 
 async def issue_token(
@@ -296,7 +364,8 @@ def token_tenant(token: str) -> int | None:
 
 async def resolve_session(conn: asyncpg.Connection, *, token: str) -> Principal | None:
     row = await conn.fetchrow(
-        "select t.account_id, t.tenant_id, p.is_tenant_admin, p.is_platform_admin"
+        "select t.account_id, t.tenant_id, p.is_tenant_admin, p.is_platform_admin,"
+        "       p.email_verified_at is not null as email_verified"
         "  from auth_tokens t join account_private p on p.account_id = t.account_id"
         " where t.token_hash = $1 and t.revoked_at is null and t.expires_at > now()",
         hash_secret(token),
@@ -306,6 +375,7 @@ async def resolve_session(conn: asyncpg.Connection, *, token: str) -> Principal 
     return Principal(
         tenant_id=row["tenant_id"], account_id=row["account_id"],
         tenant_admin=row["is_tenant_admin"], platform_admin=row["is_platform_admin"],
+        email_verified=row["email_verified"],
     )
 
 
@@ -344,7 +414,7 @@ async def own_account(conn: asyncpg.Connection, *, account_id: int) -> dict[str,
     """The profile with what only its owner sees: email and roles."""
     row = await conn.fetchrow(
         "select a.id, a.tenant_id, a.handle, a.display_name, a.created_at, p.email,"
-        "       p.is_tenant_admin, p.is_platform_admin"
+        "       p.is_tenant_admin, p.is_platform_admin, p.email_verified_at"
         "  from accounts a join account_private p on p.account_id = a.id where a.id = $1",
         account_id,
     )

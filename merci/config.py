@@ -128,6 +128,16 @@ class Settings:
     db_connect_timeout: float = 3.0
     db_acquire_timeout: float = 5.0
     request_deadline_seconds: float = 15.0
+    # Mail (merci.mail): SMTP when smtp_host is set; otherwise only the dev mailbox, which
+    # development and test have (/dev/mailbox) and production and staging do not (their
+    # mail then waits in the outbox, and the worker says why).
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_security: str = "starttls"  # starttls, tls (implicit, port 465) or none
+    smtp_timeout: float = 30.0
+    mail_from: str = "Merci <no-reply@merci.invalid>"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -182,6 +192,14 @@ def trusted_proxies(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def smtp_security(text: str) -> str:
+    """MERCI_SMTP_SECURITY: starttls, tls or none; anything else stops the start."""
+    value = text.strip().lower()
+    if value not in ("starttls", "tls", "none"):
+        raise RuntimeError(f"MERCI_SMTP_SECURITY: {text!r} is not starttls, tls or none")
+    return value
+
+
 def load(**overrides: str) -> Settings:
     env = os.environ
     s = Settings(
@@ -223,6 +241,13 @@ def load(**overrides: str) -> Settings:
         db_connect_timeout=float(env.get("MERCI_DB_CONNECT_TIMEOUT", "3")),
         db_acquire_timeout=float(env.get("MERCI_DB_ACQUIRE_TIMEOUT", "5")),
         request_deadline_seconds=float(env.get("MERCI_REQUEST_DEADLINE_SECONDS", "15")),
+        smtp_host=env.get("MERCI_SMTP_HOST", ""),
+        smtp_port=int(env.get("MERCI_SMTP_PORT", "587")),
+        smtp_username=env.get("MERCI_SMTP_USERNAME", ""),
+        smtp_password=env.get("MERCI_SMTP_PASSWORD", ""),
+        smtp_security=smtp_security(env.get("MERCI_SMTP_SECURITY", "starttls")),
+        smtp_timeout=float(env.get("MERCI_SMTP_TIMEOUT", "30")),
+        mail_from=env.get("MERCI_MAIL_FROM", "Merci <no-reply@merci.invalid>"),
         rate_limit_url=env.get("MERCI_RATE_LIMIT_URL", ""),
         rate_limit_multiplier=float(env.get("MERCI_RATE_LIMIT_MULTIPLIER", "1")),
         rate_limits=rate_limits(env.get("MERCI_RATE_LIMITS", "")),

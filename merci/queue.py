@@ -19,7 +19,8 @@ CLICKS = "clicks"  # click ingestion and subscriptions' clicks
 MONEY = "money"  # the month close, escrow, payouts
 DIRECTORY = "directory"  # site verification, owner discovery, rankings
 WEBHOOKS = "webhooks"  # deliveries to partners
-QUEUES = (DEFAULT, CLICKS, MONEY, DIRECTORY, WEBHOOKS)
+MAIL = "mail"  # the outbox's mail (merci.mail), consumed with the webhooks
+QUEUES = (DEFAULT, CLICKS, MONEY, DIRECTORY, WEBHOOKS, MAIL)
 
 # merci_app may not write the broker's tables: it sends through merci_enqueue
 # (merci/sql/0014_least_privilege.sql), which takes only the actors the API sends and

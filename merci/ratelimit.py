@@ -58,6 +58,12 @@ DEFAULTS: dict[str, str] = {
     # Stricter where each request costs argon2 or creates something.
     "login.ip": "30/minute;300/hour",  # logIn and /embed/login, any outcome
     "signup.ip": "5/minute;20/hour",  # signUp and createTenant's admin
+    # requestPasswordReset, resetPassword, resendVerification: each answers alike for
+    # every email, and each may mail someone or hash a password.
+    "reset.ip": "5/minute;30/hour",
+    # Mail to one address (verification, reset, "someone tried to sign up"), whoever
+    # asks: past it the request answers the same and nothing is sent (merci.account_mail).
+    "mail.recipient": "3/hour;10/day",
     "click.account": "60/minute;1000/hour",  # flattr, the button, /submit
     "click.ip": "120/minute;3000/hour",
     "partner_clicks.key": "6000/minute",  # submitClicks: clicks, not calls
@@ -183,6 +189,14 @@ class Limiter:
             [bridge.prefixed_key(storage._previous_window_key(key)),
              bridge.prefixed_key(storage._current_window_key(key))],
             [item.amount, item.get_expiry(), cost])
+
+    async def allows(self, name: str, *ids: object) -> bool:
+        """hit(), as an answer: False once `name` is spent for `ids` (a silent cap)."""
+        try:
+            await self.hit(name, *ids)
+        except RateLimited:
+            return False
+        return True
 
     # ------------------------------------------------------------ the lockout
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from merci import clicks, close, escrow, fraud, payouts, search, subscriptions
+from merci import clicks, close, escrow, fraud, mail, payouts, search, subscriptions
 from merci.clicks import CLICK_QUEUE
 from merci.config import Settings
 from merci.periods import month_start, months_before, period_of
@@ -79,6 +79,11 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
     # Click receipts the workers have settled since (their own rows answer now), old refusals.
     if purged := await clicks.purge_receipts(conn):
         log.info("forgot %d click receipts", purged)
+
+    # Mail still unsent a while after its transaction: its message was lost or its worker died.
+    for mail_id in await mail.unsent(conn, now=now):
+        queue.send(mail.SEND_ACTOR, mail_id, queue_name=mail.SEND_QUEUE)
+        sent.append(f"{mail.SEND_ACTOR} {mail_id}")
 
     # Payouts still pending after a while: their message was lost or their worker died.
     for payout_id in await payouts.stale(conn, now=now):

@@ -45,9 +45,11 @@ async def seed(conn: asyncpg.Connection, *, currency: str = "EUR") -> bool:
 
         async def person(slug: str, handle: str, email: str) -> int:
             await set_scope(conn, Scope(tenant[slug]))
-            return await accounts.sign_up(
+            account_id = await accounts.sign_up(
                 conn, tenant_id=tenant[slug], email=email, password=PASSWORD, handle=handle
             )
+            await accounts.mark_verified(conn, account_id=account_id)  # demo money moves at once
+            return account_id
 
         admin = await person("merci", "platform_admin", ADMIN_EMAIL)
         await conn.execute(

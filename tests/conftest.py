@@ -118,7 +118,11 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
                MERCI_FETCH_ALLOW_LOOPBACK="1", PYTHONUNBUFFERED="1",
                # The fixtures sign up and click by the hundred from 127.0.0.1: production's
                # limits, a thousand times over (tests/api/test_rate_limits.py runs them as shipped).
-               MERCI_RATE_LIMIT_MULTIPLIER="1000")
+               MERCI_RATE_LIMIT_MULTIPLIER="1000",
+               # ...so each of their accounts is new, and all share one address: the fraud
+               # rules on bursts and shared addresses would hold their clicks out of every close
+               # (tests/scenarios/test_click_fraud.py runs the rules as shipped).
+               MERCI_FRAUD_BURST_CLICKS="1000000", MERCI_FRAUD_SHARED_ADDRESS_ACCOUNTS="1000000")
     env.pop("BROKER_URL", None)
     env.update(extra)
     return env
@@ -265,14 +269,33 @@ SIGN_UP = """mutation($input: SignUpInput!) { signUp(input: $input) {
   token account { id handle email } userErrors { field message code } } }"""
 
 
+VERIFY_EMAIL = """mutation($input: VerifyEmailInput!) { verifyEmail(input: $input) {
+  token account { id handle email emailVerified } userErrors { field message code } } }"""
+
+
+def mailed_token(base: str, email: str, path: str = "/account/verify") -> str:
+    """The token of the latest link to `path` mailed to `email`, from the dev mailbox."""
+    mails = httpx.get(f"{base}/dev/mailbox", params={"to": email, "format": "json"}, timeout=30).json()
+    for m in mails:
+        found = re.search(re.escape(path) + r"\?token=([^&\s]+)", m["body"])
+        if found:
+            from urllib.parse import unquote
+
+            return unquote(found.group(1))
+    raise AssertionError(f"no link to {path} mailed to {email}: {mails}")
+
+
 def sign_up(client: GraphQLClient, handle: str | None = None, tenant: str | None = None) -> dict[str, Any]:
+    """An account signed up and verified as its owner would: signUp, the link in the dev
+    mailbox, verifyEmail (which logs in)."""
     handle = handle or unique("user_")
     c = GraphQLClient(str(client.http.base_url), tenant=tenant) if tenant else client
-    data = c(SIGN_UP, {"input": {"email": f"{handle}@example.org", "password": "correct horse battery",
-                                  "handle": handle}})["signUp"]
+    email = f"{handle}@example.org"
+    data = c(SIGN_UP, {"input": {"email": email, "password": "correct horse battery", "handle": handle}})["signUp"]
     assert data["userErrors"] == [], data
-    return {"handle": handle, "token": data["token"], "id": data["account"]["id"],
-            "email": f"{handle}@example.org"}
+    verified = c(VERIFY_EMAIL, {"input": {"token": mailed_token(str(client.http.base_url), email)}})["verifyEmail"]
+    assert verified["userErrors"] == [] and verified["token"], verified
+    return {"handle": handle, "token": verified["token"], "id": verified["account"]["id"], "email": email}
 
 
 def wait_for(predicate: Any, timeout: float = 30, what: str = "condition", interval: float = 0.1) -> Any:

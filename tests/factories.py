@@ -41,8 +41,10 @@ async def make_tenant_world(conn: asyncpg.Connection, currency: str = "EUR") -> 
 
         async def person(role: str) -> int:
             handle = token(role + "_")
-            return await accounts.sign_up(conn, tenant_id=tid, email=f"{handle}@example.org",
-                                          password="long enough password", handle=handle)
+            account_id = await accounts.sign_up(conn, tenant_id=tid, email=f"{handle}@example.org",
+                                                password="long enough password", handle=handle)
+            await accounts.mark_verified(conn, account_id=account_id)
+            return account_id
 
         admin, creator, supporter = await person("admin"), await person("creator"), await person("fan")
         await conn.execute("update account_private set is_tenant_admin = true where account_id = $1", admin)
@@ -88,8 +90,10 @@ async def person(conn: asyncpg.Connection, tenant_id: int, role: str = "p") -> i
     handle = token(role + "_")
     async with conn.transaction():
         await set_scope(conn, Scope(tenant_id))
-        return await accounts.sign_up(conn, tenant_id=tenant_id, email=f"{handle}@example.org",
-                                      password="long enough password", handle=handle)
+        account_id = await accounts.sign_up(conn, tenant_id=tenant_id, email=f"{handle}@example.org",
+                                            password="long enough password", handle=handle)
+        await accounts.mark_verified(conn, account_id=account_id)  # the tests' accounts may move money
+        return account_id
 
 
 async def supporter(conn: asyncpg.Connection, tenant_id: int, *, budget: int | None, funds: int,

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import strawberry
+from strawberry.scalars import JSON
 
 from api.accounts.loaders import account_by_id
 from api.clicks.types import Click, ClickReceipt, ClickStatus
@@ -17,7 +18,7 @@ from graph.context import Info
 from graph.errors import ClientError
 from graph.money import Money
 from graph.relay import Connection, Counter, Node, decode_period_cursor, from_items, paginate, paginate_each, window
-from merci import accounts, budgets, clicks, months, payouts, subscriptions, things
+from merci import account_data, accounts, budgets, clicks, months, payouts, subscriptions, things
 from merci.ids import from_global, to_global
 from merci.payouts import Payout as DomainPayout
 from merci.periods import PeriodError, parse_period, period_of
@@ -58,6 +59,8 @@ class Account(Node):
     handle: str
     display_name: str
     email: str
+    email_verified: bool = strawberry.field(description="Whether the email was verified by the link mailed to it: "
+                                                        "until then no money moves (EMAIL_NOT_VERIFIED).")
     is_tenant_admin: bool
     is_platform_admin: bool
     created_at: datetime
@@ -154,6 +157,15 @@ class Account(Node):
         return await paginate(info.context.tx, subscriptions.of_supporter(supporter_id=self.pk), window(first, after),
                               lambda r: ThingSubscription.from_row(dict(r)), cursor_of=lambda s: s.pk)
 
+    @strawberry.field(description="Everything Merci keeps about you, as one JSON document: profile, budget changes, "
+                                  "clicks, subscriptions, the entries of your ledger accounts, payouts, sites, things "
+                                  "and partner links. Your own only.")
+    async def data_export(self, info: Info) -> JSON:
+        if info.context.principal.account_id != self.pk:
+            raise ClientError("only your own account can be exported", "FORBIDDEN")
+        async with info.context.tx() as conn:
+            return cast(JSON, await account_data.export(conn, account_id=self.pk))
+
     @staticmethod
     async def load(info: Info, pk: int) -> Account | None:
         """Only the caller's own account: private fields never leave their owner."""
@@ -166,7 +178,8 @@ class Account(Node):
         return Account(
             id=strawberry.ID(to_global("Account", row["id"])), pk=row["id"], tenant_pk=row["tenant_id"],
             handle=row["handle"], display_name=row["display_name"], email=row["email"],
-            is_tenant_admin=row["is_tenant_admin"], is_platform_admin=row["is_platform_admin"],
+            email_verified=row["email_verified_at"] is not None, is_tenant_admin=row["is_tenant_admin"],
+            is_platform_admin=row["is_platform_admin"],
             created_at=row["created_at"],
         )
 

@@ -6,7 +6,7 @@ from api.accounts.types import Account
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.money import Money
-from merci import budgets
+from merci import accounts, budgets
 from merci.errors import Checks
 from merci.payments import provider_for
 
@@ -64,6 +64,7 @@ class BudgetMutations:
             from merci.money import Money as DomainMoney
 
             me = ctx.require_account()
+            accounts.require_verified(ctx.principal)
             checks = Checks()  # the amount's refusal with the provider's
             amount = checks(budgets.check_topup, input.amount)
             provider = checks(provider_for, input.provider, env=ctx.settings.env)

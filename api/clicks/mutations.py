@@ -12,7 +12,7 @@ from graph.context import Context, Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.fastpath import FastMutation
 from graph.ratelimit import client_ip, count_click
-from merci import clicks
+from merci import accounts, clicks
 from merci.clicks import Accepted
 from merci.errors import Checks, UserError
 from merci.ids import from_global
@@ -38,6 +38,7 @@ async def accept(ctx: Context, *, thing_id: str | None, url: str | None, idempot
     """Check one click and hand it to the broker; raises UserError. What the API
     answered is recorded for `clickReceipt` (merci.clicks: receipts)."""
     me = ctx.require_account()
+    accounts.require_verified(ctx.principal)  # in memory: the principal says it
     tenant_id = ctx.principal.tenant_id
     await count_click(ctx.limiter, ctx.request.scope, me)
     try:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 
 from graph.ratelimit import client_ip, count_click
-from merci import autosubmit, buttons, clicks
+from merci import accounts, autosubmit, buttons, clicks
 from merci.accounts import Principal
 from merci.db import scoped
 from merci.errors import UserError
@@ -22,6 +22,10 @@ async def click(request: Request, principal: Principal, sub: autosubmit.Submissi
     """None when accepted (durably queued), else why not."""
     assert principal.account_id is not None
     state = request.app.state
+    try:
+        accounts.require_verified(principal)
+    except UserError as err:
+        return err
     await count_click(state.limiter, request.scope, principal.account_id)  # RateLimited: a 429 page
     try:
         async with scoped(state.pool, principal.scope) as conn:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from api.embeds import web
-from api.embeds.i18n import FORBIDDEN, SCOPES, say
+from api.embeds.i18n import ERRORS, FORBIDDEN, SCOPES, say
 from merci import accounts, oauth
 from merci.db import Scope, scoped
 from merci.errors import UserError
@@ -78,6 +78,10 @@ async def authorize_post(request: Request) -> Response:
         return _redirect(oauth_errors.AccessDeniedError(state=checked.state, redirect_uri=checked.redirect_uri))
     principal = who[0]
     assert principal.account_id is not None
+    try:  # a linked partner clicks from the supporter's budget: money moves (docs/api.md)
+        accounts.require_verified(principal)
+    except UserError as err:
+        return web.error(lang, [UserError(err.code, say(lang, ERRORS[err.code]))], status=403)
     async with scoped(request.app.state.pool, principal.scope) as conn:
         code = await oauth.issue_code(conn, request=checked, account_id=principal.account_id)
     query = {"code": code} | ({"state": checked.state} if checked.state is not None else {})

@@ -8,7 +8,7 @@ from api.payouts.types import Payout
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.money import Money
-from merci import payouts
+from merci import accounts, payouts
 from merci.errors import Checks
 from merci.money import parse_amount
 from merci.payments import payout_provider_for
@@ -48,6 +48,7 @@ class PayoutMutations:
 
         async def work() -> PayoutPayload:
             me = ctx.require_account()
+            accounts.require_verified(ctx.principal)
             s = ctx.settings
             checks = Checks()  # every field's refusal at once (the provider's up front)
             checks(payout_provider_for, input.provider, env=s.env)

@@ -7,7 +7,7 @@ import strawberry
 from api.subscriptions.types import GLOBAL_ID_TYPE, ThingSubscription
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
-from merci import subscriptions
+from merci import accounts, subscriptions
 from merci.clicks import CLICK_QUEUE
 from merci.errors import Checks
 from merci.ids import from_global
@@ -55,6 +55,7 @@ class SubscriptionMutations:
 
         async def work() -> ThingSubscriptionPayload:
             me = ctx.require_account()
+            accounts.require_verified(ctx.principal)
             checks = Checks()  # the thing's refusal with the term's
             found = checks(from_global, input.thing_id, expect="Thing", field="thingId")
             checks(subscriptions.check_term, input.months)

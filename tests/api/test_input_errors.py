@@ -28,9 +28,12 @@ def cases(w: dict[str, Any]) -> list[Case]:
         ("signUp", {"email": "nope", "password": "short", "handle": "x!", "displayName": "d" * 101}, "anon",
          {(("email",), "INVALID_EMAIL"), (("password",), "PASSWORD_TOO_SHORT"), (("handle",), "INVALID_HANDLE"),
           (("displayName",), "INVALID_DISPLAY_NAME")}),
-        # the database's refusals of the good fields come with the others
+        # the database's refusals of the good fields come with the others (a taken email is
+        # never one: signUp does not tell whether an email has an account)
         ("signUp", {"email": taken, "password": "short", "handle": w["fan_handle"]}, "anon",
-         {(("email",), "EMAIL_TAKEN"), (("password",), "PASSWORD_TOO_SHORT"), (("handle",), "HANDLE_TAKEN")}),
+         {(("password",), "PASSWORD_TOO_SHORT"), (("handle",), "HANDLE_TAKEN")}),
+        ("signUp", {"email": "weak@example.org", "password": "aaaaaaaaaa", "handle": "x!"}, "anon",
+         {(("password",), "WEAK_PASSWORD"), (("handle",), "INVALID_HANDLE")}),
         ("createTenant", {"slug": "X", "name": "", "feeBps": 9000, "partnerShareBps": -1,
                           "admin": {"email": "bad", "password": "short", "handle": "ok_handle_" + w["n"]}}, "root",
          {(("slug",), "INVALID_SLUG"), (("name",), "INVALID_NAME"), (("feeBps",), "INVALID_FEE"),
@@ -88,6 +91,9 @@ def cases(w: dict[str, Any]) -> list[Case]:
 # Inputs with several fields whose refusals cannot come together, and why.
 ONE_AT_A_TIME = {
     "logIn": "one refusal for any bad email or password (INVALID_CREDENTIALS): nothing to tell apart",
+    "resetPassword": "the new password is judged against its account's own words, which only a valid link names",
+    "changePassword": "the current password first: the new one is judged for its owner only",
+    "deleteAccount": "the password first: what the account holds is told to its owner only",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import SIGN_UP, need, start_api, unique
+from tests.conftest import SIGN_UP, VERIFY_EMAIL, mailed_token, need, start_api, unique
 
 PRODUCTION_LIMITS = {"MERCI_RATE_LIMIT_MULTIPLIER": "1", "MERCI_TRUSTED_PROXIES": "127.0.0.1"}
 LOG_IN = """mutation($input: LogInInput!) { logIn(input: $input) { token userErrors { code } } }"""
@@ -45,7 +45,10 @@ class Client:
         r = self.post(SIGN_UP, {"input": {"email": f"{handle}@example.org", "password": PASSWORD, "handle": handle}})
         assert r.status_code == 200, r.text
         assert r.json()["data"]["signUp"]["userErrors"] == []
-        return {"email": f"{handle}@example.org", "token": r.json()["data"]["signUp"]["token"]}
+        email = f"{handle}@example.org"  # verified as its owner would, which logs in
+        r = self.post(VERIFY_EMAIL, {"input": {"token": mailed_token(str(self.http.base_url), email)}})
+        assert r.status_code == 200 and r.json()["data"]["verifyEmail"]["token"], r.text
+        return {"email": email, "token": r.json()["data"]["verifyEmail"]["token"]}
 
     def log_in(self, email: str, password: str) -> httpx.Response:
         return self.post(LOG_IN, {"input": {"email": email, "password": password}})

@@ -74,6 +74,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
                                             "party_update": "UPDATE"}},
     "public.linked_accounts_id_seq": {"USAGE": ALL},
     "public.listing_counts": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
+    # Mail is written, never read, by the API: mails carry links that log in (0022).
+    "public.mail_outbox": {"INSERT": ("account_id", "body", "id", "kind", "recipient", "subject", "tenant_id"),
+                           "policies": {"tenant_insert": "INSERT"}},
+    "public.mail_outbox_id_seq": {"USAGE": ALL},
     "public.month_close_shards": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     "public.month_closes": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     "public.oauth_clients": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL,
