@@ -22,4 +22,4 @@ if settings.worker_metrics:
     broker.add_middleware(observability.worker_metrics())
 dramatiq.set_broker(broker)
 
-from workers import clicks, directory, discovery, money, system, webhooks  # noqa: E402,F401  (actors register on import)
+from workers import clicks, directory, discovery, mail, money, system, webhooks  # noqa: E402,F401  (actors register on import)

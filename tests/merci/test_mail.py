@@ -123,3 +123,18 @@ async def test_the_scheduler_sends_what_stayed_unsent(app_pool: asyncpg.Pool, sy
         assert mail_id in await mail.unsent(conn, now=now + timedelta(seconds=mail.RESEND_AFTER_SECONDS + 1))
         await conn.execute("update mail_outbox set attempts = $2 where id = $1", mail_id, mail.MAX_ATTEMPTS)
         assert mail_id not in await mail.unsent(conn, now=now + timedelta(hours=1))  # given up: last_error says why
+
+
+def test_the_workers_run_the_mail_actor(database_url: str) -> None:
+    """`dramatiq workers` (merci worker) loads the actor the API sends: a queue nobody consumes
+    would keep every mail in the outbox."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, service_env
+
+    probe = subprocess.run([sys.executable, "-c", "import dramatiq, workers; "
+                            f"print(dramatiq.get_broker().get_actor({mail.SEND_ACTOR!r}).queue_name)"],
+                           env=service_env(database_url), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.split()[-1] == mail.SEND_QUEUE
