@@ -9,7 +9,7 @@ import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
 
-from merci.errors import UserError
+from merci.errors import RETRY_AFTER_SECONDS, UserError, unavailable
 from merci.ratelimit import RateLimited
 
 T = TypeVar("T")
@@ -67,12 +67,25 @@ def name_error(error: GraphQLError) -> None:
 
 
 class MaskUnexpected(MaskErrors):
-    """Strawberry's MaskErrors, with the code that the gateways give a masked error."""
+    """Strawberry's MaskErrors, with the code that the gateways give a masked error. An
+    outage (the database or the broker unreachable: merci.errors.unavailable) is not a
+    bug: it answers UNAVAILABLE with a sentence to show, its details masked all the same."""
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         masked = super().anonymise_error(error)
-        masked.extensions = {"code": "INTERNAL_SERVER_ERROR"}
+        outage = unavailable(error.original_error)
+        if outage is not None:
+            masked.message = outage.message
+            masked.extensions = {"code": "UNAVAILABLE", "retryAfter": RETRY_AFTER_SECONDS}
+        else:
+            masked.extensions = {"code": "INTERNAL_SERVER_ERROR"}
         return masked
+
+
+def has_outage(data: dict[str, Any]) -> bool:
+    """Whether a GraphQL result holds an UNAVAILABLE error (graph.http answers it 503)."""
+    return any(isinstance(e, dict) and (e.get("extensions") or {}).get("code") == "UNAVAILABLE"
+               for e in data.get("errors") or ())
 
 
 async def attempt(

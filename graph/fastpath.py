@@ -69,7 +69,10 @@ from graph.cost import Pricer, caller, report
 from graph.limits import MAX_TOKENS, RULES, has_nul
 from graph.observability import Shape, fields_shape, record
 from graph.ratelimit import send_graphql_refusal
+from graph.unavailable import counted
+from graph.unavailable import graphql_error as unavailable_error
 from merci import metrics, observability
+from merci.errors import RETRY_AFTER_SECONDS, unavailable
 from merci.ratelimit import RateLimited
 
 log = logging.getLogger("strawberry.execution")  # where Strawberry logs what it masks
@@ -460,30 +463,38 @@ class FastPath:
             except RateLimited as limited:  # as graph.http words it: the whole request refused
                 await send_graphql_refusal(send, limited, scope.get("state", {}).get("response_headers", []))
                 return True
-            except Exception:
-                log.exception("unexpected error in %s (fast path)", plan.root_name)
+            except Exception as exc:
                 loc = plan.root.loc
                 location = [{"line": loc.source.get_location(loc.start).line,
                              "column": loc.source.get_location(loc.start).column}] if loc else []
-                result: dict[str, Any] = {"data": None, "errors": [
-                    {"message": "Unexpected error.", "locations": location, "path": [plan.root_key],
-                     "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]}  # as graph.errors.MaskUnexpected names it
+                outage = unavailable(exc)
+                if outage is not None:  # the database or the broker out of reach: 503 (graph.unavailable)
+                    log.warning("unavailable in %s (fast path): the %s: %s", plan.root_name, outage.service, exc)
+                    error = {**unavailable_error(counted(outage)), "locations": location, "path": [plan.root_key]}
+                    status_code = 503
+                else:
+                    log.exception("unexpected error in %s (fast path)", plan.root_name)
+                    error = {"message": "Unexpected error.", "locations": location, "path": [plan.root_key],
+                             "extensions": {"code": "INTERNAL_SERVER_ERROR"}}  # as graph.errors.MaskUnexpected
+                result: dict[str, Any] = {"data": None, "errors": [error]}
                 failed = True
             else:
                 result = {"data": {plan.root_key: shape(plan.selection, payload)}}
                 failed = False
+                status_code = 200
             if buckets is not None:
                 actual = min(pricer.actual(result["data"]), requested)
                 if actual < requested:
                     status = await buckets.take(who, actual - requested)
                 result["extensions"] = {"cost": report(requested, actual, status, settings)}
             metrics.child(metrics.GRAPHQL_FAST_PATH, plan.root_name).inc()
-            record(plan.operation, started, span, ["INTERNAL_SERVER_ERROR"] if failed else [], result["data"],
-                   plan.counted)
+            record(plan.operation, started, span, [result["errors"][0]["extensions"]["code"]] if failed else [],
+                   result["data"], plan.counted)
         data = encode_json(result)
         # (plus any the authentication left for the answer, e.g. WWW-Authenticate: as the normal path)
-        await send({"type": "http.response.start", "status": 200, "headers": [
+        await send({"type": "http.response.start", "status": status_code, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+            *([(b"retry-after", str(RETRY_AFTER_SECONDS).encode())] if status_code == 503 else []),
             *scope.get("state", {}).get("response_headers", ())]})
         await send({"type": "http.response.body", "body": data})
         return True

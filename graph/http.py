@@ -23,10 +23,12 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from graph import cors, graphiql
 from graph.context import Context
+from graph.errors import has_outage
 from graph.fastpath import FastMutation, FastPath, FastQuery, encode_json, read_body, replay_body
 from graph.http_observability import MetricsEndpoint, MetricsPort, Observe, request_header
 from graph.ratelimit import count_request, graphql_refusal, limited_result, page_refused
 from graph.security import SecurityHeaders
+from graph.unavailable import Outages
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
 from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher, sign_batch
@@ -34,6 +36,7 @@ from merci.config import Settings
 from merci.cors import Allowlist
 from merci.db import Scope as DbScope
 from merci.db import create_pool, ping, scoped
+from merci.errors import RETRY_AFTER_SECONDS
 from merci.ratelimit import Limiter, RateLimited
 from merci.tenants import DEFAULT_TENANT, TenantIds
 from merci.throttle import Buckets
@@ -199,6 +202,11 @@ class MerciGraphQL(GraphQL[Context, None]):
             response_data = {"errors": response_data["errors"]}
             sub_response.status_code = 429
             sub_response.headers["retry-after"] = str(limited.retry_after)
+        elif isinstance(response_data, dict) and has_outage(response_data):
+            # The database or the broker is out of reach (graph.unavailable): 503, Retry-After,
+            # and what data there is (a mutation before it may have been done).
+            sub_response.status_code = 503
+            sub_response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
         return super().create_response(response_data, sub_response)
 
     async def render_graphql_ide(self, request: Request) -> Response:
@@ -269,7 +277,8 @@ async def readyz(request: Request) -> Response:
         async with request.app.state.pool.acquire(timeout=2) as conn:
             await ping(conn)
     except Exception:  # any failure means "not ready"; the probe retries
-        return JSONResponse({"status": "unavailable"}, 503)
+        return JSONResponse({"status": "unavailable", "service": "database"}, 503,
+                            headers={"retry-after": str(RETRY_AFTER_SECONDS)})
     return JSONResponse({"status": "ok"})
 
 
@@ -299,7 +308,9 @@ def create_app(
         # Before anything else: in production a limiter without shared storage stops the start.
         app.state.limiter = Limiter(settings)
         app.state.buckets = Buckets(settings)  # each caller's budget of query cost (graph.cost), stored alike
-        app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size)
+        app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size,
+                                           connect_timeout=settings.db_connect_timeout,
+                                           acquire_timeout=settings.db_acquire_timeout)
         # Cached principals are evicted the moment the database says they changed.
         app.state.evictions = None if accounts.principals.ttl <= 0 else await accounts.PrincipalEvictions(
             settings.listen_database_url, accounts.principals).start()
@@ -333,6 +344,8 @@ def create_app(
     middleware = [*([Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))]
                     if settings.trusted_proxies else []),
                   Middleware(Observe),
+                  # An outage or a missed deadline answers 503 UNAVAILABLE (Observe counts it).
+                  Middleware(Outages, deadline=settings.request_deadline_seconds, graphql_path="/graphql"),
                   Middleware(SecurityHeaders, public_url=settings.public_url, frameable=frameable),
                   Middleware(MetricsPort, port=settings.metrics_port, anywhere=settings.dev_env),
                   Middleware(cors.Cors, path="/graphql", allowlist=allowlist, max_age=settings.cors_max_age),

@@ -10,6 +10,8 @@ from graphql import GraphQLError
 from strawberry.utils.logging import StrawberryLogger
 
 from graph.errors import name_error, should_mask
+from merci import metrics
+from merci.errors import unavailable
 
 log = structlog.get_logger("merci.graphql")
 
@@ -24,7 +26,12 @@ class Schema(strawberry.federation.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Every error passes here once, before MaskErrors (which names the masked ones).
         for error in errors:
-            if should_mask(error):
+            if should_mask(error) and (outage := unavailable(error.original_error)) is not None:
+                # Not a bug: the database or the broker is out of reach (answered UNAVAILABLE).
+                metrics.child(metrics.UNAVAILABLE, outage.service).inc()
+                log.warning("unavailable", service=outage.service, error=str(error.original_error),
+                            path=error.path)
+            elif should_mask(error):
                 StrawberryLogger.error(error, execution_context)
             else:
                 name_error(error)

@@ -121,12 +121,29 @@ _BROKER_ERRORS = {
 }
 
 
+_CLIENTS = {"asyncpg": "database", "redis": "broker", "pika": "broker", "dramatiq": "broker",
+            "dramatiq_postgres": "broker", "psycopg": "broker", "psycopg_pool": "broker"}
+
+
+def _raised_by_client(exc: BaseException) -> str | None:
+    """The service whose client raised `exc` (an OSError or a timeout from a socket), read
+    off its traceback: a refused connect is an outage when asyncpg or a broker client made
+    it, and anything else (a missing file, a fetch) when something else did."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        package = str(tb.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
+        found = _CLIENTS.get(package, found)
+        tb = tb.tb_next
+    return found
+
+
 def unavailable(exc: BaseException | None) -> Unavailable | None:
     """The outage `exc` (or what caused it) stands for, or None when it is anything else.
 
     asyncpg's InterfaceError "pool is closing" and its other misuse errors are bugs, not
-    outages: only the connection errors above count, and OSError only where merci.db's
-    pool raised it (connect refused, no route), which it turns into Unavailable itself."""
+    outages: only the connection errors above count, and an OSError or a timeout only
+    when a database or broker client raised it."""
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, Unavailable):
@@ -137,6 +154,8 @@ def unavailable(exc: BaseException | None) -> Unavailable | None:
                 return Unavailable("database", str(exc))
             if key in _BROKER_ERRORS:
                 return Unavailable("broker", str(exc))
+        if isinstance(exc, OSError | TimeoutError) and (service := _raised_by_client(exc)) is not None:
+            return Unavailable(service, str(exc) or type(exc).__name__)
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None

@@ -63,6 +63,8 @@ GRAPHQL_FAST_PATH = Counter("merci_graphql_fast_path", "Mutations answered by a 
                             "by root field.", ["field"])
 GRAPHQL_ERRORS = Counter("merci_graphql_errors", "Errors in GraphQL responses, by extensions.code "
                          "(INTERNAL_SERVER_ERROR: masked unexpected errors).", ["code"])
+UNAVAILABLE = Counter("merci_unavailable", "Answers UNAVAILABLE (HTTP 503 or a GraphQL error): the database or the "
+                      "broker out of reach, or no answer within the request's deadline; by service.", ["service"])
 USER_ERRORS = Counter("merci_user_errors", "userErrors returned by mutations, by mutation and code.",
                       ["mutation", "code"])
 CLICKS_ACCEPTED = Counter("merci_clicks_accepted", "Clicks accepted by the API: answered PENDING once durably queued.")

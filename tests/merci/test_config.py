@@ -76,13 +76,6 @@ VARIABLES = [
     ("MERCI_LOGIN_LOCKOUT_SECONDS", "2", "login_lockout_seconds", 2.0),
     ("MERCI_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1", "trusted_proxies", ("10.0.0.0/8", "127.0.0.1/32")),
     ("MERCI_PASSWORD_HASH_THREADS", "4", "password_hash_threads", 4),
-    ("MERCI_SMTP_HOST", "smtp.example.org", "smtp_host", "smtp.example.org"),
-    ("MERCI_SMTP_PORT", "465", "smtp_port", 465),
-    ("MERCI_SMTP_USERNAME", "merci", "smtp_username", "merci"),
-    ("MERCI_SMTP_PASSWORD", "pw-smtp", "smtp_password", "pw-smtp"),
-    ("MERCI_SMTP_SECURITY", "TLS", "smtp_security", "tls"),
-    ("MERCI_SMTP_TIMEOUT", "5", "smtp_timeout", 5.0),
-    ("MERCI_MAIL_FROM", "Merci <hello@merci.example>", "mail_from", "Merci <hello@merci.example>"),
     ("MERCI_FRAUD_FRESH_DAYS", "3", "fraud_fresh_days", 3),
     ("MERCI_FRAUD_BURST_CLICKS", "50", "fraud_burst_clicks", 50),
     ("MERCI_FRAUD_SHARED_ADDRESS_ACCOUNTS", "9", "fraud_shared_address_accounts", 9),
@@ -90,6 +83,13 @@ VARIABLES = [
     ("MERCI_DB_CONNECT_TIMEOUT", "1.5", "db_connect_timeout", 1.5),
     ("MERCI_DB_ACQUIRE_TIMEOUT", "2", "db_acquire_timeout", 2.0),
     ("MERCI_REQUEST_DEADLINE_SECONDS", "9", "request_deadline_seconds", 9.0),
+    ("MERCI_SMTP_HOST", "smtp.example.org", "smtp_host", "smtp.example.org"),
+    ("MERCI_SMTP_PORT", "465", "smtp_port", 465),
+    ("MERCI_SMTP_USERNAME", "merci", "smtp_username", "merci"),
+    ("MERCI_SMTP_PASSWORD", "pw-smtp", "smtp_password", "pw-smtp"),
+    ("MERCI_SMTP_SECURITY", "TLS", "smtp_security", "tls"),
+    ("MERCI_SMTP_TIMEOUT", "5", "smtp_timeout", 5.0),
+    ("MERCI_MAIL_FROM", "Merci <hello@merci.example>", "mail_from", "Merci <hello@merci.example>"),
 ]
 
 
