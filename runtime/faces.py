@@ -98,14 +98,15 @@ def subgraph_sdl(face: Face) -> str:
     return build_schema(face).as_str()
 
 
-def pages(face: Face) -> list[BaseRoute]:
+def pages(face: Face, *, dev_env: bool = False) -> list[BaseRoute]:
     """What a face serves besides the shell's /graphql, probes and metrics: the api its
-    embeds (button, login, submit, badges, oEmbed, OAuth), the directory its /directory
-    page; `all` both. The ingress (k8s/base/ingress.yaml) sends each path to the face
-    that serves it, and tests/k8s checks it against these."""
+    embeds (button, login, submit, badges, oEmbed, OAuth) and the pages account mails
+    link to (plus the dev mailbox in development and test: `dev_env`), the directory its
+    /directory page; `all` both. The ingress (k8s/base/ingress.yaml) sends each path to
+    the face that serves it, and tests/k8s checks it against these."""
     routes: list[BaseRoute] = []
     if face != "directory":
-        routes += api.embeds.routes.routes() + api.accounts.pages.routes()
+        routes += api.embeds.routes.routes() + api.accounts.pages.routes(dev_env=dev_env)
     if face != "api":
         routes += directory.page.routes()
     return routes
@@ -117,7 +118,7 @@ def app(settings: Settings, face: Face = "all", **kwargs: object) -> Starlette:
         kwargs["fast_mutations"] = api.clicks.mutations.FAST_MUTATIONS
     if face != "api":
         kwargs["fast_queries"] = directory.queries.FAST_QUERIES
-    kwargs["routes"] = [*pages(face), *kwargs.get("routes", [])]  # type: ignore[misc]
+    kwargs["routes"] = [*pages(face, dev_env=settings.dev_env), *kwargs.get("routes", [])]  # type: ignore[misc]
     if face != "directory":
         kwargs["frameable"] = api.embeds.routes.FRAMEABLE  # the button, in partners' pages
     # The schema is closed (no introspection, no `_service`) outside development and test.

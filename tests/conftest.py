@@ -353,3 +353,8 @@ def prove_site(dsn: str, handle: str, url: str, method: str = "well_known") -> i
     parts = urlsplit(url)
     site = f"{parts.scheme}://{parts.netloc}/" if method == "well_known" else url
     return int(system_scalar(dsn, PROVE_SITE_SQL, handle, site, parts.hostname, method))
+
+
+def budget_left(content: bytes) -> bytes:
+    """An answer with its extensions.cost.throttleStatus.currentlyAvailable blanked."""
+    return re.sub(rb'"currentlyAvailable":\d+', b'"currentlyAvailable":0', content)

@@ -12,7 +12,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from merci.config import Settings
+from merci.config import DEV_ENVIRONMENTS, Settings
 from runtime import faces
 
 FACES: tuple[faces.Face, ...] = ("all", "api", "directory")
@@ -53,6 +53,7 @@ def served(face: faces.Face, env: str = "production") -> list[Served]:
     return [_served(r) for r in app.routes]
 
 
-def pages(face: faces.Face) -> list[Served]:
-    """The face's own routes, beyond the shell (/graphql, probes, metrics) every face has."""
-    return [_served(r) for r in faces.pages(face)]
+def pages(face: faces.Face, env: str = "production") -> list[Served]:
+    """The face's own routes, beyond the shell (/graphql, probes, metrics) every face has,
+    with MERCI_ENV=`env` (development and test add the dev mailbox)."""
+    return [_served(r) for r in faces.pages(face, dev_env=env in DEV_ENVIRONMENTS)]

@@ -107,11 +107,12 @@ async def mailbox(request: Request) -> Response:
     return web.page("mailbox.html", lang=lang, mails=mails, to=params.get("to", ""))
 
 
-def routes() -> list[Route]:
+def routes(*, dev_env: bool) -> list[Route]:
+    """The account pages; the dev mailbox only where `dev_env` (development and test)."""
     return [
         Route(account_mail.VERIFY_PATH, verify_get, methods=["GET"]),
         Route(account_mail.VERIFY_PATH, verify_post, methods=["POST"]),
         Route(account_mail.RESET_PATH, reset_get, methods=["GET"]),
         Route(account_mail.RESET_PATH, reset_post, methods=["POST"]),
-        Route("/dev/mailbox", mailbox, methods=["GET"]),
+        *([Route("/dev/mailbox", mailbox, methods=["GET"])] if dev_env else []),
     ]

@@ -94,6 +94,7 @@ ONE_AT_A_TIME = {
     "resetPassword": "the new password is judged against its account's own words, which only a valid link names",
     "changePassword": "the current password first: the new one is judged for its owner only",
     "deleteAccount": "the password first: what the account holds is told to its owner only",
+    "reviewFlaggedClick": "the decision is an enum, which GraphQL's validation refuses before any field is read",
 }
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import create_database, drop_database, fast_and_slow_apis, fast_path_count
+from tests.conftest import budget_left, create_database, drop_database, fast_and_slow_apis, fast_path_count
 from tests.directory.helpers import listed_site, new_tenant, person
 
 PAGE = ("query($q: String, $category: String, $language: String, $tenant: String, $sort: SiteSort, $first: Int,"
@@ -110,7 +110,8 @@ def test_search_through_the_fast_path_answers_as_strawberry_does(apis: tuple[str
         before = fast_count(fast_url)
         answers = [post(base, body) for base in (fast_url, slow_url)]
         assert answers[0].status_code == answers[1].status_code, body
-        assert answers[0].content == answers[1].content, body
+        # (both processes draw on one cost budget: what is left differs, graph.cost)
+        assert budget_left(answers[0].content) == budget_left(answers[1].content), body
         assert fast_count(fast_url) - before == (1 if planned else 0), body
         taken += planned
     assert fast_count(slow_url) == 0

@@ -195,6 +195,21 @@ def delivery(endpoint: str) -> Callable[[Run], None]:
     return go
 
 
+def held(supporter: str, thing: str) -> Callable[[Run], None]:
+    """Detection held a click of the supporter's on the thing for review (in a month of
+    2039, which no close reaches), kept as `flagged`."""
+    def go(run: Run) -> None:
+        pk = run.sql(
+            "with c as (insert into clicks (tenant_id, supporter_id, thing_id, period, accepted_at, idempotency_key)"
+            " select tenant_id, $1, $2, '2039-03-01', '2039-03-05T10:00:00Z', 'held-1' from things where id = $2"
+            " returning *)"
+            " insert into click_flags (click_id, tenant_id, period, supporter_id, thing_id, accepted_at, reasons)"
+            " select id, tenant_id, period, supporter_id, thing_id, accepted_at, array['burst', 'ring'] from c"
+            " returning click_id", run.pk(supporter), run.pk(thing))
+        run.kept["flagged"] = base64.urlsafe_b64encode(f"Click:{pk}".encode()).decode().rstrip("=")
+    return go
+
+
 def mailed(handle: str, path: str = "/account/verify") -> Callable[[Run], None]:
     """The link the deployment mailed to `handle` (its outbox), kept as `<handle><path>`:
     its owner follows it."""
@@ -360,6 +375,16 @@ SCENARIO: list[Step] = [
     Step("WebhookEndpoints", by="key"),
     Step("PartnerAnalytics", by="key"),
     Step("PartnerAnalytics", by="dave"),
+    # Clicks held for review (docs/fraud.md): platform admins list and decide; nobody else sees one.
+    Step("FlaggedClicks", by="root", variables={"status": "HELD", "first": 10}, then=held("dave", "t1")),
+    Step("FlaggedClicks", by="root", variables={"status": "HELD", "first": 10}),
+    Step("FlaggedClicks", by="dave", variables={"status": None}),
+    Step("FlaggedClicks", by="key"),
+    Step("ReviewFlaggedClick", by="dave", variables=lambda k: {"id": k["flagged"], "decision": "RELEASE"}),
+    Step("ReviewFlaggedClick", by="root", variables=lambda k: {"id": k["flagged"], "decision": "REJECT"}),
+    Step("ReviewFlaggedClick", by="root", variables=lambda k: {"id": k["flagged"], "decision": "RELEASE"}),
+    Step("ReviewFlaggedClick", by="root", variables={"id": "Q2xpY2s6MTA5OTUxMTYyNzc3Ng", "decision": "REJECT"}),
+    Step("FlaggedClicks", by="root", variables={"status": "REJECTED"}),
     # Payouts: nothing earned yet.
     Step("RequestPayout", by="alice", variables={"key": "payout-1"}),
     Step("RequestPayout", by="alice", variables={"key": "payout-2", "amount": 1}),

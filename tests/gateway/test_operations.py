@@ -112,7 +112,7 @@ def test_the_gateways_answer_as_one_process(deployments: dict[str, Deployment]) 
     # The replay really exercised the API (a scenario failing everywhere alike would compare equal).
     by_step = {t["step"]: t for t in single}
     assert by_step["1 LogIn by anon"]["set-cookie"] == [
-        "merci_session=<cookie#2>; HttpOnly; Max-Age=2592000; Path=/; SameSite=lax; Secure"]
+        "merci_session=<cookie#1>; HttpOnly; Max-Age=2592000; Path=/; SameSite=lax; Secure"]
     assert by_step["3 Viewer by root-cookie"]["data"]["me"]["isPlatformAdmin"] is True
     subscribed = next(t for t in single if t["step"].endswith("Subscribe by dave"))["data"]["subscribe"]
     assert subscribed["userErrors"] == [] and subscribed["subscription"]["status"] == "ACTIVE"

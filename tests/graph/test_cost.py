@@ -82,7 +82,7 @@ def test_the_frontend_s_operations_cost_less_than_the_limit() -> None:
 @pytest.fixture(scope="module")
 async def served(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Statements]]:
     small = replace(settings, query_cost_limit=300, query_cost_bucket=400, query_cost_restore_rate=20,
-                    statement_timeout_ms=300)
+                    statement_timeout_ms=300, trusted_proxies=("203.0.113.9/32",))  # (each test's address its own)
     async with counted_app(small, ("203.0.113.9", 1)) as pair:
         yield pair
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import (
     GraphQLClient,
+    budget_left,
     create_database,
     drop_database,
     fast_and_slow_apis,
@@ -215,8 +215,3 @@ def test_a_fast_path_datetime_is_written_alike_either_way() -> None:
     at = datetime(2026, 11, 27, 6, 5, 26, 120, tzinfo=UTC)
     assert encode_json([at]) == b'["2026-11-27T06:05:26.000120+00:00"]'  # orjson, as Strawberry's isoformat
     assert encode_json([at, 2**70]) == b'["2026-11-27T06:05:26.000120+00:00",1180591620717411303424]'  # fallback
-
-
-def budget_left(content: bytes) -> bytes:
-    """An answer with its extensions.cost.throttleStatus.currentlyAvailable blanked."""
-    return re.sub(rb'"currentlyAvailable":\d+', b'"currentlyAvailable":0', content)

@@ -340,7 +340,7 @@ async def test_the_migration_puts_the_data_already_here_right(server_url: str,
         conn = await asyncpg.connect(dsn)
         try:
             tenant = await f.merci_tenant(conn)
-            alice, bob, carol = [await f.person(conn, tenant, n) for n in ("alice", "bob", "carol")]
+            alice, bob, carol = [await f.person(conn, tenant, n, verified=False) for n in ("alice", "bob", "carol")]
 
             async def thing(owner: int | None, url: str) -> int:
                 found: int = await conn.fetchval(

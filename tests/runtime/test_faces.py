@@ -39,7 +39,7 @@ def answers(base: str, route: Served) -> bool:
 
 
 def test_each_face_answers_its_own_routes_and_no_other(servers: dict[str, str]) -> None:
-    api_pages, directory_pages = pages("api"), pages("directory")
+    api_pages, directory_pages = pages("api", ENV), pages("directory", ENV)
     assert {p.path for p in api_pages} >= {"/embed/button.js", "/submit/auto", "/oembed", "/oauth/token"}
     assert [p.path for p in directory_pages] == ["/directory"]
     wrong = []
@@ -61,4 +61,4 @@ def test_each_face_answers_its_own_routes_and_no_other(servers: dict[str, str]) 
         return {r.template for r in served(face, ENV)}
 
     assert templates("all") == templates("api") | templates("directory")
-    assert templates("api") & templates("directory") == templates("all") - {r.template for r in pages("all")}
+    assert templates("api") & templates("directory") == templates("all") - {r.template for r in pages("all", ENV)}
