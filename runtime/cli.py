@@ -173,7 +173,7 @@ def cmd_close_month(args: argparse.Namespace) -> int:
 
         period = f"{months_before(period_of(datetime.now(UTC)), 1):%Y-%m}"
     return asyncio.run(run_close(_settings(), period, force=args.force, shards=args.shards,
-                                 timeout=args.timeout, inline=args.inline))
+                                 timeout=args.timeout, inline=args.inline, retry_for=args.retry_for))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -231,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     close.add_argument("--shards", type=int, default=16)
     close.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the workers")
     close.add_argument("--inline", action="store_true", help="run the close in this process, not on workers")
+    close.add_argument("--retry-for", type=float, default=120.0,
+                       help="seconds to keep reconnecting to an unreachable database before exiting 4")
     close.set_defaults(func=cmd_close_month)
 
     sub.add_parser("audit", help="check the ledger's invariants").set_defaults(func=cmd_audit)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 
 from merci import audit, close
 from merci.config import Settings
+from merci.errors import Unavailable, unavailable
 from merci.periods import PeriodError, parse_period, period_of
 from merci.queue import MONEY, Queue, make_broker
 from runtime.progress import Progress
@@ -21,8 +22,11 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+EXIT_UNAVAILABLE = 4  # the database stayed out of reach (1: a self-check failed, 2: refused, 3: no workers)
+
+
 async def run_close(settings: Settings, period_text: str, *, force: bool, shards: int, timeout: float,
-                    inline: bool) -> int:
+                    inline: bool, retry_for: float = 120.0) -> int:
     try:
         period = parse_period(period_text)
     except PeriodError as exc:
@@ -37,7 +41,35 @@ async def run_close(settings: Settings, period_text: str, *, force: bool, shards
             return _fail("--force is refused in production", 2)
     if not 1 <= shards <= 4096:
         return _fail("--shards is between 1 and 4096", 2)
-    conn = await asyncpg.connect(settings.system_database_url)
+    # The close resumes where it stopped: a lost connection is taken again, with backoff,
+    # for up to `retry_for` seconds, after which the command exits EXIT_UNAVAILABLE.
+    give_up, delay = time.monotonic() + retry_for, 0.5
+    while True:
+        try:
+            return await _close(settings, period, shards=shards, timeout=timeout, inline=inline)
+        except Exception as exc:
+            outage = _outage(exc)
+            if outage is None:
+                raise
+            if time.monotonic() + delay > give_up:
+                return _fail(f"{outage}: the close of {period:%Y-%m} resumes where it stopped when re-run",
+                             EXIT_UNAVAILABLE)
+            print(f"merci: {outage}; trying again in {delay:g} s", file=sys.stderr)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _outage(exc: BaseException) -> Unavailable | None:
+    """The database out of reach (merci.errors.unavailable), or the connection this command
+    held closed under it (asyncpg's InterfaceError, a bug anywhere else)."""
+    found = unavailable(exc)
+    if found is None and isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+        found = Unavailable("database", str(exc))
+    return found
+
+
+async def _close(settings: Settings, period: date, *, shards: int, timeout: float, inline: bool) -> int:
+    conn = await asyncpg.connect(settings.system_database_url, timeout=settings.db_connect_timeout)
     try:
         try:
             started = await close.start(conn, period=period, shards=shards, currency=settings.currency,

@@ -424,3 +424,38 @@ def test_postgres_stopped_answers_unavailable_promptly_and_heals(private_pg: Pri
                        for k, _, r, _ in down if k != "down:page"), "a request answered without its database"
     finally:
         api.stop()
+
+
+def _close_month(dsn: str, period: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "close-month", period, "--inline", *extra],
+                            env=service_env(dsn), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_close_month_waits_for_the_database_then_gives_up_with_its_own_code(private_pg: PrivatePostgres) -> None:
+    """`merci close-month` with the database down keeps reconnecting, and closes once it is
+    back; down for longer than --retry-for, it exits 4 ("database unavailable", not the
+    self-check's 1) saying the close resumes when re-run."""
+    dsn = private_pg.dsn  # type: ignore[attr-defined]
+    assert private_pg.stop().returncode == 0
+    waiting = _close_month(dsn, "2025-01", "--retry-for", "60")
+    try:
+        time.sleep(4)
+        assert waiting.poll() is None, waiting.communicate()  # still trying
+        private_pg.start()
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, err
+    assert "closed 2025-01" in out and "trying again" in err
+    assert system_scalar(dsn, "select status from month_closes where period = '2025-01-01'") == "done"
+
+    assert private_pg.stop().returncode == 0
+    started = time.monotonic()
+    gave_up = _close_month(dsn, "2025-02", "--retry-for", "3")
+    try:
+        out, err = gave_up.communicate(timeout=60)
+    finally:
+        private_pg.start()
+    assert gave_up.returncode == 4, err
+    assert "resumes where it stopped when re-run" in err and "Traceback" not in err
+    assert time.monotonic() - started < 20
