@@ -33,11 +33,22 @@ export const SESSION_COOKIE = "merci_session";
 // The headers to send a subgraph, from the client's (`get(name)` reads one). Of the
 // cookies only Merci's session goes on: the others (the site's analytics, another app's
 // session on the same domain) are no subgraph's business.
-export function forwardedHeaders(get) {
+//
+// The client's address goes on too, for the subgraphs' limits per address: the
+// X-Forwarded-For the gateway was sent (by the Ingress) with the address that sent it
+// (`peer`) appended, as every proxy does. The subgraphs believe the chain only as far as
+// MERCI_TRUSTED_PROXIES reaches (the gateway's and the Ingress's addresses): a client
+// cannot pass for another address by sending the header itself.
+export function forwardedHeaders(get, peer) {
   const headers = {};
   for (const name of FORWARDED) {
     const value = get(name);
     if (value) headers[name] = value;
+  }
+  const address = peer?.startsWith("::ffff:") ? peer.slice(7) : peer;  // an IPv4 client on a dual-stack socket
+  if (address) {
+    const chain = get("x-forwarded-for");
+    headers["x-forwarded-for"] = chain ? `${chain}, ${address}` : address;
   }
   const session = sessionCookie(get("cookie"));
   if (session) headers.cookie = `${SESSION_COOKIE}=${session}`;

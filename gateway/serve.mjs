@@ -117,7 +117,7 @@ async function handle(req, res) {
   const headers = new HeaderMap();
   for (const [name, value] of Object.entries(req.headers)) headers.set(name, Array.isArray(value) ? value.join(", ") : value);
   const seen = { cookies: [], returned: {}, refused: null, touched: false };
-  const context = { forward: forwardedHeaders(get), seen };
+  const context = { forward: forwardedHeaders(get, req.socket.remoteAddress), seen };
   const response = await server.executeHTTPGraphQLRequest({
     httpGraphQLRequest: { method: req.method, headers, search: url.search, body },
     context: async () => context,

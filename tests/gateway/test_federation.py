@@ -216,3 +216,57 @@ def test_the_node_version_is_stated_and_kept() -> None:
                             text=True)
     assert newest.returncode == 0, newest.stderr
     assert "engine-strict=true" in (GATEWAY / ".npmrc").read_text().split()
+
+
+def test_the_client_address_reaches_the_subgraphs(database_url: str, tmp_path: Path) -> None:
+    """Each gateway appends the address that sent it a request to X-Forwarded-For, so that
+    the subgraphs' limits per address count clients, not the gateway: with the gateway
+    trusted (MERCI_TRUSTED_PROXIES), one client's failed logins past login.ip refuse that
+    client (RATE_LIMITED, 429 and Retry-After through the gateway) and not the next one.
+    Without it every client would be the gateway's one address."""
+    node_ready()
+    limits = {"MERCI_TRUSTED_PROXIES": "127.0.0.1", "MERCI_RATE_LIMIT_MULTIPLIER": "1",
+              "MERCI_RATE_LIMITS": "login.ip=3/minute", "MERCI_RATE_LIMIT_URL": "memory://"}
+    api, api_url = start_api(database_url, tmp_path, face="api", **limits)
+    directory, directory_url = start_api(database_url, tmp_path, face="directory", **limits)
+    started = []
+    try:
+        for name, (argv, path) in sorted(GATEWAYS.items()):
+            port = free_port()
+            env = service_env(database_url, PORT=str(port), HOST="127.0.0.1", MERCI_API_URL=f"{api_url}/graphql",
+                              MERCI_DIRECTORY_URL=f"{directory_url}/graphql")
+            started.append(Service(argv, env, tmp_path / f"gateway-{name}.log", cwd=GATEWAY))
+            url = f"http://127.0.0.1:{port}{path}"
+            wait_up(url, started[-1])
+            login = {"query": "mutation($i: LogInInput!) { logIn(input: $i) { userErrors { code } } }",
+                     "variables": {"i": {"email": f"nobody-{name}@example.org", "password": "wrong password"}}}
+
+            def attempt(address: str) -> httpx.Response:
+                return httpx.post(url, json=login, headers={"x-forwarded-for": address}, timeout=10)  # noqa: B023
+
+            first = [attempt(f"198.51.100.{7 if name == 'hive' else 17}") for _ in range(3)]
+            assert [r.json()["data"]["logIn"]["userErrors"] for r in first] == [[{"code": "INVALID_CREDENTIALS"}]] * 3
+            refused = attempt(f"198.51.100.{7 if name == 'hive' else 17}")
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1, (name, refused.text)
+            assert [e["extensions"]["code"] for e in refused.json()["errors"]] == ["RATE_LIMITED"]
+            other = attempt(f"198.51.100.{8 if name == 'hive' else 18}")  # another client: its own count
+            assert other.status_code == 200, (name, other.text)
+            assert other.json()["data"]["logIn"]["userErrors"] == [{"code": "INVALID_CREDENTIALS"}]
+    finally:
+        for gateway in started:
+            gateway.stop()
+        directory.stop()
+        api.stop()
+
+
+def wait_up(url: str, gateway: Service) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if gateway.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gateway did not start:\n{gateway.output()[-3000:]}")
+        try:
+            if httpx.post(url, json={"query": "{ __typename }"}, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)

@@ -610,7 +610,52 @@ def check_metrics_port(objs: list[Obj], overlay: str) -> list[str]:
     return problems
 
 
+def container_env(objs: list[Obj], container: Obj) -> dict[str, str]:
+    """A container's environment as Kubernetes gives it: the ConfigMap it takes whole, then
+    its own variables in order, $(NAME) replaced by what came before; a Secret's value is
+    `secret-<key>`."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(config_data(objs))
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), var["value"])
+        elif "secretKeyRef" in var.get("valueFrom", {}):
+            env[var["name"]] = "secret-" + var["valueFrom"]["secretKeyRef"]["key"]
+    return env
+
+
+def check_api_settings(objs: list[Obj], overlay: str) -> list[str]:
+    """The api and directory start with the settings their pods get (merci.config.load, as
+    `merci serve` reads them): the rate limits' counters shared (a Redis: memory is refused
+    in production and staging), and the proxies in front of them trusted to say who the
+    client is (else every client is the gateway's one address)."""
+    from merci import config
+    from merci.ratelimit import storage_uri
+
+    problems = []
+    for name in ("merci-api", "merci-directory"):
+        container = one(objs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        env = container_env(objs, container)
+        with pytest.MonkeyPatch.context() as mp:
+            for key in [k for k in os.environ if k.startswith(("MERCI_", "BROKER_", "DATABASE_", "OTEL_"))]:
+                mp.delenv(key)
+            for key, value in env.items():
+                mp.setenv(key, value)
+            try:
+                settings = config.load()
+                storage_uri(settings)
+            except (RuntimeError, ValueError) as err:
+                problems.append(f"Deployment/{name} would not start: {err}")
+                continue
+        if not settings.trusted_proxies:
+            problems.append(f"Deployment/{name}: no MERCI_TRUSTED_PROXIES: every client would be the gateway's address")
+    return problems
+
+
 CHECKS: list[Callable[[list[Obj], str], list[str]]] = [
+    check_api_settings,
     check_namespace_and_secrets,
     check_pod_security,
     check_probes,
@@ -658,15 +703,17 @@ def test_overlays_render_the_expected_kinds() -> None:
         assert expected <= kinds, f"{overlay} lacks {sorted(expected - kinds)}"
 
 
-def test_production_uses_redis_and_staging_the_postgresql_broker() -> None:
-    production, staging = render("production"), render("staging")
-    assert config_data(production)["MERCI_ENV"] == "production"
-    assert config_data(staging)["MERCI_ENV"] == "staging"
-    redis = one(production, "StatefulSet", "merci-broker")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert redis[redis.index("--appendonly") + 1] == "yes"
-    assert redis[redis.index("--maxmemory-policy") + 1] == "noeviction"
-    assert config_data(staging)["BROKER_URL"] == ""
-    assert not find(staging, "StatefulSet")
+def test_production_and_staging_use_a_durable_redis() -> None:
+    """Both run Redis, for the broker and the rate limits' shared counters (staging on the
+    PostgreSQL broker had none, and `merci serve` refuses memory counters there)."""
+    for overlay in OVERLAYS:
+        objs = render(overlay)
+        assert config_data(objs)["MERCI_ENV"] == overlay
+        assert config_data(objs)["BROKER_URL"] == "redis://merci-broker:6379/0"
+        redis = one(objs, "StatefulSet", "merci-broker")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert redis[redis.index("--appendonly") + 1] == "yes"
+        assert redis[redis.index("--appendfsync") + 1] == "always"
+        assert redis[redis.index("--maxmemory-policy") + 1] == "noeviction"
 
 
 def test_the_recovery_example_in_the_docs_is_a_valid_cluster() -> None:
@@ -778,7 +825,20 @@ def _one_instance(objs: list[Obj]) -> None:
     one(objs, "Cluster", "merci-db")["spec"]["instances"] = 1
 
 
+def _postgres_broker_in_production(objs: list[Obj]) -> None:  # staging before this check
+    find(objs, "ConfigMap")[0]["data"]["BROKER_URL"] = ""
+    for deployment in ("merci-api", "merci-directory"):
+        container = one(objs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+        container["env"] = [e for e in container.get("env", []) if e["name"] != "BROKER_URL"]
+
+
+def _no_trusted_proxies(objs: list[Obj]) -> None:
+    del find(objs, "ConfigMap")[0]["data"]["MERCI_TRUSTED_PROXIES"]
+
+
 BREAKAGES: list[tuple[Callable[[list[Obj]], None], str]] = [
+    (_postgres_broker_in_production, "Deployment/merci-api would not start: MERCI_RATE_LIMIT_URL must name a Redis"),
+    (_no_trusted_proxies, "Deployment/merci-directory: no MERCI_TRUSTED_PROXIES"),
     (_unknown_field, "Additional properties are not allowed ('replica'"),
     (_wrong_type, "'three' is not of type 'integer'"),
     (_bad_crd, "'statement' is not one of"),
