@@ -54,16 +54,7 @@ def federation(request: pytest.FixtureRequest, database_url: str,
     gateway = Service(argv, env, tmp / f"gateway-{request.param}.log", cwd=GATEWAY)
     url = f"http://127.0.0.1:{port}{path}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if gateway.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start:\n{gateway.output()[-3000:]}")
-            try:
-                if httpx.post(url, json={"query": "{ __typename }"}, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_up(url, gateway)
         yield {"gateway": url, "api": api_url, "directory": directory_url}
     finally:
         gateway.stop()
