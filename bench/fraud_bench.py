@@ -44,8 +44,9 @@ async def alternate(conn: asyncpg.Connection, runs: int) -> tuple[list[float], l
 
 def row(name: str, before: list[float], after: list[float]) -> tuple[str, str]:
     b, a = statistics.median(before), statistics.median(after)
+    runs = f"{', '.join(f'{x:.3f}' for x in before)} / {', '.join(f'{x:.3f}' for x in after)}"
     return name, (f"without {b:.3f} s, with {a:.3f} s ({(a / b - 1) * 100:+.1f}%; medians of {len(before)}"
-                  f" alternating runs: {', '.join(f'{x:.3f}' for x in before)} / {', '.join(f'{x:.3f}' for x in after)})")
+                  f" alternating runs: {runs})")
 
 
 async def run(dsn: str, runs: int) -> list[tuple[str, str]]:
