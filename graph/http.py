@@ -31,7 +31,7 @@ from graph.security import SecurityHeaders
 from graph.unavailable import Outages
 from merci import accounts, metrics, observability
 from merci.accounts import Principal
-from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, PrecheckBatcher, sign_batch
+from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, ClickBatcher, Handoff, PrecheckBatcher
 from merci.config import Settings
 from merci.cors import Allowlist
 from merci.db import Scope as DbScope
@@ -296,9 +296,9 @@ def create_app(
     accounts.passwords.configure(settings.password_hash_threads)
     metrics.configure(settings)
 
-    async def send_clicks(batch: list[list[Any]]) -> None:
-        await queue.asend(INGEST_ACTOR, batch, sign_batch(batch, settings.secret_key), queue_name=CLICK_QUEUE)
-        metrics.CLICKS_ACCEPTED.inc(len(batch))  # in the broker: accepted
+    async def send_clicks(batch: list[list[Any]], signature: str, outbox_id: str | None) -> None:
+        outbox = () if outbox_id is None else (outbox_id,)
+        await queue.asend(INGEST_ACTOR, batch, signature, *outbox, queue_name=CLICK_QUEUE)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -315,10 +315,15 @@ def create_app(
         app.state.evictions = None if accounts.principals.ttl <= 0 else await accounts.PrincipalEvictions(
             settings.listen_database_url, accounts.principals).start()
         app.state.queue = queue
-        app.state.clicks = None if queue is None else ClickBatcher(send_clicks)
-        # Clicks: checked and handed to the broker in batches (group commit).
-        app.state.prechecks = None if queue is None else PrecheckBatcher(
-            settings.app_database_url, currency=settings.currency, send=send_clicks)
+        # Accepted clicks: durable before they are answered (an outbox unless the broker
+        # is PostgreSQL), then in the broker.
+        handoff = None if queue is None else Handoff(send_clicks, secret=settings.secret_key,
+                                                      outbox=not queue.durable)
+        app.state.clicks = None if handoff is None else ClickBatcher(
+            handoff, lambda tenant_id: scoped(app.state.pool, DbScope(tenant_id)))
+        # Clicks: checked and handed over in batches (group commit).
+        app.state.prechecks = None if handoff is None else PrecheckBatcher(
+            settings.app_database_url, currency=settings.currency, handoff=handoff)
         try:
             yield
         finally:

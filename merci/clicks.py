@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
@@ -19,7 +21,7 @@ import asyncpg
 import orjson
 import structlog
 
-from merci import locks
+from merci import click_outbox, locks
 from merci.budgets import MIN_BUDGET
 from merci.errors import Checks, UserError
 from merci.ledger import supporter_balances_sql
@@ -59,6 +61,12 @@ def of_supporter(*, supporter_id: int, period: date) -> Keyset:
     """A supporter's stored clicks of a month, newest first."""
     return Keyset("select id, thing_id, period, accepted_at, source, idempotency_key from clicks"
                   " where supporter_id = $1 and period = $2", (supporter_id, period))
+
+
+def month_closed() -> UserError:
+    """A click into a month whose close has started: refused at once, rather than
+    answered PENDING and refused by the workers after (issue 17)."""
+    return UserError("MONTH_CLOSED", "this month is being closed: clicks count from the next one", None)
 
 
 def check_key(key: str) -> str:
@@ -129,7 +137,9 @@ select i.i, t.id as thing_id, t.owner_id, coalesce(b.balance, 0)::bigint as bala
        exists (select 1 from clicks c where c.supporter_id = i.supporter_id and c.thing_id = t.id
                                         and c.period = $5) as clicked,
        exists (select 1 from clicks c where c.supporter_id = i.supporter_id
-                                        and c.idempotency_key = i.key) as replayed
+                                        and c.idempotency_key = i.key) as replayed,
+       -- the month's close has started: the workers would refuse it (issue 17)
+       exists (select 1 from month_closes m where m.period = $5) as closing
   from input i
   left join things t on t.id = coalesce(i.thing_id, (select u.id from things u where u.canon = merci_canon(i.url)))
   left join balances b on b.supporter_id = i.supporter_id
@@ -165,6 +175,8 @@ async def precheck_many(
             out.append(UserError("ALREADY_THIS_MONTH", "you already clicked this thing this month", where))
         elif row["balance"] < MIN_BUDGET:
             out.append(UserError("NO_MEANS", "top up your balance before clicking", None))
+        elif row["closing"]:  # (last: what is wrong with the click itself says more)
+            out.append(month_closed())
         else:
             by_key[(r.supporter_id, r.idempotency_key)] = accepted
             targets.add((r.supporter_id, row["thing_id"] or r.url))
@@ -234,18 +246,113 @@ class GroupCommit(Generic[Item, Result]):
 
 
 class ClickBatcher(GroupCommit[Accepted, None]):
-    """Group commit of accepted clicks: one queue message per batch.
+    """Group commit of accepted clicks (the button, /submit): one hand-over per batch and
+    tenant (Handoff). A request is answered only once its click is durable."""
 
-    A request is answered only once the message holding its click is in the
-    broker, so "accepted" always means durable.
-    """
+    def __init__(self, handoff: Handoff, connect: Connect, max_batch: int = MAX_BATCH) -> None:
+        self.handoff = handoff
 
-    def __init__(self, send: Callable[[list[list[Any]]], Awaitable[object]], max_batch: int = MAX_BATCH) -> None:
         async def run(batch: list[Accepted]) -> list[None | BaseException]:
-            await send([c.message() for c in batch])
-            return [None] * len(batch)
+            if not handoff.outbox:
+                await handoff.direct(batch)
+                return [None] * len(batch)
+            out: list[None | BaseException] = [None] * len(batch)
+            for tenant_id in sorted({c.tenant_id for c in batch}):
+                at = [i for i, c in enumerate(batch) if c.tenant_id == tenant_id]
+                try:
+                    await handoff.held(connect, tenant_id, [batch[i] for i in at], receipts=[])
+                except Exception as exc:  # the database: these are not accepted
+                    for i in at:
+                        out[i] = exc
+            return out
 
         super().__init__(run, max_batch)
+
+
+# Hands a signed batch to the broker: (messages, signature, outbox row id or None).
+Send = Callable[[list[list[Any]], str, str | None], Awaitable[object]]
+# A connection under a tenant's scope, whose work is committed when the block ends.
+Connect = Callable[[int], AbstractAsyncContextManager[asyncpg.Connection]]
+
+
+class Handoff:
+    """How the API hands accepted clicks to the workers, so that accepted means durable
+    in PostgreSQL (issue 17).
+
+    With the PostgreSQL broker a message is a row in PostgreSQL: once sent it is durable,
+    and nothing more is written (`direct`). With Redis or RabbitMQ it is not (a Redis
+    restarted without its data lost every click it held), so each tenant's batch is
+    first written to click_outbox with its clicks' receipts, in one statement committed
+    before its message is sent (`held`): the worker deletes the row in the transaction
+    that stores the clicks, and the scheduler sends again a row nobody deleted
+    (merci.click_outbox). Once the row is written the clicks are accepted, broker or not:
+    a batch the broker refused is marked unsent, and the scheduler's next tick sends it.
+    """
+
+    def __init__(self, send: Send, *, secret: str, outbox: bool) -> None:
+        self.send = send
+        self.secret = secret
+        self.outbox = outbox
+
+    async def hand(self, connect: Connect, tenant_id: int, clicks: list[Accepted],
+                   receipts: list[ReceiptRow] | None = None) -> None:
+        """Accept `clicks` (of the scope `tenant_id`), or raise: then none is accepted."""
+        if self.outbox:
+            await self.held(connect, tenant_id, clicks, receipts)
+        else:
+            await self.direct(clicks)
+
+    async def direct(self, clicks: list[Accepted]) -> None:
+        batch = [c.message() for c in clicks]
+        await self.send(batch, sign_batch(batch, self.secret), None)
+        _accepted(len(clicks))
+
+    async def held(self, connect: Connect, tenant_id: int, clicks: list[Accepted],
+                   receipts: list[ReceiptRow] | None) -> None:
+        """Written to the outbox (with `receipts` and the clicks' own, unless None), then
+        sent. Raises only when the row could not be written."""
+        batch = [c.message() for c in clicks]
+        signature = sign_batch(batch, self.secret)
+        outbox_id = str(uuid.uuid4())
+        async with connect(tenant_id) as conn:
+            await hold(conn, outbox_id=outbox_id, tenant_id=tenant_id, batch=batch, signature=signature,
+                       receipts=None if receipts is None else [*receipts, *map(queued_row, clicks)])
+        _accepted(len(clicks))
+        try:
+            await self.send(batch, signature, outbox_id)
+        except Exception as exc:  # accepted all the same: the scheduler sends it at its next tick
+            log.warning("accepted clicks kept in the outbox: the broker refused them", error=str(exc),
+                        clicks=len(clicks))
+            try:
+                async with connect(tenant_id) as conn:
+                    await conn.execute("update click_outbox set sent_at = null where id = $1::uuid", outbox_id)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
+                # Then the scheduler sends it once it looks lost (settings.click_resend_seconds).
+                log.warning("outboxed clicks not marked unsent", error=str(err), clicks=len(clicks))
+
+
+def _accepted(n: int) -> None:
+    from merci import metrics  # (prometheus_client: not at import, see workers' worker_metrics)
+
+    metrics.CLICKS_ACCEPTED.inc(n)
+
+
+HOLD_SQL = """
+insert into click_outbox (id, tenant_id, batch, signature) values ($1::uuid, $2, $3::text::jsonb, $4)
+"""
+
+
+async def hold(conn: asyncpg.Connection, *, outbox_id: str, tenant_id: int, batch: list[list[Any]], signature: str,
+               receipts: list[ReceiptRow] | None) -> None:
+    """The batch in the outbox, and its receipts, in one statement (atomic without a
+    transaction: PrecheckBatcher's connection has none)."""
+    args: tuple[Any, ...] = (outbox_id, tenant_id, orjson.dumps(batch).decode(), signature)
+    latest = {(r[0], r[1]): r for r in receipts or ()}  # (as record_receipts)
+    if not latest:
+        await conn.execute(HOLD_SQL, *args)
+        return
+    await conn.execute(f"with held as ({HOLD_SQL}) {receipts_sql(first=5)}", *args,
+                       *(list(c) for c in zip(*latest.values(), strict=True)))
 
 
 # ----------------------------------------------------------------- receipts
@@ -290,13 +397,19 @@ def refused_row(*, supporter_id: int, tenant_id: int, key: str, error: UserError
     return (supporter_id, key, tenant_id, error.code, thing_id, period_of(now))
 
 
-RECORD_RECEIPTS_SQL = """
+def receipts_sql(*, first: int = 1) -> str:
+    """The upsert of receipts, its six arrays numbered from `first`."""
+    a, b, c, d, e, f = (f"${i}" for i in range(first, first + 6))
+    return f"""
 insert into click_receipts as r (supporter_id, idempotency_key, tenant_id, refusal, thing_id, period)
-select * from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::date[])
+select * from unnest({a}::bigint[], {b}::text[], {c}::bigint[], {d}::text[], {e}::bigint[], {f}::date[])
 on conflict (supporter_id, idempotency_key) do update
    set tenant_id = excluded.tenant_id, refusal = excluded.refusal, thing_id = excluded.thing_id,
        period = excluded.period, at = now()
 """
+
+
+RECORD_RECEIPTS_SQL = receipts_sql()
 
 
 async def record_receipts(conn: asyncpg.Connection, rows: list[ReceiptRow]) -> None:
@@ -314,7 +427,7 @@ async def forget_queued(conn: asyncpg.Connection, clicks: list[Accepted]) -> Non
         [c.supporter_id for c in clicks], [c.idempotency_key for c in clicks])
 
 
-RECEIPT_SQL = """
+RECEIPT_SQL = f"""
 select 'accepted' as status, null::text as code, thing_id, period::date, ingested_at as at, 0 as rank from clicks
  where supporter_id = $1 and idempotency_key = $2
 union all
@@ -323,6 +436,14 @@ select 'refused', reason, thing_id, period::date, at, 1 from click_rejections
 union all
 select case when refusal is null then 'pending' else 'refused' end, refusal, thing_id, period::date, at, 1
   from click_receipts where supporter_id = $1 and idempotency_key = $2
+union all
+-- accepted and not yet stored (migration 0024): its receipt may be gone (UNLOGGED, lost
+-- in a crash of PostgreSQL), its outbox row is not. Only then is the outbox read: it has
+-- no index into its batches, and holds a lot while the broker is down.
+select 'pending', null, (m->>2)::bigint, {sql_period_of("(m->>5)::timestamptz")}, o.created_at, 1
+  from click_outbox o cross join lateral jsonb_array_elements(o.batch) m
+ where not exists (select 1 from click_receipts where supporter_id = $1 and idempotency_key = $2)
+   and (m->>0)::bigint = $1 and m->>4 = $2
 order by rank, at desc limit 1
 """
 
@@ -356,17 +477,22 @@ async def purge_receipts(conn: asyncpg.Connection) -> int:
     return int(done)
 
 
+def unavailable() -> UserError:
+    return UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
+
+
 class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
-    """Group commit of the API's clicks: checked together, then (with `send`) handed
-    to the broker together, and only then answered; a click whose message could not
-    be sent is answered UNAVAILABLE (not accepted: the client may retry safely).
+    """Group commit of the API's clicks: checked together, then (with `handoff`) handed
+    over together, and only then answered; a click that could not be made durable is
+    answered UNAVAILABLE (not accepted: the client may retry safely).
 
     The checks are one read-only statement per tenant on a connection of its own, so
     they need no transaction: the tenant is set for the session (RLS reads it) and only
-    changed when the next batch is another tenant's. The connection serves nothing else.
+    changed when the next batch is another tenant's. The connection serves nothing else
+    (the outbox's one statement per tenant included: see Handoff).
     """
 
-    def __init__(self, dsn: str, *, currency: str, send: Callable[[list[list[Any]]], Awaitable[object]] | None = None,
+    def __init__(self, dsn: str, *, currency: str, handoff: Handoff | None = None,
                  max_batch: int = MAX_BATCH) -> None:
         self.dsn = dsn
         self.conn: asyncpg.Connection | None = None
@@ -380,22 +506,47 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
                 refused_row(supporter_id=q.supporter_id, tenant_id=q.tenant_id, key=q.idempotency_key, error=r,
                             thing_id=q.thing_id, now=now)
                 for q, r in zip(batch, results, strict=True) if isinstance(r, UserError)) if row is not None]
-            if send is None or not accepted:  # (without `send`, the caller queues and the workers answer)
+            if handoff is None or not accepted:  # (without `handoff`, the caller queues and the workers answer)
                 await self._record(receipts)
                 return results
+            if handoff.outbox:
+                return await self._held(handoff, results, receipts)
             # The receipts of the queued clicks are written while their message is sent, so
             # that a receipt asked for as soon as the answer arrives already reads PENDING.
-            sent, _ = await asyncio.gather(send([c.message() for c in accepted]),
+            sent, _ = await asyncio.gather(handoff.direct(accepted),
                                            self._record([*receipts, *map(queued_row, accepted)]),
                                            return_exceptions=True)
             if isinstance(sent, Exception):  # the broker is down: none of these is accepted
                 log.warning("clicks could not be handed to the broker", exc_info=sent, clicks=len(accepted))
                 await self._forget(accepted)
-                return [UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
-                        if isinstance(r, Accepted) else r for r in results]
+                return [unavailable() if isinstance(r, Accepted) else r for r in results]
             return results
 
         super().__init__(run, max_batch)
+
+    async def _held(self, handoff: Handoff, results: list[Accepted | BaseException],
+                    receipts: list[ReceiptRow]) -> list[Accepted | BaseException]:
+        """Each tenant's accepted clicks and receipts in the outbox, then sent (Handoff.held)."""
+        out = list(results)
+        tenants = sorted({r.tenant_id for r in results if isinstance(r, Accepted)} | {r[2] for r in receipts})
+        for tenant_id in tenants:
+            mine = [r[2] == tenant_id for r in receipts]
+            clicks = [r for r in results if isinstance(r, Accepted) and r.tenant_id == tenant_id]
+            if not clicks:
+                await self._record([r for r, m in zip(receipts, mine, strict=True) if m])
+                continue
+            try:
+                await handoff.held(self._session, tenant_id, clicks,
+                                   [r for r, m in zip(receipts, mine, strict=True) if m])
+            except Exception as exc:  # the database: these clicks are not accepted
+                log.warning("clicks could not be written to the outbox", exc_info=exc, clicks=len(clicks))
+                await self.close()
+                out = [unavailable() if isinstance(r, Accepted) and r.tenant_id == tenant_id else r for r in out]
+        return out
+
+    @asynccontextmanager
+    async def _session(self, tenant_id: int) -> AsyncIterator[asyncpg.Connection]:
+        yield await self._connection(tenant_id)
 
     async def _check(self, batch: list[ClickRequest], currency: str, now: datetime) -> list[Accepted | BaseException]:
         tenants = {r.tenant_id for r in batch}
@@ -510,9 +661,14 @@ select (select count(*) from inserted) as inserted, (select count(*) from refuse
 """
 
 
-async def ingest(conn: asyncpg.Connection, batch: list[list[Any]]) -> tuple[int, int]:
-    """Store a batch of accepted clicks (as merci_system). Returns (stored, refused)."""
+async def ingest(conn: asyncpg.Connection, batch: list[list[Any]], *, outbox_id: str | None = None,
+                 signature: str | None = None) -> tuple[int, int]:
+    """Store a batch of accepted clicks (as merci_system). Returns (stored, refused).
+    `outbox_id`: the batch's row in click_outbox, deleted in the same transaction
+    (matched on the batch's `signature`)."""
     if not batch:
+        if outbox_id is not None and signature is not None:
+            await click_outbox.settle(conn, outbox_id=outbox_id, signature=signature)
         return 0, 0
     # (A message queued before clicks carried their client's address has 7 items.)
     cols = list(zip(*(m if len(m) > 7 else [*m, None] for m in batch), strict=True))
@@ -531,4 +687,6 @@ async def ingest(conn: asyncpg.Connection, batch: list[list[Any]]) -> tuple[int,
             )
         row = await conn.fetchrow(INGEST_SQL, list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]),
                                   list(cols[4]), accepted_at, list(cols[6]), list(cols[7]))
+        if outbox_id is not None and signature is not None:
+            await click_outbox.settle(conn, outbox_id=outbox_id, signature=signature)
     return int(row["inserted"]), int(row["refused"])

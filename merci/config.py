@@ -80,6 +80,9 @@ class Settings:
     fast_path: bool = True  # planned operations (graph.fastpath); off: every one through Strawberry
     auth_cache_seconds: float = 5.0  # resolved tokens kept this long (merci.accounts.PrincipalCache; 0: none)
     broker_heartbeat_ttl: float = 60.0  # seconds before a dead worker's messages go back to the queue
+    # Accepted clicks still in the outbox this long after their batch was sent: its message
+    # was lost (a broker restarted without its data), and the scheduler sends it again.
+    click_resend_seconds: float = 300.0
     # Database gauges cached between scrapes; the ledger's imbalance (a full scan) longer,
     # and only where metrics_ledger is on; at most this many operation names as labels.
     metrics_cache_seconds: float = 10.0
@@ -224,6 +227,7 @@ def load(**overrides: str) -> Settings:
         fast_path=env.get("MERCI_FAST_PATH", "1") != "0",
         auth_cache_seconds=float(env.get("MERCI_AUTH_CACHE_SECONDS", "5")),
         broker_heartbeat_ttl=float(env.get("MERCI_BROKER_HEARTBEAT_TTL", "60")),
+        click_resend_seconds=float(env.get("MERCI_CLICK_RESEND_SECONDS", "300")),
         metrics_cache_seconds=float(env.get("MERCI_METRICS_CACHE_SECONDS", "10")),
         metrics_ledger_seconds=float(env.get("MERCI_METRICS_LEDGER_SECONDS", "300")),
         metrics_ledger=env.get("MERCI_METRICS_LEDGER", "1") != "0",

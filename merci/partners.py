@@ -193,6 +193,8 @@ async def precheck_clicks(conn: asyncpg.Connection, *, tenant_id: int, items: li
         "select * from merci_partner_precheck($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5, $6)",
         [c.supporter_id for c in items], [c.thing_id for c in items], [c.url for c in items],
         [partner_key(tenant_id, c.idempotency_key) for c in items], period, currency)
+    # The month's close has started: the workers would refuse them all (issue 17).
+    closing = await conn.fetchval("select exists (select 1 from month_closes where period = $1)", period)
     out: list[Accepted | ItemError] = []
     first_of_key: dict[tuple[int, str], Accepted] = {}
     first_of_target: dict[tuple[int, object], str] = {}
@@ -223,6 +225,8 @@ async def precheck_clicks(conn: asyncpg.Connection, *, tenant_id: int, items: li
         elif row["balance"] < MIN_BUDGET:
             out.append(refuse("NO_MEANS", "this supporter has no means to click (their balance is too low)",
                               "supporterId"))
+        elif closing:  # (last: what is wrong with the click itself says more)
+            out.append(refuse("MONTH_CLOSED", "this month is being closed: clicks count from the next one"))
         else:
             first_of_key[(item.supporter_id, key)] = accepted
             first_of_target[(item.supporter_id, row["thing_id"] or item.url)] = key

@@ -44,7 +44,9 @@ def make_broker(broker_url: str, database_url: str, *, results: bool = False,
     if broker_url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-        return RabbitmqBroker(url=broker_url)
+        # Publisher confirms: a publish returns once RabbitMQ has the message (in its
+        # durable queue, which Dramatiq declares durable and publishes persistent to).
+        return RabbitmqBroker(url=broker_url, confirm_delivery=True)
     if broker_url == "stub://":
         return StubBroker()
     from dramatiq_postgres import PostgresBroker
@@ -52,6 +54,37 @@ def make_broker(broker_url: str, database_url: str, *, results: bool = False,
     return PostgresBroker(url=broker_url or database_url, results=results, heartbeat_ttl=heartbeat_ttl,
                           heartbeat_interval=min(15.0, heartbeat_ttl / 4),
                           maintenance_interval=min(30.0, heartbeat_ttl / 2))
+
+
+def durability_problem(broker_url: str, *, timeout: float = 5.0) -> str | None:
+    """Why the broker BROKER_URL names would lose what it was given when it restarts, or
+    None. `merci serve` and `merci worker` refuse to start on such a broker in production
+    (docs/operations.md: what each broker guarantees).
+
+    PostgreSQL: a message is a row, committed. RabbitMQ: make_broker publishes with
+    confirms to durable queues, whatever the URL says. Redis keeps its data in memory:
+    only an append-only file fsynced on every write (`appendonly yes`, `appendfsync
+    always`) keeps a message it acknowledged through a crash, so Redis is asked.
+    """
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    try:
+        client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                      decode_responses=True)
+        try:
+            settings = {**client.config_get("appendonly"), **client.config_get("appendfsync")}
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return (f"BROKER_URL: cannot ask Redis whether it keeps its messages ({type(exc).__name__}: {exc}); "
+                "it must answer CONFIG GET with appendonly yes and appendfsync always")
+    appendonly, appendfsync = settings.get("appendonly"), settings.get("appendfsync")
+    if appendonly != "yes" or appendfsync != "always":
+        return (f"BROKER_URL: Redis runs with appendonly {appendonly} and appendfsync {appendfsync}, so a restart "
+                "loses queued messages; set `appendonly yes` and `appendfsync always` (docs/operations.md)")
+    return None
 
 
 def _is_postgres(broker: dramatiq.Broker) -> bool:
@@ -67,6 +100,8 @@ class Queue:
         if database_url is not None and _is_postgres(broker):
             self.direct = AsyncPostgresEnqueue(broker, database_url)
         self.checked: bool | None = None  # through merci_enqueue? (PostgreSQL broker, asked once)
+        # A message sent is in PostgreSQL: nothing to keep beside it (merci.clicks.Handoff).
+        self.durable = _is_postgres(broker)
 
     def send(self, actor_name: str, *args: Any, queue_name: str = DEFAULT,
              delay_ms: int | None = None, message_id: str | None = None, **kwargs: Any) -> str:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
-from merci import clicks, close, escrow, fraud, mail, payouts, search, subscriptions
+from merci import click_outbox, clicks, close, escrow, fraud, mail, payouts, search, subscriptions
 from merci.clicks import CLICK_QUEUE
 from merci.config import Settings
 from merci.periods import month_start, months_before, period_of
@@ -75,6 +76,14 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
     for row in await conn.fetch(escrow.STRANDED_SQL):
         queue.send(escrow.RELEASE_ACTOR, row["thing_id"], queue_name=MONEY)
         sent.append(f"{escrow.RELEASE_ACTOR} {row['thing_id']}")
+
+    # Accepted clicks whose batch the broker refused, or lost (still unstored long after it
+    # was sent): sent again as the API signed them; ingestion counts each once.
+    def resend(batch: list[list[Any]], signature: str, outbox_id: str) -> None:
+        queue.send(clicks.INGEST_ACTOR, batch, signature, outbox_id, queue_name=CLICK_QUEUE)
+
+    if relayed := await click_outbox.relay(conn, resend, now=now, resend_after=settings.click_resend_seconds):
+        sent.append(f"{clicks.INGEST_ACTOR} x{relayed} (outbox)")
 
     # Click receipts the workers have settled since (their own rows answer now), old refusals.
     if purged := await clicks.purge_receipts(conn):

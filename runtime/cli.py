@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         storage_uri(settings)
     except RuntimeError as err:
         sys.exit(f"merci serve: {err}")
+    _durable_broker(settings, "merci serve")
     observability.configure_tracing(args.face)
     if args.quiet:
         logging.getLogger("merci.http").setLevel(logging.WARNING)  # no access log
@@ -79,6 +80,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.run(sockets=sockets)
     queue.close()
     return 0 if server.started else 3  # as uvicorn.run: 3, the app did not start
+
+
+def _durable_broker(settings: config.Settings, command: str) -> None:
+    """In production, a broker that loses messages when it restarts stops the start
+    (merci.queue.durability_problem says why)."""
+    if not settings.production:
+        return
+    from merci.queue import durability_problem
+
+    problem = durability_problem(settings.broker_url)
+    if problem is not None:
+        sys.exit(f"{command}: {problem}")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -104,7 +117,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    _settings()
+    _durable_broker(_settings(), "merci worker")
     # Dramatiq in this process, so that its main process logs JSON like the workers
     # (each worker process configures itself when it loads `workers`). On SIGTERM the
     # workers stop taking messages and finish the ones in hand.

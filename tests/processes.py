@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -101,3 +102,53 @@ class PrivatePostgres:
 
         self.pg_ctl("stop", "-m", "immediate", "-w", "-t", "30")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PrivateRedis:
+    """`redis-server` of the test's own on a free port, keeping nothing on disk: a restart
+    comes back empty. The machine's shared Redis is never touched; this one is killed by PID."""
+
+    def __init__(self, folder: Path) -> None:
+        import shutil
+
+        from tests.conftest import free_port, need
+
+        need(shutil.which("redis-server") is not None, "redis-server is not installed")
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        try:
+            wait_for(lambda: self._pings(client), 10, "redis to start", interval=0.1)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # a crash: it kept nothing
+            self.proc.wait()
+        self.proc = None
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    @staticmethod
+    def _pings(client: Any) -> bool:
+        try:
+            return bool(client.ping())
+        except Exception:  # not listening yet
+            return False

@@ -17,7 +17,8 @@ log = structlog.get_logger("merci.workers.clicks")
 
 @dramatiq.actor(actor_name=clicks.INGEST_ACTOR, queue_name=clicks.CLICK_QUEUE, max_retries=50,
                 min_backoff=200, max_backoff=30_000)
-def ingest(batch: list[list[Any]], signature: str | None = None) -> None:
+def ingest(batch: list[list[Any]], signature: str | None = None, outbox_id: str | None = None) -> None:
+    """`outbox_id`: the batch's row in click_outbox (Redis, RabbitMQ: merci.clicks.Handoff)."""
     from workers import settings
 
     if not clicks.signed(batch, signature, settings.secret_key):
@@ -31,7 +32,7 @@ def ingest(batch: list[list[Any]], signature: str | None = None) -> None:
 
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:
-            await clicks.ingest(conn, batch)
+            await clicks.ingest(conn, batch, outbox_id=outbox_id, signature=signature)
 
     run(body)
 

@@ -22,8 +22,8 @@ from api.things.mutations import SubmitThingInput
 from api.things.types import Thing
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
-from merci import metrics, oauth, partners, webhooks
-from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, Accepted, sign_batch
+from merci import oauth, partners, webhooks
+from merci.clicks import Accepted
 from merci.errors import Checks, UserError
 from merci.ids import from_global
 from merci.partners import BatchRefused, ItemError
@@ -225,15 +225,13 @@ class PartnerMutations:
                 if isinstance(r, Accepted):
                     batch.setdefault((r.supporter_id, r.idempotency_key), r)
             if batch:
-                if ctx.queue is None:
+                if ctx.clicks is None:
                     raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None)
-                try:  # one message for the whole call: accepted means in the broker
-                    messages = [a.message() for a in batch.values()]
-                    await ctx.queue.asend(INGEST_ACTOR, messages, sign_batch(messages, ctx.settings.secret_key),
-                                          queue_name=CLICK_QUEUE)
-                except Exception as exc:  # broker down: nothing accepted; the same call may be retried
+                try:  # one batch for the whole call, durable before it is answered (merci.clicks.Handoff)
+                    await ctx.clicks.handoff.hand(lambda _tenant: ctx.tx(), ctx.principal.tenant_id,
+                                                  list(batch.values()))
+                except Exception as exc:  # broker or database down: nothing accepted; the call may be retried
                     raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
-                metrics.CLICKS_ACCEPTED.inc(len(batch))
             period = f"{period_of(now):%Y-%m}"
             receipts: list[ClickReceipt | None] = [
                 ClickReceipt(idempotency_key=item.idempotency_key, status=ClickStatus.PENDING, reason=None,

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from merci import clicks, config
-from merci.clicks import PrecheckBatcher, check_request
+from merci.clicks import Handoff, PrecheckBatcher, check_request
 from merci.ids import to_global
 from tests import factories as f
 from tests.conftest import (
@@ -164,11 +164,12 @@ async def test_a_batch_the_broker_refuses_is_forgotten(world: dict[str, Any]) ->
     settings = config.Settings(database_url=world["dsn"], broker_url="").derived()
     sent: list[Any] = []
 
-    async def broker_down(batch: list[list[Any]]) -> None:
+    async def broker_down(batch: list[list[Any]], signature: str, outbox_id: str | None) -> None:
         sent.append(batch)
         raise ConnectionError("broker down")
 
-    batcher = PrecheckBatcher(settings.app_database_url, currency="EUR", send=broker_down)
+    handoff = Handoff(broker_down, secret=settings.secret_key, outbox=False)  # the PostgreSQL broker
+    batcher = PrecheckBatcher(settings.app_database_url, currency="EUR", handoff=handoff)
     try:
         requests = [check_request(supporter_id=world["fan"], tenant_id=world["tid"], thing_id=world["things"][4],
                                   url=None, idempotency_key="lost"),
@@ -181,3 +182,56 @@ async def test_a_batch_the_broker_refuses_is_forgotten(world: dict[str, Any]) ->
     fan = GraphQLClient(world["fast"], world["tokens"]["fan"])
     assert receipt(fan, "lost")["status"] == "UNKNOWN"
     assert (receipt(fan, "lost-own")["status"], receipt(fan, "lost-own")["reason"]) == ("REFUSED", "OWN_THING")
+
+
+async def test_a_batch_kept_in_the_outbox_reads_pending_until_stored(world: dict[str, Any]) -> None:
+    """Redis or RabbitMQ (issue 17): the batch is written to click_outbox before it is
+    answered, so a broker that refuses it does not refuse the click: PENDING, also once
+    its receipt is gone (UNLOGGED), until the scheduler's relay has sent it and a worker
+    stored it, which deletes its row."""
+    from merci import click_outbox
+
+    settings = config.Settings(database_url=world["dsn"], broker_url="").derived()
+    sent: list[Any] = []
+
+    async def broker_down(batch: list[list[Any]], signature: str, outbox_id: str | None) -> None:
+        sent.append(outbox_id)
+        raise ConnectionError("broker down")
+
+    batcher = PrecheckBatcher(settings.app_database_url, currency="EUR",
+                              handoff=Handoff(broker_down, secret=settings.secret_key, outbox=True))
+    try:
+        requests = [check_request(supporter_id=world["fan"], tenant_id=world["tid"], thing_id=None,
+                                  url="https://outboxed.example/post", idempotency_key="outboxed"),
+                    check_request(supporter_id=world["fan"], tenant_id=world["tid"], thing_id=world["own"],
+                                  url=None, idempotency_key="outboxed-own")]
+        answers = await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
+    finally:
+        await batcher.close()
+    assert isinstance(answers[0], clicks.Accepted) and answers[1].code == "OWN_THING"  # type: ignore[union-attr]
+    [outbox_id] = sent
+    conn = await asyncpg.connect(config.with_user(world["dsn"], config.SYSTEM_ROLE))
+    try:
+        assert await conn.fetchval("select sent_at is null from click_outbox where id = $1::uuid", outbox_id)
+        fan = GraphQLClient(world["fast"], world["tokens"]["fan"])
+        assert receipt(fan, "outboxed")["status"] == "PENDING"
+        assert (receipt(fan, "outboxed-own")["status"], receipt(fan, "outboxed-own")["reason"]) \
+            == ("REFUSED", "OWN_THING")
+        await conn.execute("delete from click_receipts where idempotency_key = 'outboxed'")  # as a crash would
+        assert receipt(fan, "outboxed") == {"idempotencyKey": "outboxed", "status": "PENDING", "reason": None,
+                                            "period": f"{datetime.now(UTC):%Y-%m}", "thing": None}
+
+        # The scheduler's relay sends it (as signed), once; the worker stores it and its row goes.
+        relayed: list[tuple[Any, ...]] = []
+        assert await click_outbox.relay(conn, lambda *m: relayed.append(m), now=datetime.now(UTC),
+                                        resend_after=300) == 1
+        assert await click_outbox.relay(conn, lambda *m: relayed.append(m), now=datetime.now(UTC),
+                                        resend_after=300) == 0  # sent: not again before it looks lost
+        [(batch, signature, relayed_id)] = relayed
+        assert relayed_id == outbox_id and clicks.signed(batch, signature, settings.secret_key)
+        assert await clicks.ingest(conn, batch, outbox_id=outbox_id, signature=signature) == (1, 0)
+        assert await clicks.ingest(conn, batch, outbox_id=outbox_id, signature=signature) == (0, 0)  # once
+        assert await conn.fetchval("select count(*) from click_outbox") == 0
+    finally:
+        await conn.close()
+    assert receipt(fan, "outboxed")["status"] == "ACCEPTED"

@@ -55,6 +55,7 @@ VARIABLES = [
     ("MERCI_FAST_PATH", "0", "fast_path", False),
     ("MERCI_AUTH_CACHE_SECONDS", "300", "auth_cache_seconds", 300.0),
     ("MERCI_BROKER_HEARTBEAT_TTL", "3", "broker_heartbeat_ttl", 3.0),
+    ("MERCI_CLICK_RESEND_SECONDS", "20", "click_resend_seconds", 20.0),
     ("MERCI_METRICS_CACHE_SECONDS", "0", "metrics_cache_seconds", 0.0),
     ("MERCI_METRICS_LEDGER_SECONDS", "0", "metrics_ledger_seconds", 0.0),
     ("MERCI_METRICS_LEDGER", "0", "metrics_ledger", False),

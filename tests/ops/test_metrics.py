@@ -11,7 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, sign_batch
+from merci.config import load
 from merci.db import migrate
+from merci.queue import Queue, make_broker
 from tests.conftest import (
     ROOT,
     GraphQLClient,
@@ -22,7 +25,7 @@ from tests.conftest import (
     sign_up,
     start_api,
 )
-from tests.processes import merci, scrape, value, wait_until
+from tests.processes import fetch, merci, scrape, value, wait_until
 
 FLATTR = """mutation Flattr($input: FlattrInput!) { flattr(input: $input) {
   click { status } errors: userErrors { field reason: code } } }"""
@@ -47,7 +50,8 @@ def test_business_metrics_move(server_url: str, tmp_path: Path) -> None:
         assert value(before, "merci_month_close_previous_done") == 1  # last month had nothing to close
 
         gql = GraphQLClient(base)
-        fan = gql.as_(sign_up(gql)["token"])
+        fan_account = sign_up(gql)
+        fan, fan_handle = gql.as_(fan_account["token"]), fan_account["handle"]
         fan("mutation { topUp(input: {amount: 1000}) { userErrors { code } } }")
         for i in range(3):
             out = fan(FLATTR, {"input": {"url": f"https://metrics-{i}.example/", "idempotencyKey": f"m{i}"}})
@@ -111,15 +115,22 @@ def test_business_metrics_move(server_url: str, tmp_path: Path) -> None:
         assert value(done, "merci_month_close_charged_cents", period=period) == 500  # the default budget
         assert value(done, "merci_month_close_duration_seconds", period=period) > 0
 
-        # A click of the closed month: accepted by the API, refused by the worker.
+        # A click of the closed month: refused by the API at once (issue 17)...
         late = fan(FLATTR, {"input": {"url": "https://metrics-late.example/", "idempotencyKey": "late"}})
-        assert late["flattr"]["errors"] == []
+        assert late["flattr"]["errors"] == [{"field": None, "reason": "MONTH_CLOSED"}]
+        # ...and one the API accepted just before the close began: refused by the worker.
+        fan_id, tenant = fetch(dsn, "select id, tenant_id from accounts where handle = $1", fan_handle)[0]
+        batch = [[fan_id, tenant, None, "https://metrics-late.example/", "late", datetime.now(UTC).isoformat(),
+                  "click"]]
+        queue = Queue(make_broker("", dsn))
+        queue.send(INGEST_ACTOR, batch, sign_batch(batch, load(database_url=dsn).secret_key), queue_name=CLICK_QUEUE)
+        queue.close()
         refusal = wait_until(lambda: (s := _try(scrape, workers_url))
                              and value(s, "merci_clicks_rejected_total", reason="MONTH_CLOSED") == 1 and s,
                              60, "the refused click on the workers' port")
         assert value(refusal, "merci_ledger_imbalance_cents") == 0
         assert value(refusal, "merci_metrics_database_up") == 1
-        assert value(scrape(metrics_url), "merci_clicks_accepted_total") == 4
+        assert value(scrape(metrics_url), "merci_clicks_accepted_total") == 3  # the late one was refused
     finally:
         if close is not None and close.poll() is None:
             close.kill()
