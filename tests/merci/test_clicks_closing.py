@@ -5,7 +5,7 @@ close row never shows to anyone else."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -27,7 +27,10 @@ async def owner(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def _checks(conn: asyncpg.Connection, fan: TenantWorld, partner: TenantWorld) -> tuple[list[object], ...]:
+Answers = tuple[list[clicks.Accepted | UserError], list[clicks.Accepted | partners.ItemError]]
+
+
+async def _checks(conn: asyncpg.Connection, fan: TenantWorld, partner: TenantWorld) -> Answers:
     """The supporter's own checks (a new URL, their own thing) and the partner's for them."""
     now = datetime.now(UTC)
     requests = [clicks.check_request(supporter_id=fan.supporter_id, tenant_id=fan.tenant_id, thing_id=None,
@@ -42,7 +45,7 @@ async def _checks(conn: asyncpg.Connection, fan: TenantWorld, partner: TenantWor
     return own, theirs
 
 
-def _codes(results: list[object]) -> list[str | None]:
+def _codes(results: Sequence[object]) -> list[str | None]:
     return [r.code if isinstance(r, (UserError, partners.ItemError)) else None for r in results]
 
 

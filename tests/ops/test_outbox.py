@@ -70,7 +70,8 @@ def _fan(base: str) -> tuple[GraphQLClient, dict[str, Any]]:
 
 
 def _click(fan: GraphQLClient, key: str) -> dict[str, Any]:
-    return fan(FLATTR, {"input": {"url": f"https://outbox-{key}.example/", "idempotencyKey": key}})["flattr"]
+    answer: dict[str, Any] = fan(FLATTR, {"input": {"url": f"https://outbox-{key}.example/", "idempotencyKey": key}})
+    return answer["flattr"]  # type: ignore[no-any-return]
 
 
 def test_redis_restarted_empty_loses_no_accepted_click(own_db: str, private_redis: PrivateRedis,
