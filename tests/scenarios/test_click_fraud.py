@@ -95,8 +95,21 @@ async def _ring_scenario(dsn: str) -> None:
         # An honest supporter thanks a ring member's thing: an old account, on no circle.
         await f.click(conn, tenant, honest[0], ring_things[0], "2040-02-20T08:00:00Z")
 
+        # The things' counts of the month, as ingestion keeps them (the directory ranks by them).
+        await conn.execute("insert into thing_stats (thing_id, period, clicks) select thing_id, period, count(*)"
+                           " from clicks where period = $1 and thing_id = any($2::bigint[]) group by 1, 2",
+                           RINGED, ring_things)
+
+        async def popularity() -> list[int]:
+            counts = dict(await conn.fetch("select thing_id, clicks from thing_stats where period = $1"
+                                           " and thing_id = any($2::bigint[])", RINGED, ring_things))
+            return [counts.get(t, 0) for t in ring_things]
+
+        assert await popularity() == [3, 1, 2, 1]
         found = await fraud.detect(conn, period=RINGED, rules=RULES)
         assert found == {"flagged": len(edges), "ring": len(edges), "burst": 0, "shared_address": 0}
+        # Held clicks leave their things' counts: only the honest supporter's click of r0's thing is left.
+        assert await popularity() == [1, 0, 0, 0]
         assert await fraud.detect(conn, period=RINGED, rules=RULES) == {  # idempotent
             "flagged": 0, "ring": 0, "burst": 0, "shared_address": 0}
         held = {(r["supporter_id"], r["thing_id"]) for r in await conn.fetch(
@@ -120,6 +133,7 @@ async def _ring_scenario(dsn: str) -> None:
             with pytest.raises(UserError) as refused:
                 await fraud.review(app, click_id=released, decision="rejected")
             assert refused.value.code == "ALREADY_REVIEWED"
+        assert await popularity() == [1, 0, 0, 1]  # released: back in r3's thing's count, once
         # ...and nobody else may review.
         async with scoped_app(dsn, Scope(tenant, honest[0])) as app:
             with pytest.raises(UserError) as forbidden:
