@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from merci import fraud, locks, subscriptions
-from merci.periods import month_key
+from merci.periods import month_key, sql_period_of
 from merci.split import SPLIT_SQL
 
 DEFAULT_SHARDS = 16
@@ -38,6 +38,25 @@ SHARD_ACTOR = "money.close_shard"
 
 class CloseError(Exception):
     pass
+
+
+class ClicksQueued(CloseError):
+    """Clicks of the month were accepted (answered PENDING) and are not stored yet: the
+    close waits for the workers to store them, rather than freeze the month under them
+    (the workers would refuse them MONTH_CLOSED after the client was told PENDING)."""
+
+
+# Accepted clicks of `$1`'s month not yet stored: in the outbox (Redis or RabbitMQ as the
+# broker: a row until its clicks are stored, merci.click_outbox) or in the PostgreSQL
+# broker's queue. Each batch item is [supporter, tenant, thing, url, key, accepted_at, ...].
+QUEUED_CLICKS_SQL = f"""
+select count(*) from (
+    select batch from click_outbox
+    union all
+    select message->'args'->0 from dramatiq.queue where queue_name = 'clicks' and state = 'queued'
+) b, jsonb_array_elements(case when jsonb_typeof(b.batch) = 'array' then b.batch else '[]' end) c
+where {sql_period_of("(c->>5)::timestamptz")} = $1
+"""
 
 
 # The ledger accounts the month's close will credit, made once at its start. A shard
@@ -88,6 +107,13 @@ async def start(
         # from here on they see the month_closes row and refuse the month.
         await conn.execute("select pg_advisory_xact_lock($1, $2)", locks.MONTH, month_key(period))
         # (A second start waiting here finds the close recorded: on conflict below.)
+        # Clicks accepted for the month and still queued are stored first (the caller
+        # retries: the worker's actor by Dramatiq's backoff, `merci close-month` when re-run).
+        if not await conn.fetchval("select 1 from month_closes where period = $1", period):
+            queued = await conn.fetchval(QUEUED_CLICKS_SQL, period)
+            if queued:
+                raise ClicksQueued(f"{queued} accepted clicks of {period:%Y-%m} are not stored yet: the close"
+                                   " starts once the workers have stored them (are they running? re-run to resume)")
         if screen is not None and not await conn.fetchval("select 1 from month_closes where period = $1", period):
             await fraud.flag(conn, period=period, rules=screen)
         # Shards are ranges of supporter ids with about as many supporters each, so

@@ -74,6 +74,8 @@ async def _close(settings: Settings, period: date, *, shards: int, timeout: floa
         try:
             started = await close.start(conn, period=period, shards=shards, currency=settings.currency,
                                         default_budget=settings.default_budget)
+        except close.ClicksQueued as exc:
+            return _fail(str(exc), 3)  # as for workers that do not close the shards: run again
         except close.CloseError as exc:
             return _fail(str(exc), 2)
         bar = Progress(f"closing {period:%Y-%m}", started["shards"])

@@ -224,3 +224,44 @@ async def _fail_a_shard(conn: asyncpg.Connection) -> None:
     assert "shard 0" in error and "debited" in error
     assert await conn.fetchval("select count(*) from month_close_shards where period = $1", period) == 0
     assert await balance(conn, account_id=fans[1], currency="EUR") == 1000  # rolled back with the shard
+
+
+async def test_the_close_waits_for_the_month_s_accepted_clicks(system_pool: asyncpg.Pool, database_url: str) -> None:
+    """Clicks answered PENDING and not yet stored (in the outbox, or queued in the
+    PostgreSQL broker) hold the month's close back: it starts once the workers have stored
+    them, rather than freeze the month and have them refused MONTH_CLOSED after (issue 17).
+    Queued clicks of another month do not."""
+    period = date(2037, 5, 1)
+    async with system_pool.acquire() as conn:
+        tenant = await f.merci_tenant(conn)
+        fan = await f.supporter(conn, tenant, budget=1000, funds=5000)
+        thing = await f.thing(conn, tenant, await f.person(conn, tenant, "c"))
+        await f.click(conn, tenant, fan, thing, "2037-05-02T10:00:00Z")
+
+        def item(at: str) -> list[object]:
+            return [fan, tenant, thing, None, f.token("k"), at, "click", None]
+
+        owner = await asyncpg.connect(database_url)  # (the API writes the outbox, the broker its queue)
+        outboxed = await owner.fetchval(
+            "insert into click_outbox (id, tenant_id, batch, signature) values (gen_random_uuid(), $1, $2::jsonb,"
+            " repeat('0', 64)) returning id", tenant, json.dumps([item("2037-06-01T00:00:00Z"),
+                                                                 item("2037-05-31T23:59:59Z")]))
+        queued = await owner.fetchval(
+            "insert into dramatiq.queue (queue_name, message_id, state, message) values ('clicks', gen_random_uuid(),"
+            " 'queued', $1::jsonb) returning message_id",
+            json.dumps({"args": [[item("2037-05-15T08:00:00Z")], "sig"], "kwargs": {}, "actor_name": "x"}))
+        try:
+            with pytest.raises(close.ClicksQueued, match="2 accepted clicks of 2037-05 are not stored yet"):
+                await close.close_inline(conn, period=period, shards=1)
+            await owner.execute("delete from dramatiq.queue where message_id = $1", queued)
+            with pytest.raises(close.ClicksQueued, match="1 accepted clicks of 2037-05"):
+                await close.close_inline(conn, period=period, shards=1)
+            assert await conn.fetchval("select count(*) from month_closes where period = $1", period) == 0
+            # Its clicks stored (the row gone): the close starts. June's queued click is June's.
+            await owner.execute("update click_outbox set batch = $2::jsonb where id = $1", outboxed,
+                               json.dumps([item("2037-06-01T00:00:00Z")]))
+            assert await close.close_inline(conn, period=period, shards=1) == "done"
+        finally:
+            await owner.execute("delete from click_outbox where id = $1", outboxed)
+            await owner.execute("delete from dramatiq.queue where message_id = $1", queued)
+            await owner.close()
