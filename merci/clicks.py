@@ -25,6 +25,7 @@ from merci import click_outbox, locks
 from merci.budgets import MIN_BUDGET
 from merci.errors import Checks, UserError
 from merci.ledger import supporter_balances_sql
+from merci.outage_log import OutageLog
 from merci.paging import Keyset
 from merci.periods import month_key, period_of, sql_period_of
 from merci.queue import CLICKS
@@ -293,6 +294,8 @@ class Handoff:
         self.send = send
         self.secret = secret
         self.outbox = outbox
+        # A broker down under a stream of clicks: one warning, a count, and when it is back.
+        self.broker = OutageLog("handing accepted clicks to the broker")
 
     async def hand(self, connect: Connect, tenant_id: int, clicks: list[Accepted],
                    receipts: list[ReceiptRow] | None = None) -> None:
@@ -304,7 +307,12 @@ class Handoff:
 
     async def direct(self, clicks: list[Accepted]) -> None:
         batch = [c.message() for c in clicks]
-        await self.send(batch, sign_batch(batch, self.secret), None)
+        try:
+            await self.send(batch, sign_batch(batch, self.secret), None)
+        except Exception as exc:  # (the caller answers the clicks UNAVAILABLE)
+            self.broker.failed(exc, clicks=len(clicks))
+            raise
+        self.broker.ok()
         _accepted(len(clicks))
 
     async def held(self, connect: Connect, tenant_id: int, clicks: list[Accepted],
@@ -320,9 +328,9 @@ class Handoff:
         _accepted(len(clicks))
         try:
             await self.send(batch, signature, outbox_id)
+            self.broker.ok()
         except Exception as exc:  # accepted all the same: the scheduler sends it at its next tick
-            log.warning("accepted clicks kept in the outbox: the broker refused them", error=str(exc),
-                        clicks=len(clicks))
+            self.broker.failed(exc, clicks=len(clicks), kept="in the outbox")
             try:
                 async with connect(tenant_id) as conn:
                     await conn.execute("update click_outbox set sent_at = null where id = $1::uuid", outbox_id)
@@ -516,8 +524,7 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
             sent, _ = await asyncio.gather(handoff.direct(accepted),
                                            self._record([*receipts, *map(queued_row, accepted)]),
                                            return_exceptions=True)
-            if isinstance(sent, Exception):  # the broker is down: none of these is accepted
-                log.warning("clicks could not be handed to the broker", exc_info=sent, clicks=len(accepted))
+            if isinstance(sent, Exception):  # the broker is down: none of these is accepted (Handoff logs it)
                 await self._forget(accepted)
                 return [unavailable() if isinstance(r, Accepted) else r for r in results]
             return results
