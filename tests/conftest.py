@@ -74,19 +74,26 @@ def drop_database(server: str, dsn: str) -> None:
         conn.execute(f'drop database if exists "{name}" with (force)')
 
 
-@pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """A fresh, migrated database for the whole session (owner/migration role)."""
+@contextmanager
+def migrated_database(server: str, prefix: str = "merci_test") -> Iterator[str]:
+    """A database of its own, migrated, dropped afterwards (its owner's DSN)."""
     import asyncio
 
     from merci.db import migrate
 
-    dsn = create_database(server_url)
-    asyncio.run(migrate(dsn))
+    dsn = create_database(server, prefix)
     try:
+        asyncio.run(migrate(dsn))
         yield dsn
     finally:
-        drop_database(server_url, dsn)
+        drop_database(server, dsn)
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for the whole session (owner/migration role)."""
+    with migrated_database(server_url) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")

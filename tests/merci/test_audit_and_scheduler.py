@@ -14,19 +14,16 @@ from dramatiq.brokers.stub import StubBroker
 
 from merci import ledger, scheduler
 from merci.config import Settings
-from merci.db import migrate
 from merci.money import Money
 from merci.queue import Queue
 from tests import factories as f
-from tests.conftest import ROOT, create_database, drop_database, service_env
+from tests.conftest import ROOT, migrated_database, service_env
 
 
 @pytest.fixture
 def fresh(server_url: str) -> Iterator[str]:
-    dsn = create_database(server_url, "merci_audit")
-    asyncio.run(migrate(dsn))
-    yield dsn
-    drop_database(server_url, dsn)
+    with migrated_database(server_url, "merci_audit") as dsn:
+        yield dsn
 
 
 def audit(dsn: str) -> subprocess.CompletedProcess[str]:

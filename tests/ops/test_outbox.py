@@ -10,7 +10,6 @@ port and kills it by PID."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,14 +19,12 @@ from typing import Any
 
 import pytest
 
-from merci.db import migrate
 from merci.queue import durability_problem
 from tests.conftest import (
     ROOT,
     GraphQLClient,
-    create_database,
-    drop_database,
     free_port,
+    migrated_database,
     service_env,
     sign_up,
     start_api,
@@ -55,10 +52,8 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def own_db(server_url: str) -> Iterator[str]:
-    dsn = create_database(server_url, "merci_outbox")
-    asyncio.run(migrate(dsn))
-    yield dsn
-    drop_database(server_url, dsn)
+    with migrated_database(server_url, "merci_outbox") as dsn:
+        yield dsn
 
 
 def _fan(base: str) -> tuple[GraphQLClient, dict[str, Any]]:

@@ -4,7 +4,6 @@ clients refused by the closing server may retry, and those clicks were never acc
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import threading
@@ -15,13 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from merci.db import migrate
 from tests.conftest import (
     GraphQLClient,
     Service,
-    create_database,
-    drop_database,
     free_port,
+    migrated_database,
     service_env,
     sign_up,
     start_worker,
@@ -35,10 +32,8 @@ CLIENTS = 8
 
 @pytest.fixture
 def fresh_db(server_url: str) -> Iterator[str]:
-    dsn = create_database(server_url, "merci_ops_shutdown")
-    asyncio.run(migrate(dsn))
-    yield dsn
-    drop_database(server_url, dsn)
+    with migrated_database(server_url, "merci_ops_shutdown") as dsn:
+        yield dsn
 
 
 class Burst:

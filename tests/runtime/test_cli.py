@@ -11,11 +11,10 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from merci.db import migrate
 from merci.periods import months_before, period_of
 from runtime.cli import parser
 from runtime.synthetic import seed_month
-from tests.conftest import ROOT, create_database, drop_database, service_env
+from tests.conftest import ROOT, migrated_database, service_env
 from tests.processes import scalar
 
 
@@ -32,10 +31,8 @@ def test_previous_and_period_are_exclusive() -> None:
 
 @pytest.fixture
 def fresh_db(server_url: str) -> Iterator[str]:
-    dsn = create_database(server_url, "merci_ops_cli")
-    asyncio.run(migrate(dsn))
-    yield dsn
-    drop_database(server_url, dsn)
+    with migrated_database(server_url, "merci_ops_cli") as dsn:
+        yield dsn
 
 
 def test_close_month_previous_closes_last_month(fresh_db: str) -> None:

@@ -5,6 +5,7 @@ each of B's ids."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -25,9 +26,26 @@ def _named(t: dict[str, Any]) -> tuple[str, str]:
     return t["kind"], t["name"]
 
 
+def askable(types: dict[str, Any], type_name: str) -> Iterator[tuple[dict[str, Any], str, str]]:
+    """(field, kind, named type) of each field a crawl may ask for: no required argument."""
+    for f in types[type_name]["fields"] or []:
+        if not f["name"].startswith("_") and not any(a["type"]["kind"] == "NON_NULL" for a in f["args"]):
+            yield (f, *_named(f["type"]))
+
+
 def selection(types: dict[str, Any], type_name: str, depth: int) -> str:
     """All fields without required arguments, `depth` levels down."""
-    return " ".join(selection_parts(types, type_name, depth))
+    parts = []
+    for f, kind, name in askable(types, type_name):
+        if kind in ("SCALAR", "ENUM"):
+            parts.append(f["name"])
+        elif depth > 0 and kind in ("OBJECT", "INTERFACE"):
+            inner = selection(types, name, depth - 1)
+            if kind == "INTERFACE":
+                inner = "__typename " + inner
+            if inner:
+                parts.append(f"{paged(f)} {{ {inner} }}")
+    return " ".join(parts)
 
 
 def crawl(client: GraphQLClient, types: dict[str, Any], path: list[str], type_name: str, depth: int) -> list[str]:
@@ -49,37 +67,15 @@ def crawl(client: GraphQLClient, types: dict[str, Any], path: list[str], type_na
         assert "errors" not in body, (path, body)
         return [json.dumps(body)]
     answers = []
-    scalars = [f["name"] for f in types[type_name]["fields"] or []
-               if not f["name"].startswith("_") and not any(a["type"]["kind"] == "NON_NULL" for a in f["args"])
-               and _named(f["type"])[0] in ("SCALAR", "ENUM")]
+    scalars = selection(types, type_name, 0)
     if scalars:
-        body = ask(" ".join(scalars))
+        body = ask(scalars)
         assert "errors" not in body, (path, body)
         answers.append(json.dumps(body))
-    for f in types[type_name]["fields"] or []:
-        kind, name = _named(f["type"])
-        if (depth > 0 and kind in ("OBJECT", "INTERFACE") and not f["name"].startswith("_")
-                and not any(a["type"]["kind"] == "NON_NULL" for a in f["args"])):
+    for f, kind, name in askable(types, type_name):
+        if depth > 0 and kind in ("OBJECT", "INTERFACE"):
             answers += crawl(client, types, [*path, paged(f)], name, depth - 1)
     return answers
-
-
-def selection_parts(types: dict[str, Any], type_name: str, depth: int) -> list[str]:
-    """selection()'s fields, each with its own selection."""
-    parts = []
-    for f in types[type_name]["fields"] or []:
-        if f["name"].startswith("_") or any(a["type"]["kind"] == "NON_NULL" for a in f["args"]):
-            continue
-        kind, name = _named(f["type"])
-        if kind in ("SCALAR", "ENUM"):
-            parts.append(f["name"])
-        elif depth > 0 and kind in ("OBJECT", "INTERFACE"):
-            inner = selection(types, name, depth - 1)
-            if kind == "INTERFACE":
-                inner = "__typename " + inner
-            if inner:
-                parts.append(f"{paged(f)} {{ {inner} }}")
-    return parts
 
 
 def paged(field: dict[str, Any]) -> str:
@@ -111,10 +107,7 @@ async def test_api_key_of_a_never_sees_b(api_url: str, system_pool: asyncpg.Pool
     types = {t["name"]: t for t in schema["types"]}
     secrets = await b_secrets(system_pool, b)
     seen: list[str] = []
-    for field in types[schema["queryType"]["name"]]["fields"]:
-        if field["name"].startswith("_") or any(x["type"]["kind"] == "NON_NULL" for x in field["args"]):
-            continue
-        kind, name = _named(field["type"])
+    for field, kind, name in askable(types, schema["queryType"]["name"]):
         if kind in ("OBJECT", "INTERFACE"):
             seen += crawl(client, types, [paged(field)], name, 3)
         else:
