@@ -38,20 +38,21 @@ async def relay(conn: asyncpg.Connection, send: Callable[[list[list[Any]], str, 
     first the broker refuses (it is down: the next tick tries again)."""
     import orjson
 
-    sent = 0
+    sent: list[str] = []
     for row in await conn.fetch(DUE_SQL, now, resend_after):
         try:
             send(orjson.loads(row["batch"]), row["signature"], row["id"])
         except Exception as exc:  # the broker is down: every other send would fail alike
             log.warning("outboxed clicks not sent: %s", exc)
             break
-        await conn.execute("update click_outbox set sent_at = now(), attempts = attempts + 1 where id = $1::uuid",
-                           row["id"])
         if not row["unsent"]:
             log.warning("outboxed click batch %s sent again (%d times now): its message was lost, or its "
                         "worker keeps failing", row["id"], row["attempts"] + 1)
-        sent += 1
-    return sent
+        sent.append(row["id"])
+    if sent:
+        await conn.execute("update click_outbox set sent_at = now(), attempts = attempts + 1"
+                           " where id = any($1::uuid[])", sent)
+    return len(sent)
 
 
 async def settle(conn: asyncpg.Connection, *, outbox_id: str, signature: str) -> None:
