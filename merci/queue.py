@@ -7,6 +7,10 @@ api/ and directory/ never import workers/: they send a message naming an actor
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -38,9 +42,7 @@ def make_broker(broker_url: str, database_url: str, *, results: bool = False,
     a dead worker had claimed go back to the queue.
     """
     if broker_url.startswith(("redis://", "rediss://")):
-        from dramatiq.brokers.redis import RedisBroker
-
-        return RedisBroker(url=broker_url, heartbeat_timeout=int(heartbeat_ttl * 1000))
+        return _redis_broker(broker_url, heartbeat_ttl)
     if broker_url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -54,6 +56,55 @@ def make_broker(broker_url: str, database_url: str, *, results: bool = False,
     return PostgresBroker(url=broker_url or database_url, results=results, heartbeat_ttl=heartbeat_ttl,
                           heartbeat_interval=min(15.0, heartbeat_ttl / 4),
                           maintenance_interval=min(30.0, heartbeat_ttl / 2))
+
+
+def _redis_broker(broker_url: str, heartbeat_ttl: float) -> dramatiq.Broker:
+    from dramatiq.brokers.redis import MAINTENANCE_COMMAND_BLACKLIST, RedisBroker
+
+    class ScheduledRedisBroker(RedisBroker):
+        """Dramatiq's RedisBroker, whose maintenance also runs on a schedule.
+
+        A dead worker's claimed messages go back to their queue only when some process's
+        call into Redis runs the broker's maintenance for that queue, and Dramatiq runs it
+        at random, on about one call in a thousand: with a few idle workers, a killed
+        worker's messages came back after minutes, or when the next worker started
+        (issue 17). Here each process runs it on every queue at least every quarter of
+        the heartbeat timeout, piggybacked on the calls it makes anyway (an idle consumer
+        polls several times a second): the messages of a worker silent for the heartbeat
+        timeout return within about 1.25 times the timeout. Maintenance finds the dead
+        workers in one sorted set, so running it this often costs one small script step.
+        """
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)  # type: ignore[no-untyped-call]  # (Dramatiq's brokers are untyped)
+            self.maintenance_every = self.heartbeat_timeout / 4000  # seconds
+            self.maintained: dict[str, float] = {}  # queue → when its maintenance last ran here
+            self.forced = threading.local()
+
+        def _should_do_maintenance(self, command: str) -> int:
+            # Called by the dispatch below, with the queue known there.
+            return 1 if getattr(self.forced, "now", False) else int(super()._should_do_maintenance(command))
+
+        def _dispatch(self, command: str) -> Callable[..., Any]:
+            dispatch = super()._dispatch(command)  # type: ignore[no-untyped-call]
+            if command in MAINTENANCE_COMMAND_BLACKLIST:
+                return dispatch  # type: ignore[no-any-return]
+
+            def do_dispatch(queue_name: str, *args: Any) -> Any:
+                now = time.monotonic()
+                due = now - self.maintained.get(queue_name, -math.inf) >= self.maintenance_every
+                if due:
+                    self.maintained[queue_name] = now  # (two threads at once: both run it, harmlessly)
+                self.forced.now = due
+                try:
+                    return dispatch(queue_name, *args)
+                finally:
+                    self.forced.now = False
+
+            return do_dispatch
+
+    broker: dramatiq.Broker = ScheduledRedisBroker(url=broker_url, heartbeat_timeout=int(heartbeat_ttl * 1000))
+    return broker
 
 
 def durability_problem(broker_url: str, *, timeout: float = 5.0) -> str | None:

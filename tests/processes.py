@@ -38,6 +38,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     return wait_for(predicate, timeout, what, interval=0.2)
 
 
+def audit(database_url: str) -> None:
+    """`merci audit` passes: the ledger's invariants hold."""
+    from tests.conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "audit"], env=service_env(database_url), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def merci(database_url: str, log: Path, *args: str, **env: str) -> Service:
     """A `merci …` command as a service (stopped by PID at teardown)."""
     return Service([sys.executable, "-m", "runtime.cli", *args], service_env(database_url, **env), log)
@@ -152,3 +161,104 @@ class PrivateRedis:
             return bool(client.ping())
         except Exception:  # not listening yet
             return False
+
+
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of the test's own (Debian's rabbitmq-server, run as it is, not through
+    the /usr/sbin wrapper that switches to the rabbitmq user), stopped and started at will;
+    the machine's shared node is never touched. Everything it keeps is under `folder`: its
+    data (a stop and start keeps the durable queues' persistent messages), its logs, and
+    the Erlang cookie in its own HOME, so that it runs as root without root's cookie. It
+    listens on 127.0.0.1 on free ports (AMQP and Erlang distribution), with no plugin (the
+    management plugin would take 15672). Stopped by its process group's id."""
+
+    def __init__(self, folder: Path) -> None:
+        import os
+        import secrets
+
+        from tests.conftest import free_port, need
+
+        need(RABBITMQ_SERVER.exists(), f"{RABBITMQ_SERVER} (Debian's rabbitmq-server) is not installed")
+        self.folder = folder
+        self.port = free_port()
+        self.node = f"merci-test-{self.port}@localhost"
+        home = folder / "home"
+        for part in ("home", "mnesia", "log"):
+            (folder / part).mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(16))
+        cookie.chmod(0o400)  # Erlang refuses a cookie others may read
+        (folder / "enabled_plugins").write_text("[].\n")
+        self.env = {**os.environ, "HOME": str(home), "RABBITMQ_NODENAME": self.node,
+                    "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(self.port),
+                    "RABBITMQ_DIST_PORT": str(free_port()), "ERL_EPMD_ADDRESS": "127.0.0.1",
+                    "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"), "RABBITMQ_LOG_BASE": str(folder / "log"),
+                    "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+                    "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),  # (none: the defaults)
+                    "RABBITMQ_ADVANCED_CONFIG_FILE": str(folder / "advanced.config")}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def start(self, timeout: float = 60) -> float:
+        """Start the node and wait until it takes AMQP connections; returns how long it took."""
+        import time
+
+        started = time.monotonic()
+        with (self.folder / "server.log").open("ab") as out:
+            self.proc = subprocess.Popen([str(RABBITMQ_SERVER)], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         cwd=self.folder, start_new_session=True)
+        wait_for(self._accepts, timeout, f"RabbitMQ node {self.node} to start", interval=0.2)
+        return time.monotonic() - started
+
+    def _accepts(self) -> bool:
+        import pika
+
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"RabbitMQ exited {self.proc.returncode}: "
+                                 + (self.folder / "server.log").read_text(errors="replace")[-3000:])
+        try:
+            pika.BlockingConnection(pika.URLParameters(self.url + "?connection_attempts=1&socket_timeout=1")).close()
+            return True
+        except Exception:  # not listening yet
+            return False
+
+    def stop(self, timeout: float = 30) -> None:
+        """A clean stop (SIGTERM: the node shuts down as `rabbitmqctl stop` would)."""
+        self._signal(15, timeout)
+
+    def kill(self) -> None:
+        self._signal(9, 30)
+
+    def _signal(self, sig: int, timeout: float) -> None:
+        import os
+
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:  # already gone
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        # The shell script may end before its Erlang VM: wait for the group to be empty.
+        for _ in range(int(timeout * 10)):
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            import time
+
+            time.sleep(0.1)
+        else:
+            os.killpg(self.proc.pid, 9)
+        self.proc = None
