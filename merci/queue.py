@@ -7,6 +7,7 @@ api/ and directory/ never import workers/: they send a message naming an actor
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -46,6 +47,12 @@ def make_broker(broker_url: str, database_url: str, *, results: bool = False,
     if broker_url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+        # pika logs each step of every failed connection attempt at ERROR, tracebacks
+        # included: about 40 lines (19 kB) per click refused during an outage (issue 17).
+        # The failure reaches the caller as Dramatiq's exception once its attempts are
+        # spent, and Merci logs that once per outage (merci.outage_log); workers' consumers
+        # log each reconnection themselves (dramatiq.worker).
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
         # Publisher confirms: a publish returns once RabbitMQ has the message (in its
         # durable queue, which Dramatiq declares durable and publishes persistent to).
         return RabbitmqBroker(url=broker_url, confirm_delivery=True)

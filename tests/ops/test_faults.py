@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import dramatiq
@@ -39,7 +40,7 @@ from tests.conftest import (
     system_scalar,
     wait_for,
 )
-from tests.processes import PrivatePostgres, PrivateRabbitMQ, PrivateRedis, audit, scrape, value
+from tests.processes import PrivatePostgres, PrivateRabbitMQ, PrivateRedis, audit, merci, scrape, value
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -340,6 +341,66 @@ def test_durable_redis_restart_keeps_accepted_clicks(database_url: str, tmp_path
     finally:
         redis_proc.kill()
         redis_proc.wait()
+
+
+def test_rabbitmq_stopped_and_started_keeps_accepted_clicks(database_url: str, tmp_path: Path) -> None:
+    """A RabbitMQ node of the test's own stopped with accepted clicks queued in it, clicks
+    accepted while it is down (kept in the outbox), started again: each click answered
+    PENDING is stored exactly once, the API logs the outage once (not an error per click),
+    and sends to the node again by itself."""
+    rabbit = PrivateRabbitMQ(tmp_path / "rabbitmq")
+    # Rate limits in the API's memory (test only): the broker is the only service under test.
+    env = {"BROKER_URL": rabbit.url, "MERCI_RATE_LIMIT_URL": "memory://"}
+    api = worker = scheduler = None
+    try:
+        api, base = start_api(database_url, tmp_path, **env)
+        fan, handle = _funded(base)
+        queued = [f"q{i}" for i in range(30)]
+        for key in queued:  # in RabbitMQ (no worker runs), and in the outbox until stored
+            assert _flattr(fan, key) == {"click": {"status": "PENDING"}, "userErrors": []}
+        assert queued_clicks(rabbit.url, database_url) >= 1
+
+        rabbit.stop()
+        held = [f"h{i}" for i in range(20)]
+        for key in held:  # the broker is down: accepted all the same, in the outbox unsent
+            assert _flattr(fan, key) == {"click": {"status": "PENDING"}, "userErrors": []}
+        started = rabbit.start()
+        after = [f"a{i}" for i in range(10)]
+        for key in after:  # the API reconnects by itself
+            assert _flattr(fan, key) == {"click": {"status": "PENDING"}, "userErrors": []}
+
+        worker = start_worker(database_url, tmp_path / "worker.log", threads=2, **env)
+        scheduler = merci(database_url, tmp_path / "scheduler.log", "scheduler", "--interval", "1", **env)
+        keys = queued + held + after
+        wait_until(lambda: stored_for(database_url, handle) == len(keys), 60, "every accepted click stored")
+        wait_until(lambda: queued_clicks(rabbit.url, database_url) == 0, 30, "RabbitMQ to hold no click")
+    finally:
+        for service in (scheduler, worker, api):
+            if service is not None:
+                service.stop()
+        rabbit.kill()
+    rows = system_fetch(database_url, "select c.idempotency_key, count(*) from clicks c join accounts a"
+                                      " on a.id = c.supporter_id where a.handle = $1 group by 1", handle)
+    assert {r[0]: r[1] for r in rows} == {k: 1 for k in keys}  # each once
+    log = api.log.read_text(errors="replace")
+    assert log.count("handing accepted clicks to the broker: failing") == 1, log[-3000:]
+    assert log.count("handing accepted clicks to the broker: working again") == 1, log[-3000:]
+    assert len(log) < 100_000, "the outage logged per click"  # (each refused click logged ~36 pika errors)
+    audit(database_url)
+    print(f"RabbitMQ back in {started:.1f} s")
+
+
+def _funded(base: str) -> tuple[GraphQLClient, str]:
+    gql = GraphQLClient(base)
+    account = sign_up(gql)
+    fan = gql.as_(account["token"])
+    assert fan("mutation { topUp(input: {amount: 5000}) { userErrors { code } } }")["topUp"]["userErrors"] == []
+    return fan, account["handle"]
+
+
+def _flattr(fan: GraphQLClient, key: str) -> dict[str, Any]:
+    answer: dict[str, Any] = fan(FLATTR, {"input": {"url": f"https://fault-{key}.example/", "idempotencyKey": key}})
+    return answer["flattr"]  # type: ignore[no-any-return]
 
 
 def _pings(client) -> bool:  # type: ignore[no-untyped-def]
