@@ -68,7 +68,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from graph.cost import Pricer, caller, report
 from graph.limits import MAX_TOKENS, RULES, has_nul
 from graph.observability import Shape, fields_shape, record
-from graph.ratelimit import send_graphql_refusal
+from graph.ratelimit import Hit, admit, send_graphql_refusal
 from graph.unavailable import counted
 from graph.unavailable import graphql_error as unavailable_error
 from merci import metrics, observability
@@ -214,6 +214,9 @@ def _quick_coerce(inputs: tuple[InputSpec, ...], variables: dict[str, Any]) -> d
 class FastMutation:
     handler: Handler
     fills: dict[str, frozenset[str]]  # per object type, the fields the handler's payload always has
+    # The stricter limits the handler counts (a click's), if any, for this caller: counted
+    # with the request's own in one round trip (graph.ratelimit.admit).
+    limits: Callable[[Scope, Any], list[Hit]] | None = None
 
 
 @dataclass(frozen=True)
@@ -432,25 +435,27 @@ class FastPath:
         args = plan.arguments(schema, variables or {})
         if args is None:  # bad variables: the normal path words the errors
             return False
-        try:
-            if not await self.admit(scope):
-                return False
-        except RateLimited as limited:
-            await send_graphql_refusal(send, limited, scope.get("state", {}).get("response_headers", []))
-            return True
+        if not await self.admit(scope):  # (authenticated; the limits are counted below)
+            return False
         scope["route"] = self.route  # as the router would have set it, for the access log and metrics
         context = await self.context(Request(scope))
         # Priced and charged as graph.cost.QueryCost does; a refusal is left to the normal path to word.
         pricer, requested = self.price(plan, variables)
         buckets, settings = context.buckets, context.settings
-        status = None
-        if buckets is not None:
-            if requested > settings.query_cost_limit:
-                return False
-            who = caller(context.principal, context.client_ip)
-            status = await buckets.take(who, requested)
-            if not status.taken:
-                return False
+        if buckets is not None and requested > settings.query_cost_limit:
+            return False
+        principal = context.principal
+        who = caller(principal, context.client_ip)
+        mutation = self.planner.mutations.get(plan.root_name) if plan.operation.operation is OperationType.MUTATION \
+            else None
+        limits = mutation.limits(scope, principal) if mutation is not None and mutation.limits is not None else []
+        try:
+            status = await admit(context.limiter, buckets, scope, principal, limits, who, requested)
+        except RateLimited as limited:
+            await send_graphql_refusal(send, limited, scope.get("state", {}).get("response_headers", []))
+            return True
+        if status is not None and not status.taken:
+            return False
         started = time.perf_counter()
         with observability.span("graphql") as span:
             try:
@@ -476,6 +481,7 @@ class FastPath:
                     log.exception("unexpected error in %s (fast path)", plan.root_name)
                     error = {"message": "Unexpected error.", "locations": location, "path": [plan.root_key],
                              "extensions": {"code": "INTERNAL_SERVER_ERROR"}}  # as graph.errors.MaskUnexpected
+                    status_code = 200  # a GraphQL error, masked, as the normal path answers it
                 result: dict[str, Any] = {"data": None, "errors": [error]}
                 failed = True
             else:

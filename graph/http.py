@@ -89,14 +89,14 @@ class Auth:
         await self.app(scope, receive, send)
 
     async def admit(self, scope: Scope) -> bool:
-        """For graph.fastpath: the caller is resolved (True), or would be refused (False);
-        RateLimited past a limit (the fast path answers it)."""
+        """For graph.fastpath: the caller is resolved (True), or would be refused (False).
+        The fast path counts the request's limits itself (graph.ratelimit.admit), with its
+        cost and its click's in one round trip."""
         request = Request(scope)
         try:
             principal = await self.authenticate(request, request.app.state.pool)
         except _Refused:
             return False
-        await count_request(request.app.state.limiter, scope, principal)
         self._admitted(scope, principal)
         return True
 
@@ -307,7 +307,8 @@ def create_app(
         app.state.cors = allowlist
         # Before anything else: in production a limiter without shared storage stops the start.
         app.state.limiter = Limiter(settings)
-        app.state.buckets = Buckets(settings)  # each caller's budget of query cost (graph.cost), stored alike
+        # Each caller's budget of query cost (graph.cost), stored alike, sent with the limits.
+        app.state.buckets = Buckets(settings, app.state.limiter.counters)
         app.state.pool = await create_pool(settings.app_database_url, max_size=pool_size,
                                            connect_timeout=settings.db_connect_timeout,
                                            acquire_timeout=settings.db_acquire_timeout)

@@ -20,6 +20,7 @@ from graph.pages import choose_lang
 from merci import i18n, metrics
 from merci.accounts import Principal
 from merci.ratelimit import Limiter, RateLimited
+from merci.throttle import Buckets, Status
 
 
 def client_ip(scope: Scope) -> str:
@@ -30,24 +31,74 @@ def client_ip(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-async def count_request(limiter: Limiter | None, scope: Scope, principal: Principal) -> None:
-    """Every /graphql request counts once per address, and per account or API key (and
-    an API key's tenant); RateLimited past any of them."""
-    if limiter is None:
-        return
-    hits: list[tuple[str, tuple[object, ...], str]] = [("request.ip", (client_ip(scope),), "requests")]
+Hit = tuple[str, tuple[object, ...], str]  # (limit, ids, what is counted): merci.ratelimit.Limiter.hit_all
+COUNTED = "requests_counted"  # in the ASGI scope's state: this request's limits are counted (graph.fastpath)
+CLICK_COUNTED = "click_counted"  # … and its click's
+
+
+def request_hits(scope: Scope, principal: Principal) -> list[Hit]:
+    """The limits every /graphql request counts against: per address, and per account or
+    API key (and an API key's tenant)."""
+    hits: list[Hit] = [("request.ip", (client_ip(scope),), "requests")]
     if principal.api_key_id is not None:
         hits += [("request.key", (principal.api_key_id,), "requests"),
                  ("request.tenant", (principal.tenant_id,), "requests")]
     elif principal.account_id is not None:
         hits.append(("request.account", (principal.account_id,), "requests"))
-    await limiter.hit_all(*hits)
+    return hits
+
+
+def click_hits(scope: Scope, account_id: int) -> list[Hit]:
+    """A click's limits, from the API or a page: per supporter and per address."""
+    return [("click.account", (account_id,), "clicks"), ("click.ip", (client_ip(scope),), "clicks")]
+
+
+async def count_request(limiter: Limiter | None, scope: Scope, principal: Principal) -> None:
+    """Every /graphql request counts once against `request_hits`; RateLimited past any of
+    them. Not again for a request graph.fastpath counted already (and handed on)."""
+    if limiter is None or scope.get("state", {}).get(COUNTED):
+        return
+    await limiter.hit_all(*request_hits(scope, principal))
 
 
 async def count_click(limiter: Limiter | None, scope: Scope, account_id: int) -> None:
-    """A click, from the API or a page: per supporter and per address."""
+    """A click counts against `click_hits`, unless graph.fastpath counted it already."""
+    if limiter is not None and not scope.get("state", {}).get(CLICK_COUNTED):
+        await limiter.hit_all(*click_hits(scope, account_id))
+
+
+async def admit(limiter: Limiter | None, buckets: Buckets | None, scope: Scope, principal: Principal,
+                clicks: list[Hit], who: str, cost: int) -> Status | None:
+    """For graph.fastpath: count a request's limits (`request_hits`, and `clicks`, its
+    click's) and take its query cost from `who`'s bucket, all in one round trip to Redis
+    (merci.redis_batch) where the limits and the buckets share it; the bucket's status
+    (None: no buckets). RateLimited past a limit, nothing taken from the bucket. Marks the
+    scope counted, so that neither the normal path (a bucket that says no: it words the
+    refusal) nor the resolver counts them again."""
+    state = scope.setdefault("state", {})
+    hits = request_hits(scope, principal) + clicks
+    status = None
+    if limiter is not None and limiter.counters is not None and buckets is not None \
+            and buckets.counters is limiter.counters:
+        ops = limiter.ops(*hits)
+        try:
+            answers = await limiter.counters.run([*ops, buckets.op(who, cost)])
+        except Exception as exc:  # storage down: limits fail open, no budget is kept
+            answers = [exc] * (len(ops) + 1)
+        state[COUNTED] = True
+        state[CLICK_COUNTED] = bool(clicks)
+        refused = limiter.refused(hits, answers[:-1])
+        status = buckets.status(answers[-1])
+        if refused:
+            if status.taken:  # refused: it costs nothing
+                await buckets.take(who, -cost)
+            await limiter.refuse(refused)
+        return status
     if limiter is not None:
-        await limiter.hit_all(("click.account", (account_id,), "clicks"), ("click.ip", (client_ip(scope),), "clicks"))
+        state[COUNTED] = True
+        state[CLICK_COUNTED] = bool(clicks)
+        await limiter.hit_all(*hits)
+    return None if buckets is None else await buckets.take(who, cost)
 
 
 def graphql_error(limited: RateLimited, path: Sequence[str | int] | None = None) -> dict[str, Any]:

@@ -20,7 +20,6 @@ which emails exist.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import time
@@ -40,7 +39,7 @@ from limits.storage import storage_from_string
 from merci import accounts
 from merci.config import Settings
 from merci.errors import UserError
-from merci.redis_batch import ScriptBatcher
+from merci.redis_batch import Counters, Op, window
 
 log = structlog.get_logger("merci.ratelimit")
 T = TypeVar("T")
@@ -131,11 +130,11 @@ class Limiter:
                                    if uri.startswith("async+redis") else storage_from_string(uri))
         self.shared = not isinstance(self.storage, MemoryStorage)
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
-        # On Redis, the library's own sliding-window script, sent with the other calls of
-        # the same turn of the event loop (merci.redis_batch); tests/merci/test_ratelimit.py
-        # holds it to the library's strategy.
-        self.batcher = (ScriptBatcher(self.storage.bridge.get_connection())  # type: ignore[attr-defined]
-                        if isinstance(self.storage, RedisStorage) else None)
+        # On Redis, the library's sliding window, sent with every other counter of the same
+        # turn of the event loop in one script call (merci.redis_batch); tests/merci/
+        # test_ratelimit.py holds it to the library's strategy.
+        self.counters = (Counters(self.storage.bridge.get_connection())  # type: ignore[attr-defined]
+                         if isinstance(self.storage, RedisStorage) else None)
         self.lockout_seconds = settings.login_lockout_seconds
         self.multiplier = settings.rate_limit_multiplier
         self.limits: dict[str, list[RateLimitItem]] = {}
@@ -150,45 +149,69 @@ class Limiter:
 
     async def hit(self, name: str, *ids: object, cost: int = 1, what: str = "requests") -> None:
         """Count `cost` against limit `name` for `ids`; RateLimited once it is spent."""
-        keys = [name, *(str(i) for i in ids)]
-        items = self.limits[name]
-        try:
-            if self.batcher is None:
-                acquired = [await self.strategy.hit(item, *keys, cost=cost) for item in items]
-            else:  # every window of the limit in one round trip (a refusal by one still counts in the others)
-                acquired = list(await asyncio.gather(*(self._acquire(item, keys, cost) for item in items)))
-            refused = [item for item, ok in zip(items, acquired, strict=True) if not ok]
-            if not refused:
+        await self.hit_all((name, ids, what), cost=cost)
+
+    async def hit_all(self, *hits: tuple[str, tuple[object, ...], str], cost: int = 1) -> None:
+        """Count `cost` against several limits at once (name, ids, what), every window of
+        each (a refusal by one still counts in the others); RateLimited with the longest
+        wait among those refused."""
+        if self.counters is None:
+            refused = [(name, ids, what, item) for name, ids, what in hits for item in self.limits[name]
+                       if not await self.strategy.hit(item, name, *(str(i) for i in ids), cost=cost)]
+        else:
+            try:
+                answers = await self.counters.run(self.ops(*hits, cost=cost))
+            except Exception as exc:  # storage down: the limits fail open, the service stays up
+                log.warning("rate limit storage unavailable", limit=hits[0][0], error=str(exc))
                 return
-            stats = [await self.strategy.get_window_stats(item, *keys) for item in refused]
-        except Exception as exc:  # storage down: the limits fail open, the service stays up
-            log.warning("rate limit storage unavailable", limit=name, error=str(exc))
-            return
-        raise RateLimited(max(s.reset_time for s in stats) - time.time(), what)
+            read = self.refused(hits, answers)
+            if read is None:
+                return  # storage out of reach: the limits fail open (logged)
+            refused = read
+        if refused:
+            await self.refuse(refused)
 
-    async def hit_all(self, *hits: tuple[str, tuple[object, ...], str]) -> None:
-        """hit() for several limits at once (name, ids, what): one round trip for all;
-        RateLimited with the longest wait among those refused."""
-        outcomes = await asyncio.gather(*(self.hit(name, *ids, what=what) for name, ids, what in hits),
-                                        return_exceptions=True)
-        refusals = [o for o in outcomes if isinstance(o, RateLimited)]
-        if refusals:
-            raise max(refusals, key=lambda r: r.retry_after)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-
-    def _acquire(self, item: RateLimitItem, keys: list[str], cost: int) -> Awaitable[Any]:
-        """SlidingWindowCounterRateLimiter.hit on Redis, as the library sends it: its
-        acquire_sliding_window script on the current and previous windows' keys."""
+    def ops(self, *hits: tuple[str, tuple[object, ...], str], cost: int = 1) -> list[Op]:
+        """The counter operations of `hits` (merci.redis_batch), for a caller that sends them
+        with its own (graph.fastpath); `refused` reads their answers."""
         storage: Any = self.storage
-        key = item.key_for(*keys)
         bridge = storage.bridge
-        return self.batcher.run(  # type: ignore[union-attr]
-            bridge.lua_acquire_sliding_window,
-            [bridge.prefixed_key(storage._previous_window_key(key)),
-             bridge.prefixed_key(storage._current_window_key(key))],
-            [item.amount, item.get_expiry(), cost])
+        ops = []
+        for name, ids, _ in hits:
+            for item in self.limits[name]:
+                key = item.key_for(name, *(str(i) for i in ids))
+                ops.append(window(bridge.prefixed_key(storage._previous_window_key(key)),
+                                  bridge.prefixed_key(storage._current_window_key(key)),
+                                  item.amount, item.get_expiry(), cost))
+        return ops
+
+    def refused(self, hits: tuple[tuple[str, tuple[object, ...], str], ...] | list[tuple[str, tuple[object, ...], str]],
+                answers: list[Any]) -> list[tuple[str, tuple[object, ...], str, RateLimitItem]] | None:
+        """The windows of `hits` that `answers` (to `ops(*hits)`) refused; None when an
+        answer is an error (the limits fail open; logged)."""
+        refused = []
+        i = 0
+        for name, ids, what in hits:
+            for item in self.limits[name]:
+                answer = answers[i]
+                i += 1
+                if isinstance(answer, Exception):
+                    log.warning("rate limit storage unavailable", limit=name, error=str(answer))
+                    return None
+                if not answer:
+                    refused.append((name, ids, what, item))
+        return refused
+
+    async def refuse(self, refused: list[tuple[str, tuple[object, ...], str, RateLimitItem]]) -> None:
+        """Raise RateLimited for the refused windows: the longest wait among them."""
+        try:
+            stats = [(what, await self.strategy.get_window_stats(item, name, *(str(i) for i in ids)))
+                     for name, ids, what, item in refused]
+        except Exception as exc:
+            log.warning("rate limit storage unavailable", limit=refused[0][0], error=str(exc))
+            return
+        what, longest = max(stats, key=lambda s: s[1].reset_time)
+        raise RateLimited(longest.reset_time - time.time(), what)
 
     async def allows(self, name: str, *ids: object) -> bool:
         """hit(), as an answer: False once `name` is spent for `ids` (a silent cap)."""

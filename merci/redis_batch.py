@@ -1,70 +1,205 @@
-"""Redis scripts run in one round trip per turn of the event loop.
+"""The rate limits' and query-cost buckets' counters, all sent to Redis as one script
+call per turn of the event loop.
 
-The rate limits and the query-cost buckets ask Redis several things for each request
-(per address, per account, per minute and per hour, the cost budget). With redis-py's
-asyncio client each command costs about 100 µs of the process's CPU, most of it the
-client's own machinery, and a click asked eight of them: more than the rest of the
-click. Calls made in the same turn of the event loop (one request's limits, which
-callers send together, and every other request's that arrived meanwhile) go out as one
-pipeline instead, at about a fifth of that per call. Each call keeps its own answer, or
-its own error; the pipeline is not a transaction (each script is atomic on its own, as
-it was when sent alone).
+Each click counts against seven counters: its address's and account's requests, its
+caller's query-cost bucket, and the clicks of its supporter and its address per minute and
+per hour. Sent one script call each, they cost more of the API's CPU than the rest of
+the click (redis-py's machinery, a future and a task per call, about 20 µs each even in a
+pipeline) and as much of Redis's (each EVALSHA about 20 µs). So every counter operation
+asked for in the same turn of the loop (one request's, which callers send together, and
+every other request's that arrived meanwhile) goes out in one call of one script,
+`_SCRIPT`, that runs them in turn and answers each.
+
+Two operations exist:
+
+- `window`: the `limits` library's sliding window counter (its `acquire_sliding_window`
+  script, the same logic on the same keys: tests/merci/test_ratelimit.py holds the two
+  to each other, so a `limits` upgrade that changes either fails there);
+- `bucket`: a leaky bucket of query cost (merci.throttle), on Redis's own clock.
+
+Each operation keeps its own answer, or its own error (a key of the wrong type fails
+its operation alone, caught by `pcall`); the batch runs atomically, as a script does. A
+Redis that lost the script (a restart) gets it again on the next call. Not for Redis
+Cluster: a batch names keys of many slots.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+# ARGV: per operation, its kind ('w' or 'b'), then its arguments; KEYS: per operation, its keys.
+# Answers, per operation: a window: 1 acquired / 0 refused; a bucket: {taken, points as text};
+# an operation that failed: {'!', the error}.
+_SCRIPT = r"""
+local function window(previous, current, limit, expiry, amount)
+  -- limits' acquire_sliding_window.lua (same keys, same counts, same expiries), with fewer
+  -- calls: what the shift of windows moves is known without reading it back, and the
+  -- previous window's age matters only when it holds a count
+  expiry = expiry * 1000
+  if amount > limit then return 0 end
+  local current_ttl = redis.call('pttl', current)
+  local exists = current_ttl ~= -2
+  local previous_count, previous_ttl, current_count
+  if current_ttl > 0 and current_ttl < expiry then
+    -- the current window expired: it becomes the previous one
+    previous_count = tonumber(redis.call('get', current)) or 0
+    redis.call('rename', current, previous)
+    previous_ttl = current_ttl
+    current_ttl = current_ttl + expiry
+    redis.call('set', current, 0, 'PX', current_ttl)
+    current_count = 0
+  else
+    local counts = redis.call('mget', previous, current)
+    previous_count = tonumber(counts[1]) or 0
+    current_count = tonumber(counts[2]) or 0
+    previous_ttl = previous_count ~= 0 and redis.call('pttl', previous) or 0
+  end
+  if previous_ttl <= 0 then previous_ttl = 0 end
+  if current_ttl <= 0 then current_ttl = 0 end
+  local weighted = math.floor(previous_count * previous_ttl / expiry) + current_count
+  if weighted + amount > limit then return 0 end
+  if exists then
+    redis.call('incrby', current, amount)
+  else
+    redis.call('set', current, amount, 'PX', expiry * 2)
+  end
+  return 1
+end
 
-class ScriptBatcher:
+local function bucket(key, size, rate, cost, now)
+  local held = redis.call('HMGET', key, 'points', 'at')
+  local points = tonumber(held[1]) or size
+  local at = tonumber(held[2]) or now
+  points = math.min(size, points + math.max(0, now - at) * rate)
+  local taken = 0
+  if cost <= points then
+    points = math.min(size, points - cost)
+    taken = 1
+  end
+  redis.call('HSET', key, 'points', tostring(points), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil((size - points) / rate) + 1)
+  return {taken, tostring(points)}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local answers = {}
+local k, a, i = 1, 1, 1
+while a <= #ARGV do
+  local kind = ARGV[a]
+  local ok, answer
+  if kind == 'w' then
+    ok, answer = pcall(window, KEYS[k], KEYS[k + 1], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+                       tonumber(ARGV[a + 3]))
+    k, a = k + 2, a + 4
+  elseif kind == 'b' then
+    ok, answer = pcall(bucket, KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), now)
+    k, a = k + 1, a + 4
+  else
+    return redis.error_reply('unknown counter operation ' .. tostring(kind))
+  end
+  if ok then
+    answers[i] = answer
+  elseif type(answer) == 'table' and answer.err then
+    answers[i] = {'!', answer.err}
+  else
+    answers[i] = {'!', tostring(answer)}
+  end
+  i = i + 1
+end
+return answers
+"""
+
+# (kind, keys, arguments)
+Op = tuple[str, Sequence[str], Sequence[Any]]
+
+
+def window(previous: str, current: str, limit: int, expiry: int, amount: int) -> Op:
+    """A sliding window counter's hit: answers 1 (counted) or 0 (refused, not counted)."""
+    return ("w", (previous, current), (limit, expiry, amount))
+
+
+def bucket(key: str, size: int, rate: float, cost: int) -> Op:
+    """Take `cost` points of a bucket (negative: give back): answers [taken, points left]."""
+    return ("b", (key,), (size, rate, cost))
+
+
+class CounterError(Exception):
+    """One operation failed in Redis (e.g. its key holds another type)."""
+
+
+class Counters:
+    """Counter operations, batched per turn of the event loop into one script call."""
+
+    MAX_BATCH = 512  # operations per script call: a longer turn sends several
+
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self.sha = client.register_script(_SCRIPT).sha
+        self._pending: list[tuple[Sequence[Op], asyncio.Future[list[Any]]]] = []
         self._scheduled = False
 
-    def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
-        """The script's answer, sent with the other calls of this turn of the loop."""
+    def run(self, ops: Sequence[Op]) -> asyncio.Future[list[Any]]:
+        """The answers of `ops`, in order (a failed operation's answer is a CounterError),
+        sent with every other call of this turn of the loop."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((script, keys, args, future))
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append((ops, future))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(lambda: loop.create_task(self._flush()))
+            loop.call_soon(self._start, loop)
         return future
 
-    async def _flush(self) -> None:
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending, self._scheduled = self._pending, [], False
-        try:
-            if len(batch) == 1:  # alone: no pipeline to build
-                script, keys, args, future = batch[0]
-                answers: list[Any] = [await script(keys=keys, args=args)]
-            else:
-                # EVALSHA, not the Script on the pipeline: redis-py would ask SCRIPT EXISTS
-                # first, a second round trip each time.
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for script, keys, args, _ in batch:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    answers = await pipe.execute(raise_on_error=False)
-                for i, answer in enumerate(answers):  # a script Redis does not hold yet (a restart)
-                    if isinstance(answer, NoScriptError):
-                        script, keys, args, _ = batch[i]
-                        try:
-                            answers[i] = await script(keys=keys, args=args)  # loads it
-                        except Exception as exc:
-                            answers[i] = exc
-        except Exception as exc:  # the connection: every call of the batch fails alike
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (*_, future), answer in zip(batch, answers, strict=True):
-            if future.done():  # its caller gave up (cancelled)
+        loop.create_task(self._flush(batch))
+
+    async def _flush(self, batch: list[tuple[Sequence[Op], asyncio.Future[list[Any]]]]) -> None:
+        chunks: list[list[tuple[Sequence[Op], asyncio.Future[list[Any]]]]] = [[]]
+        size = 0
+        for call in batch:
+            if size and size + len(call[0]) > self.MAX_BATCH:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(call)
+            size += len(call[0])
+        for chunk in chunks:
+            try:
+                answers = await self._send([op for ops, _ in chunk for op in ops])
+            except Exception as exc:  # the connection: every call of the chunk fails alike
+                for _, future in chunk:
+                    if not future.done():
+                        future.set_exception(exc)
                 continue
-            if isinstance(answer, Exception):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
+            i = 0
+            for ops, future in chunk:
+                mine, i = answers[i:i + len(ops)], i + len(ops)
+                if not future.done():  # (its caller may have given up: cancelled)
+                    future.set_result([_answer(a) for a in mine])
+
+    async def _send(self, ops: list[Op]) -> list[Any]:
+        keys: list[Any] = []
+        args: list[Any] = []
+        for kind, op_keys, op_args in ops:
+            keys.extend(op_keys)
+            args.append(kind)
+            args.extend(op_args)
+        try:
+            answers = await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted, or flushed its scripts: load it again
+            self.sha = await self.client.script_load(_SCRIPT)
+            answers = await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        if len(answers) != len(ops):
+            raise RuntimeError(f"the counters' script answered {len(answers)} of {len(ops)} operations")
+        return list(answers)
+
+
+def _answer(answer: Any) -> Any:
+    if isinstance(answer, list) and answer and answer[0] in (b"!", "!"):
+        message = answer[1].decode() if isinstance(answer[1], bytes) else str(answer[1])
+        return CounterError(message)
+    return answer

@@ -7,8 +7,8 @@ that much is back; after it ran, the difference between requested and actual cos
 given back. The bucket lives where the rate limits' counters do (merci.ratelimit:
 MERCI_RATE_LIMIT_URL, else a Redis BROKER_URL; memory only where one process serves
 everything), so that N processes do not give a caller N budgets. In Redis a bucket is
-one hash updated by one script on Redis's own clock (no clock skew between processes),
-one round trip a request; it expires once full again.
+one hash updated by a script on Redis's own clock (no clock skew between processes),
+sent with the request's other counters (merci.redis_batch); it expires once full again.
 """
 
 from __future__ import annotations
@@ -22,32 +22,9 @@ import structlog
 
 from merci.config import Settings
 from merci.ratelimit import storage_uri
-from merci.redis_batch import ScriptBatcher
+from merci.redis_batch import Counters, Op, bucket
 
 log = structlog.get_logger("merci.throttle")
-
-# KEYS[1]: the bucket; ARGV: size, rate (points/s), cost (negative: a refund).
-# Returns {taken (1/0), points available after, as text}.
-_SCRIPT = """
-local size = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local held = redis.call('HMGET', KEYS[1], 'points', 'at')
-local points = tonumber(held[1]) or size
-local at = tonumber(held[2]) or now
-points = math.min(size, points + math.max(0, now - at) * rate)
-local taken = 0
-if cost <= points then
-  points = math.min(size, points - cost)
-  taken = 1
-end
-redis.call('HSET', KEYS[1], 'points', tostring(points), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil((size - points) / rate) + 1)
-return {taken, tostring(points)}
-"""
-
 
 @dataclass(frozen=True)
 class Status:
@@ -62,28 +39,41 @@ class Status:
 
 
 class Buckets:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, counters: Counters | None = None) -> None:
+        """`counters`: the rate limits' (merci.ratelimit.Limiter), so that a request's
+        limits and its cost go to Redis together; else a connection of the buckets' own."""
         self.size = settings.query_cost_bucket
         self.rate = settings.query_cost_restore_rate
         uri = storage_uri(settings).removeprefix("async+")
-        self.redis: Any = None
+        self.redis: Any = None  # a connection of our own, closed with us
+        self.counters = counters
         self.memory: dict[str, tuple[float, float]] = {}
-        if uri.startswith(("redis://", "rediss://")):
+        if counters is None and uri.startswith(("redis://", "rediss://")):
             import redis.asyncio
 
             self.redis = redis.asyncio.Redis.from_url(uri)
-            self.script = self.redis.register_script(_SCRIPT)
-            self.batcher = ScriptBatcher(self.redis)  # with the other calls of this turn of the loop
+            self.counters = Counters(self.redis)
+
+    def op(self, who: str, cost: int) -> Op:
+        """The counter operation taking `cost` of `who`'s bucket (merci.redis_batch), for a
+        caller that sends it with its own; `status` reads its answer."""
+        return bucket(f"merci:cost:{who}", self.size, self.rate, cost)
+
+    def status(self, answer: Any) -> Status:
+        if isinstance(answer, Exception):  # Redis down: no budget is kept, the service stays up
+            log.warning("query cost storage unavailable", error=str(answer))
+            return Status(True, float(self.size), self.size, self.rate)
+        taken, points = answer
+        return Status(bool(taken), float(points), self.size, self.rate)
 
     async def take(self, who: str, cost: int) -> Status:
         """Take `cost` points of `who`'s bucket if it holds them (a negative cost gives back)."""
-        if self.redis is not None:
+        if self.counters is not None:
             try:
-                taken, points = await self.batcher.run(self.script, [f"merci:cost:{who}"], [self.size, self.rate, cost])
-                return Status(bool(taken), float(points), self.size, self.rate)
-            except Exception as exc:  # Redis down: no budget is kept, the service stays up
-                log.warning("query cost storage unavailable", error=str(exc))
-                return Status(True, float(self.size), self.size, self.rate)
+                [answer] = await self.counters.run([self.op(who, cost)])
+            except Exception as exc:
+                answer = exc
+            return self.status(answer)
         now = time.monotonic()
         points, at = self.memory.get(who, (float(self.size), now))
         points = min(self.size, points + max(0.0, now - at) * self.rate)

@@ -6,13 +6,15 @@ from typing import Any
 import asyncpg
 import strawberry
 import structlog
+from starlette.types import Scope
 
 from api.clicks.types import ClickReceipt, ClickStatus
 from graph.context import Context, Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.fastpath import FastMutation
-from graph.ratelimit import client_ip, count_click
+from graph.ratelimit import Hit, click_hits, client_ip, count_click
 from merci import accounts, clicks
+from merci.accounts import Principal
 from merci.clicks import Accepted
 from merci.errors import Checks, UserError
 from merci.ids import from_global
@@ -115,8 +117,16 @@ async def flattr_fast(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             "userErrors": []}
 
 
+def flattr_limits(scope: Scope, principal: Principal) -> list[Hit]:
+    """The click's limits, counted with the request's (graph.ratelimit.admit) when `accept`
+    would count them: for a verified account."""
+    if principal.account_id is None or not principal.email_verified:
+        return []
+    return click_hits(scope, principal.account_id)
+
+
 FAST_MUTATIONS = {"flattr": FastMutation(flattr_fast, {
     "FlattrPayload": frozenset({"click", "userErrors"}),
     "ClickReceipt": frozenset({"idempotencyKey", "status", "reason", "period"}),
     "UserError": frozenset({"field", "message", "code"}),
-})}
+}, limits=flattr_limits)}

@@ -7,6 +7,7 @@ counters left in Redis by another run never meet these."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import threading
@@ -18,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from merci.config import Settings
+from merci.ratelimit import Limiter
 from tests.conftest import SIGN_UP, VERIFY_EMAIL, mailed_token, need, start_api, unique
 
 PRODUCTION_LIMITS = {"MERCI_RATE_LIMIT_MULTIPLIER": "1", "MERCI_TRUSTED_PROXIES": "127.0.0.1"}
@@ -243,3 +246,27 @@ def test_healthz_answers_while_wrong_logins_hash(api: str) -> None:
     # seconds). Not all: on a machine whose cores other tests load too, the process's own
     # hashing threads spend its share of CPU, and the scheduler may then make the loop wait.
     assert sorted(latencies)[len(latencies) // 2] < 0.050, latencies
+
+
+def test_a_click_counts_once_against_each_limit_across_two_processes(two_apis_on_redis: tuple[str, str]) -> None:
+    """graph.fastpath counts a click's request, its cost and its click limits in one round
+    trip to Redis (graph.ratelimit.admit), and the resolver does not count the click again:
+    the 61st click is the first refused, whichever process takes it, and each request is
+    counted once against its address."""
+    one, two = two_apis_on_redis
+    ip = fresh_ip()
+    account = Client(one, ip).sign_up()  # two requests from `ip`
+    for i in range(60):
+        r = Client(one if i % 2 else two, ip, account["token"]).post(
+            FLATTR, {"input": {"url": f"https://example.org/post/{i}", "idempotencyKey": unique("k")}})
+        assert r.status_code == 200, r.text
+        assert r.json()["extensions"]["cost"]["requestedQueryCost"] > 0
+    for base in (one, two):
+        assert_rate_limited(Client(base, ip, account["token"]).post(
+            FLATTR, {"input": {"url": "https://example.org/post/x", "idempotencyKey": unique("k")}}))
+    made = 2 + 60 + 2
+    limiter = Limiter(Settings(env="test", rate_limit_url=os.environ["REDIS_URL"], rate_limit_multiplier=1))
+    [per_minute] = limiter.limits["request.ip"]
+    stats = asyncio.run(limiter.strategy.get_window_stats(per_minute, "request.ip", ip))
+    # each request counted, once (a minute's turn during the test weighs the earlier ones less)
+    assert 1200 - 2 * made < stats.remaining <= 1200 - made + 60
