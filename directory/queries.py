@@ -22,7 +22,7 @@ from graph.context import Context, Info
 from graph.errors import ClientError
 from graph.fastpath import Decline, FastQuery
 from graph.relay import Connection, Counter, Edge, check_first, connection_of, page_info, window
-from merci import i18n, search, sites
+from merci import highlights, i18n, search, sites
 from merci.config import Settings
 from merci.errors import UserError
 from merci.ids import from_global, to_global
@@ -62,12 +62,16 @@ class DirectoryQueries:
         self, info: Info, query: str | None = None, category: str | None = None, language: str | None = None,
         tenant: Annotated[str | None, strawberry.argument(description="A tenant's slug: its sites only.")] = None,
         sort: SiteSort = SiteSort.RELEVANCE, first: int | None = None, after: str | None = None,
+        exact: Annotated[bool, strawberry.argument(description=(
+            "Search the words as typed: no typos forgiven, the last word not completed; quotes, - and or "
+            "work as in a web search engine (they also do without this)."))] = False,
     ) -> SiteSearchConnection:
         n = check_first(first)
         async with info.context.tx() as conn:
             try:
                 q, page = await _search(conn, info.context.tenant_ids, query=query, category=category,
-                                        language=language, tenant=tenant, sort=sort.value, first=n, after=after)
+                                        language=language, tenant=tenant, sort=sort.value, first=n, after=after,
+                                        exact=exact)
             except UserError as err:
                 # Arguments, not input objects: a clear error on the field, not a payload.
                 raise ClientError(err.message, err.code) from None
@@ -81,13 +85,14 @@ class DirectoryQueries:
 
 async def _search(conn: asyncpg.Connection, tenant_ids: TenantIds, *, query: str | None, category: str | None,
                   language: str | None, tenant: str | None, sort: str, first: int, after: str | None,
-                  columns: str = SITE_COLUMNS) -> tuple[search.SearchQuery, search.SearchPage]:
+                  columns: str = SITE_COLUMNS, exact: bool = False) -> tuple[search.SearchQuery, search.SearchPage]:
     tenant_id = None
     if tenant is not None:
         tenant_id = await tenant_ids.get(conn, tenant.strip().lower())
         if tenant_id is None:
             raise UserError("UNKNOWN_TENANT", f"no tenant {tenant!r}", "tenant")
-    q = search.clean_query(text=query, category=category, language=language, sort=sort, tenant_id=tenant_id)
+    q = search.clean_query(text=query, category=category, language=language, sort=sort, tenant_id=tenant_id,
+                           exact=exact)
     return q, await search.search(conn, q, first=first, after=after, columns=columns)
 
 
@@ -112,14 +117,16 @@ _COMPUTED: dict[str, tuple[str, Callable[[dict[str, Any], Settings], Any]]] = {
 }
 _SITE_FIELDS = _PLAIN.keys() | _COMPUTED.keys()
 _COUNTED = frozenset({"totalCount", "totalCountPrecision", "facets", "countsAreEstimates"})
+_HIGHLIGHTED = ("language", "title", "description")  # the columns highlights read
 
 
 @functools.lru_cache(maxsize=256)
 def site_columns(wanted: frozenset[str]) -> str:
     """The site columns a page of the `wanted` Site fields needs (id always): a page of
-    twenty rows reads and decodes only what it shows."""
+    twenty rows reads and decodes only what it shows (and highlights, what they read)."""
     needed = {"id", *(_PLAIN[name] for name in wanted & _PLAIN.keys()),
-              *(_COMPUTED[name][0] for name in wanted & _COMPUTED.keys())}
+              *(_COMPUTED[name][0] for name in wanted & _COMPUTED.keys()),
+              *(_HIGHLIGHTED if "highlights" in wanted else ())}
     return sites.columns_for(needed)
 
 
@@ -151,9 +158,10 @@ async def search_sites_fast(ctx: Context, args: dict[str, Any], wanted: frozense
         async with ctx.tx() as conn:
             q, page = await _search(conn, ctx.tenant_ids, query=args.get("query"), category=args.get("category"),
                                     language=args.get("language"), tenant=args.get("tenant"),
-                                    sort=sort.value, first=n,
-                                    after=args.get("after"), columns=site_columns(wanted))
+                                    sort=sort.value, first=n, after=args.get("after"),
+                                    columns=site_columns(wanted), exact=args.get("exact", False))
             counts = await search.facets(conn, q, page.match) if wanted & _COUNTED else None
+            marked = await highlights.of_rows(conn, page.rows, page.match) if "highlights" in wanted else None
     except (UserError, ClientError):
         raise Decline from None
     make = _node_maker(wanted & _SITE_FIELDS)
@@ -166,6 +174,11 @@ async def search_sites_fast(ctx: Context, args: dict[str, Any], wanted: frozense
                      "endCursor": page.cursors[-1] if page.cursors else None},
         "correctedQuery": page.corrected_query,
     }
+    if marked is not None:
+        out["highlights"] = [{"site": to_global("Site", h.site_id),
+                              "title": [{"start": a, "length": n} for a, n in h.title],
+                              "description": [{"start": a, "length": n} for a, n in h.description]}
+                             for h in marked]
     if counts is not None:
         out |= {"totalCount": counts.total, "countsAreEstimates": counts.estimated,
                 "totalCountPrecision": precision(counts).name, "facets": {
@@ -175,7 +188,9 @@ async def search_sites_fast(ctx: Context, args: dict[str, Any], wanted: frozense
 
 
 FAST_QUERIES = {"searchSites": FastQuery(search_sites_fast, {
-    "SiteSearchConnection": frozenset({"edges", "nodes", "pageInfo", "correctedQuery", *_COUNTED}),
+    "SiteSearchConnection": frozenset({"edges", "nodes", "pageInfo", "correctedQuery", "highlights", *_COUNTED}),
+    "SearchHighlight": frozenset({"site", "title", "description"}),
+    "TextRange": frozenset({"start", "length"}),
     "SiteEdge": frozenset({"cursor", "node"}),
     "Site": frozenset(_SITE_FIELDS),
     "PageInfo": frozenset({"hasNextPage", "hasPreviousPage", "startCursor", "endCursor"}),

@@ -13,7 +13,7 @@ import strawberry
 from directory.loaders import can_see_private, creator_by_id, site_by_id
 from graph.context import Info
 from graph.relay import Connection, CountPrecision, Edge, Node, PageInfo, paginate_each, window
-from merci import i18n, search, sites
+from merci import highlights, i18n, search, sites
 from merci.i18n import N_
 from merci.ids import from_global, to_global
 
@@ -176,15 +176,46 @@ class SiteSort(Enum):
     TRENDING = "TRENDING"
 
 
+@strawberry.type(description="A range of characters in a text: `length` Unicode code points from `start` "
+                             "(code points too, counted from 0).")
+class TextRange:
+    start: int
+    length: int
+
+
+@strawberry.type(description="Where a result's title and description hold the words the search matched "
+                             "(as typed, by their stem, a typo or two away, or completed): ranges to mark.")
+class SearchHighlight:
+    site: strawberry.ID = strawberry.field(description="The result's Site id.")
+    title: list[TextRange]
+    description: list[TextRange]
+
+    @staticmethod
+    def of(h: highlights.Highlight) -> SearchHighlight:
+        return SearchHighlight(site=strawberry.ID(to_global("Site", h.site_id)),
+                               title=[TextRange(start=a, length=n) for a, n in h.title],
+                               description=[TextRange(start=a, length=n) for a, n in h.description])
+
+
 @strawberry.type(description="A page of search results.")
 class SiteSearchConnection:
     edges: list[Edge[Site]]
     page_info: PageInfo
     corrected_query: str | None = strawberry.field(
-        description="Set when the words as typed matched nothing and similar indexed words were searched instead.")
+        description="Set when a word typed is in no listing and the nearest words that are were searched instead "
+                    "(as listings write them, e.g. \"writing\" for \"wrting\"); `exact: true` searches the words "
+                    "as typed.")
     query: strawberry.Private[search.SearchQuery]
     match: strawberry.Private[str | None]
     counting: strawberry.Private[list[asyncio.Task[search.Facets]]]
+
+    @strawberry.field(description="The matched words in each result's title and description, in the order of "
+                                  "edges.")
+    async def highlights(self, info: Info) -> list[SearchHighlight]:
+        rows = [e.node.row for e in self.edges]
+        async with info.context.tx() as conn:
+            found = await highlights.of_rows(conn, rows, self.match)
+        return [SearchHighlight.of(h) for h in found]
 
     @strawberry.field
     def nodes(self) -> list[Site]:

@@ -2,10 +2,11 @@
 
 Words go through PostgreSQL full-text search: every listing is indexed with its own
 language's stemmer (English, French, or none) after unaccenting, title weighted above
-tags above description; a query is parsed with all three configurations at once, since
-nobody says which language they type in. When the words match nothing, each word is
-replaced by its nearest indexed lexeme (trigram similarity over `search_lexemes`) and
-the search runs again: "podcsat" finds "podcast".
+tags above description; a word is matched in all three configurations at once, since
+nobody says which language they type in. Typos are forgiven by the rules users know
+from Meilisearch and Algolia (merci.spelling): each word also matches the indexed words
+a typo or two away, the last one also as a prefix, and the exact word ranks above its
+typos. `exact` searches the words as typed (websearch syntax: quotes, `-`, `or`).
 
 Ranking reads each match's document, so RELEVANCE is bounded: words that match few
 listings rank all their matches; broad words rank their matches among the most popular
@@ -30,14 +31,13 @@ import binascii
 import functools
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from merci import locks
+from merci import locks, spelling
 from merci.errors import UserError
 from merci.ids import MAX_ID
 from merci.sites import CATEGORIES, SITE_COLUMNS
@@ -45,9 +45,6 @@ from merci.sites import CATEGORIES, SITE_COLUMNS
 SORTS = ("RELEVANCE", "POPULAR", "NEWEST", "TRENDING")
 MAX_QUERY = 200
 MAX_WORDS = 12
-# Below this similarity a lexeme is no correction of a word, just another word. It is also
-# pg_trgm's default similarity_threshold, which `%` (and so the lexeme index) applies.
-MIN_SIMILARITY = 0.3
 RANKINGS_ACTOR = "directory.refresh_rankings"
 RANKING_WINDOW_DAYS = 30
 TRENDING_HALF_LIFE_DAYS = 7
@@ -73,6 +70,8 @@ _ORDER = {
     "NEWEST": ("n", "ss.listed_at", "timestamptz"),
 }
 _WORD = re.compile(r"\w+", re.UNICODE)
+# websearch_to_tsquery's operators: a query using them is searched as written.
+_OPERATORS = re.compile(r'"|(?:^|\s)-\w|\sor\s', re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,7 @@ class SearchQuery:
     language: str | None = None
     tenant_id: int | None = None
     sort: str = "RELEVANCE"
+    exact: bool = False  # the words as typed: no typos, no prefix
 
     @property
     def effective_sort(self) -> str:
@@ -90,7 +90,7 @@ class SearchQuery:
 
 
 def clean_query(*, text: str | None, category: str | None, language: str | None, sort: str,
-                tenant_id: int | None = None) -> SearchQuery:
+                tenant_id: int | None = None, exact: bool = False) -> SearchQuery:
     """Check search arguments; a bad one is a clear error naming it."""
     words = " ".join((text or "").split())
     if len(words) > MAX_QUERY:
@@ -107,7 +107,7 @@ def clean_query(*, text: str | None, category: str | None, language: str | None,
                             "language")
     if sort not in SORTS:
         raise UserError("UNKNOWN_SORT", f"sort is one of {', '.join(SORTS)}", "sort")
-    return SearchQuery(words or None, category, language, tenant_id, sort)
+    return SearchQuery(words or None, category, language, tenant_id, sort, exact)
 
 
 # ------------------------------------------------------------------ cursors
@@ -164,11 +164,6 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(text.lower())[:MAX_WORDS]
 
 
-def _tsquery_literal(lexemes: Sequence[str]) -> str:
-    """`'a' & 'b'`: lexemes quoted for tsquery input (quotes and backslashes doubled)."""
-    return " & ".join("'" + w.replace("\\", "\\\\").replace("'", "''") + "'" for w in lexemes)
-
-
 _parsed: OrderedDict[str, str] = OrderedDict()
 
 
@@ -188,21 +183,16 @@ async def parse_words(conn: asyncpg.Connection, text: str) -> str:
     return found
 
 
-async def correct(conn: asyncpg.Connection, text: str) -> tuple[str, str] | None:
-    """(tsquery text, corrected words) made of the indexed lexemes nearest to each word."""
-    words = [w for w in words_of(text) if len(w) >= 3]
-    if not words:
-        return None
-    rows = await conn.fetch(
-        "select q.w, best.lexeme, similarity(best.lexeme, q.w) as sim"
-        "  from unnest($1::text[]) with ordinality q(w, n)"
-        "  cross join lateral (select lexeme from search_lexemes where lexeme % merci_unaccent(q.w)"
-        "                       order by lexeme <-> merci_unaccent(q.w), lexeme limit 1) best"
-        " order by q.n", words)
-    lexemes = [r["lexeme"] for r in rows if r["sim"] >= MIN_SIMILARITY]
-    if len(lexemes) != len(words):
-        return None  # some word has no near match: better nothing than a guess
-    return _tsquery_literal(lexemes), " ".join(lexemes)
+async def match_words(conn: asyncpg.Connection, q: SearchQuery, *,
+                      looser: bool = False) -> tuple[str, spelling.Expansion | None]:
+    """(tsquery text, expansion) of a search's words: typos forgiven (merci.spelling),
+    or as written when asked (`exact`), when operators are used, or for stop words only."""
+    assert q.text
+    if not q.exact and not _OPERATORS.search(q.text):
+        expansion = await spelling.expand(conn, words_of(q.text), looser=looser)
+        if expansion is not None:
+            return expansion.match, expansion
+    return await parse_words(conn, q.text), None
 
 
 # ------------------------------------------------------------------ the search
@@ -213,8 +203,9 @@ class SearchPage:
     rows: list[dict[str, Any]]  # site rows (SITE_COLUMNS) in order
     cursors: list[str]
     has_next_page: bool
+    # The words searched instead of typed ones that no listing has ("writing" for "wrting").
     corrected_query: str | None = None
-    # The tsquery (as text) the page matched, for facets; None without words.
+    # The tsquery (as text) the page matched, for facets and highlights; None without words.
     match: str | None = None
 
 
@@ -324,13 +315,22 @@ def _ranked_sql(table: str, where: list[str], rank: str, after: Position | None,
     return f"select * from ({ranked}) r order by r.sort_value desc, r.site_id desc limit {args.add(limit)}"
 
 
+def _rank(tsq: str, expansion: spelling.Expansion | None, args: _Args) -> str:
+    """RELEVANCE's sort value: ts_rank, below the count of words matched as typed and one
+    typo away when typos were searched too (spelling.Expansion.rank_sql)."""
+    if expansion is None:
+        return f"ts_rank(ss.document, {tsq}, 1)"
+    return expansion.rank_sql("ss.document", tsq, args.add)
+
+
 def exact_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None,
-              strategy: str = PLANNED, columns: str = SITE_COLUMNS) -> tuple[str, list[Any]]:
+              strategy: str = PLANNED, columns: str = SITE_COLUMNS,
+              expansion: spelling.Expansion | None = None) -> tuple[str, list[Any]]:
     """Every match, ranked: for words that match few listings."""
     args = _Args()
     tsq = f"{args.add(match)}::tsquery"
     source, where = _matches(f"ss.document @@ {tsq}", _filters(q, args), strategy)
-    ranked = _ranked_sql(source, where, f"ts_rank(ss.document, {tsq}, 1)", after, args, limit)
+    ranked = _ranked_sql(source, where, _rank(tsq, expansion, args), after, args, limit)
     return _with_sites(ranked, columns), args
 
 
@@ -339,7 +339,7 @@ def _all(conditions: list[str]) -> str:
 
 
 def top_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None,
-            columns: str = SITE_COLUMNS) -> tuple[str, list[Any]]:
+            columns: str = SITE_COLUMNS, expansion: spelling.Expansion | None = None) -> tuple[str, list[Any]]:
     """The matches among the most popular listings, ranked. A first page also counts the
     tier's matches (on every row, or on a row of nulls when none is shown): all of them
     (`word_matches`), those of the tenant asked for (`top_matches`, which with `scale`,
@@ -347,7 +347,7 @@ def top_sql(q: SearchQuery, match: str, *, limit: int, after: Position | None,
     and those every filter leaves (`filtered_matches`)."""
     args = _Args()
     tsq = f"{args.add(match)}::tsquery"
-    rank = f"ts_rank(ss.document, {tsq}, 1)"
+    rank = _rank(tsq, expansion, args)
     if after is not None:
         where = [f"ss.document @@ {tsq}", *_filters(q, args)]
         return _with_sites(_ranked_sql("site_search_top", where, rank, after, args, limit), columns), args
@@ -399,7 +399,8 @@ def is_broad(top_matches: int, scale: float) -> bool:
 
 
 async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, *, first: int,
-                          after: Position | None, columns: str) -> list[dict[str, Any]]:
+                          after: Position | None, columns: str,
+                          expansion: spelling.Expansion | None) -> list[dict[str, Any]]:
     """RELEVANCE over words. Ranking reads every match's document, so it is bounded:
 
     - words that match few listings (fewer than about EXACT_LIMIT) rank all their matches;
@@ -413,11 +414,12 @@ async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, 
     n = first + 1
     if after is not None and after.phase == ALL:
         how = (await reach(conn, q, match, n)).strategy
-        return await _rows(conn, exact_sql(q, match, limit=n, after=after, strategy=how, columns=columns), ALL)
+        return await _rows(conn, exact_sql(q, match, limit=n, after=after, strategy=how, columns=columns,
+                                          expansion=expansion), ALL)
     if after is not None and after.phase == OTHERS:
         how = (await reach(conn, q, match, n)).strategy
         return await _rows(conn, others_sql(q, match, limit=n, after=after, strategy=how, columns=columns), OTHERS)
-    rows = await _rows(conn, top_sql(q, match, limit=n, after=after, columns=columns), TOP)
+    rows = await _rows(conn, top_sql(q, match, limit=n, after=after, columns=columns, expansion=expansion), TOP)
     strategy: str | None = None
     if after is None:
         first_row = rows[0]
@@ -425,7 +427,8 @@ async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, 
         strategy = Reach.of(first_row["word_matches"], first_row["filtered_matches"], scale,
                             first_row["listings"], n).strategy
         if not is_broad(first_row["top_matches"], scale):
-            return await _rows(conn, exact_sql(q, match, limit=n, after=None, strategy=strategy, columns=columns), ALL)
+            return await _rows(conn, exact_sql(q, match, limit=n, after=None, strategy=strategy, columns=columns,
+                                              expansion=expansion), ALL)
         rows = [r for r in rows if r["id"] is not None]
     if len(rows) < n:
         if strategy is None:
@@ -436,11 +439,13 @@ async def _relevance_page(conn: asyncpg.Connection, q: SearchQuery, match: str, 
 
 
 async def _page(conn: asyncpg.Connection, q: SearchQuery, match: str | None, *, first: int,
-                after: Position | None, columns: str) -> list[dict[str, Any]]:
+                after: Position | None, columns: str,
+                expansion: spelling.Expansion | None = None) -> list[dict[str, Any]]:
     if match is None:
         return await _rows(conn, sorted_sql(q, None, first=first, after=after, columns=columns), ALL)
     if q.effective_sort == "RELEVANCE":
-        return await _relevance_page(conn, q, match, first=first, after=after, columns=columns)
+        return await _relevance_page(conn, q, match, first=first, after=after, columns=columns,
+                                     expansion=expansion)
     strategy = (await reach(conn, q, match, first + 1)).strategy
     return await _rows(conn, sorted_sql(q, match, first=first, after=after, strategy=strategy, columns=columns), ALL)
 
@@ -448,32 +453,30 @@ async def _page(conn: asyncpg.Connection, q: SearchQuery, match: str | None, *, 
 async def search(conn: asyncpg.Connection, q: SearchQuery, *, first: int, after: str | None,
                  columns: str = SITE_COLUMNS) -> SearchPage:
     """A page of listings: `columns` of their site rows (SITE_COLUMNS or fewer; id always),
-    a cursor for each, and whether more follow."""
+    a cursor for each, and whether more follow.
+
+    When the words with the typos the rules allow match nothing, the first page tries
+    once more allowing one more typo per word (spelling, `looser`), and its cursors say
+    so: the next pages search the same way."""
     tag = _ORDER[q.effective_sort][0]
     position = decode_cursor(after, tag) if after is not None else None
-    fuzzy = position is not None and position.fuzzy
+    looser = position is not None and position.fuzzy and not q.exact
     match: str | None = None
-    corrected: str | None = None
+    expansion: spelling.Expansion | None = None
     if q.text:
-        if fuzzy:
-            fixed = await correct(conn, q.text)
-            if fixed is None:
-                return SearchPage([], [], False)
-            match, corrected = fixed
-        else:
-            match = await parse_words(conn, q.text)
-    rows = await _page(conn, q, match, first=first, after=position, columns=columns)
-    if not rows and q.text and position is None and not fuzzy:
-        fixed = await correct(conn, q.text)
-        if fixed is not None and fixed[1] != " ".join(words_of(q.text)):
-            (match, corrected), fuzzy = fixed, True
-            rows = await _page(conn, q, match, first=first, after=None, columns=columns)
+        match, expansion = await match_words(conn, q, looser=looser)
+    rows = await _page(conn, q, match, first=first, after=position, columns=columns, expansion=expansion)
+    if not rows and q.text and position is None and not q.exact and expansion is not None:
+        retry, wider = await match_words(conn, q, looser=True)
+        if retry != match:
+            (match, expansion), looser = (retry, wider), True
+            rows = await _page(conn, q, match, first=first, after=None, columns=columns, expansion=expansion)
     page = rows[:first]
     return SearchPage(
         rows=page,
-        cursors=[encode_cursor(tag, r["sort_value"], r["id"], fuzzy, r["phase"]) for r in page],
+        cursors=[encode_cursor(tag, r["sort_value"], r["id"], looser, r["phase"]) for r in page],
         has_next_page=len(rows) > first,
-        corrected_query=corrected,
+        corrected_query=expansion.corrected if expansion is not None else None,
         match=match,
     )
 

@@ -95,6 +95,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "public.payouts": {"SELECT": ALL, "INSERT": ALL, "policies": {"own_request": "INSERT", "own_rows": "SELECT"}},
     "public.payouts_id_seq": {"USAGE": ALL},
     "public.search_lexemes": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
+    "public.search_word_variants": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
+    "public.search_words": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     "public.site_search": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     "public.site_search_top": {"SELECT": ALL, "policies": {"read_all": "SELECT"}},
     # sites and things: their rules are 0015's (ownership by verified scope).

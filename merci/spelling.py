@@ -1,0 +1,237 @@
+"""Typo tolerance for directory searches, by the rules users know from Meilisearch and
+Algolia:
+
+- a typo is an insertion, a deletion, a substitution or a transposition of letters
+  (Damerau-Levenshtein distance, unrestricted: "gatuex" is two from "gateaux");
+- words of 5 letters or more may have one typo, of 9 or more two; shorter words, and
+  words with digits (codes, numbers: a typo there is another one), match as typed;
+- accents and case are never typos (words are compared unaccented and lowercased);
+- the last word also matches as a prefix ("macar" finds "macarons"), from 3 letters;
+- a word matches exactly above its typos: the ranking (`rank_sql`) counts, per word,
+  2 for the word itself (or a word of the same stem), 1 for a word one typo away or a
+  completion of the prefix, 0 for two typos; ts_rank only orders within a count.
+
+Typos are found among the words listings are written with (`search_words`: unaccented,
+unstemmed, each with the lexemes it is indexed as in every configuration), so they apply
+to every listing alike whatever its language, and a correction names a word people
+read, never a stem. Candidates come from a deletion neighbourhood (SymSpell,
+`search_word_variants`): a btree lookup of the typed word's own variants, then kept only
+within the allowed distance here. One statement per search.
+
+When the words so allowed match nothing, a search tries once more allowing one more
+typo per word of 4 letters or more (`looser`): "gatuex" has 6 letters but is two typos
+from "gâteaux". Such a search says which words it searched instead (`corrected`), as
+does any search where a typed word is not in the directory but a near one is.
+
+Bounds, as anyone may type anything: at most MAX_WORDS words (merci.search), typos only
+in words of at most MAX_TYPO_LETTERS, at most MAX_VARIANTS variants looked up in all and
+MAX_CANDIDATES matches read, NEAREST typo'd words and COMPLETIONS completions kept per
+word, so a query's tsquery stays small whatever is typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+ONE_TYPO, TWO_TYPOS = 5, 9  # letters a word needs for one typo, for two
+MIN_PREFIX = 3  # letters the last word needs to match as a prefix
+MAX_TYPO_LETTERS = 24
+MAX_VARIANTS = 2000  # variants looked up for a whole query (a 24-letter word has 301)
+MAX_CANDIDATES = 512  # indexed words read for a whole query
+NEAREST = 12  # typo'd words kept per word, nearest first
+COMPLETIONS = 24  # completions of the last word kept (more are matched by its prefix lexeme)
+
+
+def allowed_typos(word: str, *, looser: bool = False) -> int:
+    """Typos a word (unaccented, lowercased) may have."""
+    if not word.isalpha() or len(word) > MAX_TYPO_LETTERS:
+        return 0
+    n = len(word)
+    typos = 2 if n >= TWO_TYPOS else 1 if n >= ONE_TYPO else 0
+    if looser and n >= ONE_TYPO - 1:
+        typos = min(2, typos + 1)
+    return typos
+
+
+def variant_count(n: int, d: int) -> int:
+    """Upper bound of a word's variants with up to `d` of its `n` letters deleted."""
+    return 1 + (n if d >= 1 else 0) + (n * (n - 1) // 2 if d >= 2 else 0)
+
+
+def distance(a: str, b: str) -> int:
+    """Damerau-Levenshtein distance, unrestricted (Lowrance-Wagner): insertions,
+    deletions, substitutions and transpositions of adjacent letters, where a transposed
+    pair may also be edited ("ca" -> "abc" is 2), as the typos people make are."""
+    inf = len(a) + len(b)
+    last_row: dict[str, int] = {}
+    d = [[inf] * (len(b) + 2) for _ in range(len(a) + 2)]
+    for i in range(len(a) + 1):
+        d[i + 1][1] = i
+    for j in range(len(b) + 1):
+        d[1][j + 1] = j
+    for i in range(1, len(a) + 1):
+        last_match_col = 0
+        for j in range(1, len(b) + 1):
+            k = last_row.get(b[j - 1], 0)
+            col = last_match_col
+            cost = 1
+            if a[i - 1] == b[j - 1]:
+                cost = 0
+                last_match_col = j
+            d[i + 1][j + 1] = min(d[i][j] + cost, d[i + 1][j] + 1, d[i][j + 1] + 1,
+                                  d[k][col] + (i - k - 1) + 1 + (j - col - 1))
+        last_row[a[i - 1]] = i
+    return d[len(a) + 1][len(b) + 1]
+
+
+def _literal(lexeme: str, prefix: bool = False) -> str:
+    quoted = "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+    return quoted + ":*" if prefix else quoted
+
+
+def _any(lexemes: Sequence[str], prefix: str | None = None) -> str:
+    terms = [_literal(x) for x in lexemes] + ([_literal(prefix, True)] if prefix else [])
+    return terms[0] if len(terms) == 1 else "(" + " | ".join(terms) + ")"
+
+
+@dataclass(frozen=True)
+class Word:
+    """A typed word and what it matches: its own lexemes, those of the indexed words one
+    typo away (or completing it, for the last word), and those two typos away."""
+
+    typed: str
+    normal: str  # unaccented, lowercased
+    exact: tuple[str, ...]
+    near: tuple[str, ...] = ()
+    far: tuple[str, ...] = ()
+    prefix: str | None = None
+    known: bool = True  # some listing has the word itself (or a word of its stem)
+    nearest: str | None = None  # the nearest indexed word, as written, when it is not known
+
+    @property
+    def expanded(self) -> bool:
+        return bool(self.near or self.far or self.prefix)
+
+    def tsquery(self) -> str:
+        return _any([*self.exact, *self.near, *self.far], self.prefix)
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What a search's words match: `match` (tsquery text) for the statements, the words
+    for ranking exact above typos, and the words searched instead of unknown ones."""
+
+    words: tuple[Word, ...]
+    match: str
+    corrected: str | None = None
+
+    def rank_sql(self, document: str, tsquery: str, add: Callable[[Any], str]) -> str:
+        """SQL ranking `document` (a tsvector expression) that matches `tsquery` (this
+        expansion's `match`, as SQL): 2 per word matched as typed, 1 per word matched one
+        typo away or as a prefix, 0 for two typos, then ts_rank (below 1) within the same
+        count. `add(value) -> "$n"` adds a parameter."""
+        checks: list[str] = []
+        for w in self.words:
+            if not w.expanded:
+                continue  # matched as typed by every match: the same count for all
+            checks.append(f"({document} @@ {add(_any(w.exact))}::tsquery)::int")
+            checks.append(f"({document} @@ {add(_any([*w.exact, *w.near], w.prefix))}::tsquery)::int")
+        # real, as ts_rank is: a cursor holds the value as a real and compares it so.
+        return f"({' + '.join([*checks, f'least(ts_rank({document}, {tsquery}, 1), 0.999)'])})::real"
+
+
+# One statement: each word unaccented, its lexemes, whether it is a stop word or known,
+# and the indexed words its variants reach, or that complete it (the last word).
+_LOOKUP = """
+select q.n, q.norm, merci_word_lexemes(q.norm) as exact,
+       (numnode(plainto_tsquery('merci_en', q.norm)) = 0
+        or numnode(plainto_tsquery('merci_fr', q.norm)) = 0) as stop,
+       exists (select 1 from search_lexemes l where l.lexeme = any(merci_word_lexemes(q.norm))) as known,
+       c.word, c.shown, c.lexemes, c.completes
+  from (select n, lower(merci_unaccent(w)) collate "C" as norm, d
+          from unnest($1::text[], $2::int[]) with ordinality u(w, d, n)) q
+  left join lateral (
+      select sw.word, sw.shown, sw.lexemes, false as completes
+        from (select distinct v.word from search_word_variants v
+               where q.d > 0 and v.variant = any(merci_word_variants(q.norm, q.d))
+               limit $4) m
+        join search_words sw on sw.word = m.word
+      union all
+      (select sw.word, sw.shown, sw.lexemes, true from search_words sw
+        where q.n = $3 and sw.word > q.norm and sw.word < q.norm || chr(1114111)
+        order by sw.word limit $5)
+  ) c on true
+ order by q.n"""
+
+
+async def expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: bool = False,
+                 prefix: bool = True) -> Expansion | None:
+    """The words' expansion (None when no word has anything to match: stop words only
+    are searched as typed). `prefix`: the last word also matches as a prefix."""
+    if not words:
+        return None
+    budget = MAX_VARIANTS
+    typos: list[int] = []
+    for w in words:
+        d = allowed_typos(w, looser=looser)
+        # A lowercased word's length is about its unaccented length ("œ" gives "oe": one more).
+        while d and variant_count(len(w) + 2, d) > budget:
+            d -= 1
+        budget -= variant_count(len(w) + 2, d)
+        typos.append(d)
+    last = len(words) if prefix and len(words[-1]) >= MIN_PREFIX else 0
+    rows = await conn.fetch(_LOOKUP, list(words), typos, last, MAX_CANDIDATES, COMPLETIONS)
+    found: dict[int, dict[str, object]] = {}
+    for r in rows:
+        slot = found.setdefault(r["n"], {"norm": r["norm"], "exact": tuple(r["exact"]), "stop": r["stop"],
+                                         "known": r["known"], "typos": [], "completions": []})
+        if r["word"] is None or r["word"] == r["norm"]:
+            continue
+        if r["completes"]:
+            slot["completions"].append(r)  # type: ignore[attr-defined]
+        else:
+            slot["typos"].append(r)  # type: ignore[attr-defined]
+    out: list[Word] = []
+    for n, typed in enumerate(words, start=1):
+        slot = found[n]
+        norm = str(slot["norm"])
+        exact: tuple[str, ...] = slot["exact"]  # type: ignore[assignment]
+        seen = set(exact)
+        near: list[str] = []
+        far: list[str] = []
+        nearest: str | None = None
+        scored = sorted(((distance(norm, r["word"]), abs(len(r["word"]) - len(norm)), r["word"], r)
+                         for r in slot["typos"]), key=lambda t: t[:3])  # type: ignore[attr-defined]
+        kept = [(dist, r) for dist, _, _, r in scored if dist <= typos[n - 1]][:NEAREST]
+        for dist, r in kept:
+            nearest = nearest or r["shown"]
+            for lexeme in r["lexemes"]:
+                if lexeme not in seen:
+                    seen.add(lexeme)
+                    (near if dist == 1 else far).append(lexeme)
+        completes = n == last
+        for r in slot["completions"]:  # type: ignore[attr-defined]
+            for lexeme in r["lexemes"]:
+                # Lexemes the prefix itself reaches need no listing; a stem shorter than the
+                # prefix ("running" is 'run', typed "runni") does.
+                if lexeme not in seen and not lexeme.startswith(norm):
+                    seen.add(lexeme)
+                    near.append(lexeme)
+        known = bool(slot["known"]) or (completes and bool(slot["completions"]))
+        out.append(Word(typed=typed, normal=norm, exact=exact, near=tuple(near), far=tuple(far),
+                        prefix=norm if completes else None, known=known,
+                        nearest=None if known else nearest))
+    # Stop words ("the", "les") are not in the documents of their language: searched only
+    # when there is nothing else to search.
+    meant = [w for w, n in zip(out, range(1, len(out) + 1), strict=True)
+             if not found[n]["stop"] and (w.exact or w.expanded)]
+    if not meant:
+        return None
+    corrected = None
+    if any(w.nearest for w in meant):
+        corrected = " ".join(w.nearest or w.typed for w in out if w in meant)
+    return Expansion(tuple(meant), " & ".join(w.tsquery() for w in meant), corrected)
