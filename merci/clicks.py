@@ -556,6 +556,20 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
         yield await self._connection(tenant_id)
 
     async def _check(self, batch: list[ClickRequest], currency: str, now: datetime) -> list[Accepted | BaseException]:
+        try:
+            return await self._check_once(batch, currency, now)
+        except (asyncpg.InternalClientError, asyncpg.ConnectionDoesNotExistError):
+            # A PostgreSQL restart cuts the connection while it sits idle between batches:
+            # the next statement fails with "connection was closed", or, when asyncpg has
+            # read the server's goodbye but not yet seen the socket close, with "another
+            # operation is in progress" (InternalClientError), which no outage check knows
+            # (the API answered it with a bare 500). _check_once dropped the connection: the
+            # checks only read, so they run once more on a new one, which connects (the
+            # server is back: the clicks are not refused for nothing) or fails as an outage.
+            return await self._check_once(batch, currency, now)
+
+    async def _check_once(self, batch: list[ClickRequest], currency: str,
+                          now: datetime) -> list[Accepted | BaseException]:
         tenants = {r.tenant_id for r in batch}
         try:
             if len(tenants) == 1:

@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -233,19 +234,28 @@ def test_a_click_batch_the_api_did_not_sign_is_dropped(fresh_db, tmp_path: Path)
     assert "unsigned or forged click batch dropped" in (tmp_path / "w.log").read_text(errors="replace")
 
 
-def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    interrupted, reference = fresh_db(), fresh_db()
+def seed_and_close_reference(interrupted: str, reference: str, *, supporters: int) -> None:
+    """January 2025 seeded alike in both databases, and closed in `reference` without
+    interruption (inline, 48 shards): the ledger `interrupted` must end with."""
     for dsn in (interrupted, reference):
-        asyncio.run(seed(dsn, supporters=6000, things=401, clicks_per_supporter=12))
-
+        asyncio.run(seed(dsn, supporters=supporters, things=401, clicks_per_supporter=12))
     ref = subprocess.run([sys.executable, "-m", "runtime.cli", "close-month", "2025-01", "--inline", "--shards", "48"],
                          env=service_env(reference), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
 
+
+def close_by_workers(dsn: str, *extra: str) -> subprocess.Popen[str]:
+    """`merci close-month 2025-01` in 48 shards, closed by the workers, waited for."""
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "close-month", "2025-01", "--shards", "48",
+                             "--timeout", "240", *extra], env=service_env(dsn, **FAST), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    interrupted, reference = fresh_db(), fresh_db()
+    seed_and_close_reference(interrupted, reference, supporters=6000)
     worker = start_worker(interrupted, tmp_path / "w1.log", threads=1, **FAST)
-    cli = subprocess.Popen([sys.executable, "-m", "runtime.cli", "close-month", "2025-01", "--shards", "48",
-                            "--timeout", "240"], env=service_env(interrupted, **FAST), cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = close_by_workers(interrupted)
     try:
         wait_until(lambda: system_scalar(interrupted, "select count(*) from month_close_shards") >= 3, 120,
                    "shards to close")
@@ -481,6 +491,147 @@ def test_postgres_restarts_promptly_with_workers_connected(private_pg: PrivatePo
     finally:
         queue.close()
         worker.stop()
+
+
+class ClickStream:
+    """A bounded stream of clicks through the API: `per_fan` clicks on new URLs from each
+    funded supporter, on a thread each, at about `rate` a second in all. Each click is sent
+    once and its answer kept: PENDING (accepted), UNAVAILABLE (not accepted: a client
+    would retry it), or anything else (a bug: a 500, a hang past 10 s, another error)."""
+
+    def __init__(self, base: str, fans: list[tuple[str, str]], *, per_fan: int, rate: float) -> None:
+        self.base, self.fans, self.per_fan, self.pause = base, fans, per_fan, len(fans) / rate
+        self.accepted: list[tuple[str, str]] = []  # (handle, idempotency key)
+        self.unavailable = 0
+        self.problems: list[str] = []
+        self.slowest = 0.0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._send, args=(i,), daemon=True) for i in range(len(fans))]
+        for thread in self.threads:
+            thread.start()
+
+    def _send(self, n: int) -> None:
+        token, handle = self.fans[n]
+        with httpx.Client(base_url=self.base, headers={"authorization": f"Bearer {token}"}, timeout=10) as http:
+            for i in range(self.per_fan):
+                key = f"s{n}-{i}"
+                started = time.monotonic()
+                try:
+                    r = http.post("/graphql", json={"query": FLATTR, "variables": {
+                        "input": {"url": f"https://stream-{n}-{i}.example/", "idempotencyKey": key}}})
+                    answer = self._answer(r)
+                except httpx.HTTPError as exc:
+                    answer = f"{type(exc).__name__}: {exc}"
+                with self.lock:
+                    self.slowest = max(self.slowest, time.monotonic() - started)
+                    if answer == "PENDING":
+                        self.accepted.append((handle, key))
+                    elif answer == "UNAVAILABLE":
+                        self.unavailable += 1
+                    else:
+                        self.problems.append(answer)
+                time.sleep(self.pause)
+
+    @staticmethod
+    def _answer(r: httpx.Response) -> str:
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        errors = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
+        flattr = (body.get("data") or {}).get("flattr")
+        if r.status_code == 200 and flattr and flattr["userErrors"] == [] and flattr["click"]["status"] == "PENDING":
+            return "PENDING"
+        if (flattr and [e["code"] for e in flattr["userErrors"]] == ["UNAVAILABLE"]) or (
+                r.status_code == 503 and errors == ["UNAVAILABLE"]):
+            return "UNAVAILABLE"
+        return f"{r.status_code} {r.text[:200]}"
+
+    def sent(self) -> int:
+        with self.lock:
+            return len(self.accepted) + self.unavailable + len(self.problems)
+
+    def join(self, timeout: float) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+        assert not any(t.is_alive() for t in self.threads), "a client hung"
+
+
+def assert_stored_once(dsn: str, accepted: list[tuple[str, str]]) -> None:
+    """Every click answered PENDING is stored, none twice (nor anything never sent)."""
+    rows = system_fetch(dsn, "select a.handle, c.idempotency_key, count(*) from clicks c"
+                             " join accounts a on a.id = c.supporter_id group by 1, 2")
+    assert all(r[2] == 1 for r in rows)
+    stored = {(r[0], r[1]) for r in rows}
+    assert set(accepted) <= stored, f"accepted but lost: {sorted(set(accepted) - stored)[:5]}"
+    assert system_scalar(dsn, "select count(*) from click_rejections") == 0
+
+
+def test_postgres_restarted_during_ingestion_keeps_every_accepted_click(private_pg: PrivatePostgres,
+                                                                        tmp_path: Path) -> None:
+    """PostgreSQL restarted (`pg_ctl restart -m fast`) while the API accepts a stream of
+    clicks (~40 a second) and a worker stores them: the restart completes in under 10 s,
+    each click is answered PENDING or UNAVAILABLE within 5 s, and every PENDING one is
+    stored exactly once."""
+    dsn = private_pg.dsn  # type: ignore[attr-defined]
+    api, base = start_api(dsn, tmp_path)
+    worker = start_worker(dsn, tmp_path / "w.log", threads=2, **FAST)
+    try:
+        fans = []
+        for _ in range(4):
+            fan, handle = _funded(base)
+            fans.append((fan.http.headers["authorization"].removeprefix("Bearer "), handle))
+        stream = ClickStream(base, fans, per_fan=100, rate=40)
+        wait_until(lambda: system_scalar(dsn, "select count(*) from clicks") >= 60, 30, "clicks being stored")
+        started = time.monotonic()
+        done = private_pg.restart(timeout=10)
+        took = time.monotonic() - started
+        assert done.returncode == 0 and took < 10, (took, done.stdout + done.stderr)
+        during = stream.sent()
+        stream.join(60)
+        assert stream.sent() > during, "clicks must be sent after the restart too"
+        assert stream.problems == [], stream.problems[:5]
+        assert stream.slowest < 5, stream.slowest
+        assert len(stream.accepted) >= 300, (len(stream.accepted), stream.unavailable)  # it healed
+        wait_until(lambda: system_scalar(dsn, "select count(*) from dramatiq.queue where queue_name = 'clicks'"
+                                              " and state <> 'rejected'") == 0, 60, "the clicks stored")
+    finally:
+        worker.stop()
+        api.stop()
+    assert_stored_once(dsn, stream.accepted)
+    audit(dsn)
+    print(f"restart {took:.2f} s; {len(stream.accepted)} accepted, {stream.unavailable} UNAVAILABLE,"
+          f" slowest answer {stream.slowest:.2f} s")
+
+
+def test_postgres_restarted_during_a_close_with_workers_gives_the_uninterrupted_ledger(
+        private_pg: PrivatePostgres, tmp_path: Path) -> None:
+    """PostgreSQL restarted while workers close a month (`merci close-month`, sharded):
+    the restart completes in under 10 s, the close resumes by itself (the command
+    reconnects, the workers retry the shards the restart cut), and the ledger is the one
+    an uninterrupted close gives, with `merci audit` passing."""
+    closing = private_pg.dsn  # type: ignore[attr-defined]
+    asyncio.run(_create_db(private_pg.url, "reference"))
+    reference = with_database(private_pg.url, "reference")
+    asyncio.run(migrate(reference))
+    seed_and_close_reference(closing, reference, supporters=4000)
+    worker = start_worker(closing, tmp_path / "w.log", threads=2, **FAST)
+    cli = close_by_workers(closing, "--retry-for", "60")
+    try:
+        wait_until(lambda: system_scalar(closing, "select count(*) from month_close_shards") >= 3, 120,
+                   "shards to close")
+        started = time.monotonic()
+        done = private_pg.restart(timeout=10)
+        took = time.monotonic() - started
+        assert done.returncode == 0 and took < 10, (took, done.stdout + done.stderr)
+        assert system_scalar(closing, "select count(*) from month_close_shards") < 48, "the restart must land mid-close"
+        out, err = cli.communicate(timeout=300)
+        assert cli.returncode == 0, out + err
+        resumed = time.monotonic() - started
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        worker.stop()
+    assert ledger_snapshot(closing) == ledger_snapshot(reference)
+    audit(closing)
+    print(f"restart {took:.2f} s; close done {resumed:.1f} s after it began")
 
 
 def pings(dsn: str) -> list[str]:
