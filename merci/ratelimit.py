@@ -138,6 +138,7 @@ class Limiter:
         self.lockout_seconds = settings.login_lockout_seconds
         self.multiplier = settings.rate_limit_multiplier
         self.limits: dict[str, list[RateLimitItem]] = {}
+        self._windows: dict[tuple[str, tuple[object, ...]], list[tuple[str, str, int, int]]] = {}  # see ops
         for name, text in {**DEFAULTS, **settings.rate_limits}.items():
             if name not in DEFAULTS:
                 raise RuntimeError(f"MERCI_RATE_LIMITS: no limit is named {name!r} ({', '.join(DEFAULTS)})")
@@ -174,16 +175,27 @@ class Limiter:
     def ops(self, *hits: tuple[str, tuple[object, ...], str], cost: int = 1) -> list[Op]:
         """The counter operations of `hits` (merci.redis_batch), for a caller that sends them
         with its own (graph.fastpath); `refused` reads their answers."""
-        storage: Any = self.storage
-        bridge = storage.bridge
         ops = []
         for name, ids, _ in hits:
-            for item in self.limits[name]:
-                key = item.key_for(name, *(str(i) for i in ids))
-                ops.append(window(bridge.prefixed_key(storage._previous_window_key(key)),
-                                  bridge.prefixed_key(storage._current_window_key(key)),
-                                  item.amount, item.get_expiry(), cost))
+            windows = self._windows.get((name, ids))
+            if windows is None:
+                windows = self._windows[(name, ids)] = self._keys(name, ids)
+                if len(self._windows) > 4096:  # bounded: the oldest goes (rebuilt if asked again)
+                    del self._windows[next(iter(self._windows))]
+            ops.extend(window(previous, current, limit, expiry, cost) for previous, current, limit, expiry in windows)
         return ops
+
+    def _keys(self, name: str, ids: tuple[object, ...]) -> list[tuple[str, str, int, int]]:
+        """Per window of limit `name`: its keys for `ids`, as the library names them, its
+        amount and its length."""
+        storage: Any = self.storage
+        bridge = storage.bridge
+        keys = []
+        for item in self.limits[name]:
+            key = item.key_for(name, *(str(i) for i in ids))
+            keys.append((bridge.prefixed_key(storage._previous_window_key(key)),
+                         bridge.prefixed_key(storage._current_window_key(key)), item.amount, item.get_expiry()))
+        return keys
 
     def refused(self, hits: tuple[tuple[str, tuple[object, ...], str], ...] | list[tuple[str, tuple[object, ...], str]],
                 answers: list[Any]) -> list[tuple[str, tuple[object, ...], str, RateLimitItem]] | None:
