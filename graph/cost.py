@@ -64,8 +64,9 @@ LIST_SIZES: dict[str, int] = {
     "SubmitClicksPayload.clicks": 100,
 }
 # Free as scalars are: a connection's bookkeeping (and its edges), and values made in
-# memory with their parent (amounts, refusals, facet counts): lists of them need no size.
-FREE = frozenset({"PageInfo", "Money", "UserError", "FacetCount"})
+# memory with their parent (amounts, refusals, facet counts, highlights' ranges): lists of them
+# need no size.
+FREE = frozenset({"PageInfo", "Money", "UserError", "FacetCount", "TextRange"})
 
 
 def is_connection(type_: GraphQLObjectType) -> bool:

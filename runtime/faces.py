@@ -4,6 +4,7 @@ that imports both faces; neither imports the other."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import strawberry
@@ -21,6 +22,7 @@ import api.schema
 import directory.page
 import directory.queries
 import directory.schema
+import web.routes
 from graph.http import create_app
 from graph.limits import extensions
 from graph.schema import Schema
@@ -107,9 +109,17 @@ def pages(face: Face, *, dev_env: bool = False) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     if face != "directory":
         routes += api.embeds.routes.routes() + api.accounts.pages.routes(dev_env=dev_env)
+        # The web app (web/): its operations run in-process on both subgraphs merged, as
+        # `merci serve all` serves them (its creators' pages need the directory's sites).
+        routes += web.routes.routes(_web_schema(production=not dev_env))
     if face != "api":
         routes += directory.page.routes()
     return routes
+
+
+@functools.cache
+def _web_schema(*, production: bool) -> strawberry.Schema:
+    return build_schema("all", production=production)
 
 
 def app(settings: Settings, face: Face = "all", **kwargs: object) -> Starlette:

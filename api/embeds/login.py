@@ -56,9 +56,9 @@ async def _done(request: Request, lang: str, *, tenant_id: int, account_id: int,
     if params.get("popup") == "1":
         code = await issue_grant(request, tenant_id=tenant_id, account_id=account_id)
         return web.page("grant.html", lang=lang, code=code, handle=handle)
-    if nxt:
-        return RedirectResponse(nxt, status_code=303)
-    return web.page("grant.html", lang=lang, code="", handle=handle)
+    # A page on its own (no popup to close): on to where it was asked to go, else the
+    # account's page (the web app's /account).
+    return RedirectResponse(nxt or "/account", status_code=303)
 
 
 async def login_get(request: Request) -> Response:

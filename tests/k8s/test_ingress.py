@@ -162,12 +162,14 @@ def test_graphql_goes_to_the_gateway_and_pages_to_their_faces() -> None:
     host = urlsplit(config_data(objs)["MERCI_PUBLIC_URL"]).hostname or ""
     routed = {path: (rule or {}).get("backend", {}).get("service", {}).get("name")
               for path in ("/graphql", "/embed/button.js", "/submit/auto", "/badge/url.svg", "/oembed",
-                           "/oauth/token", "/embed/login", "/directory", "/metrics", "/healthz", "/")
+                           "/oauth/token", "/embed/login", "/directory", "/metrics", "/healthz", "/", "/account",
+                           "/nowhere")
               for rule in [route_of(objs, host, path)]}
     assert routed == {"/graphql": "merci-gateway", "/embed/button.js": "merci-api", "/submit/auto": "merci-api",
                       "/badge/url.svg": "merci-api", "/oembed": "merci-api", "/oauth/token": "merci-api",
                       "/embed/login": "merci-api", "/directory": "merci-directory", "/metrics": None,
-                      "/healthz": None, "/": None}
+                      # The web app's home page (Exact: the rest of the site is not routed to it).
+                      "/healthz": None, "/": "merci-api", "/account": "merci-api", "/nowhere": None}
 
 
 # ---- the check can fail: break the production render and see it notice

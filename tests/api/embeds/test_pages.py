@@ -90,7 +90,7 @@ def test_malformed_auto_submit_links_are_refused_and_change_nothing(world: World
     creator, _ = creator_thing(world)
     fan = world.supporter()
     browser = http(world.url)
-    assert log_in(browser, fan["email"]).status_code == 200
+    assert log_in(browser, fan["email"]).status_code == 303  # on to /account
     before = counts(world)
     for query, expected in (
         ({}, ["MISSING_URL"]),

@@ -132,7 +132,7 @@ def test_oauth_refusals(world: World) -> None:
     client = client_of(world, partner)
     fan = world.supporter(funds=0)
     browser = http(world.url)
-    assert log_in(browser, fan["email"]).status_code == 200
+    assert log_in(browser, fan["email"]).status_code == 303  # on to /account
     challenge = create_s256_code_challenge(generate_token(64))
 
     def authorize(**params: str) -> httpx.Response:

@@ -1,0 +1,173 @@
+"""Each role's main journey through the web app, in Debian's chromium at phone width,
+every page checked on the way (tests/web/browser.py: screenshot, axe-core, 375 px,
+title, landmarks, keyboard focus). Screenshots: test-artifacts/web/<journey>/."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.api.partners.helpers import World
+from tests.conftest import mailed_token, service_env, unique, wait_for
+from tests.web.browser import Walk, chromium
+
+T = TypeVar("T")
+PASSWORD = "correct horse battery"
+SUBMIT = """mutation($url: String!, $title: String!) { submitThing(input: {url: $url, title: $title}) {
+  thing { id } userErrors { code } } }"""
+LOG_IN = """mutation($email: String!) { logIn(input: {email: $email, password: "correct horse battery"}) {
+  token userErrors { code } } }"""
+SUBSCRIBE = """mutation($thing: ID!) { subscribe(input: {thingId: $thing, months: 3}) {
+  subscription { id } userErrors { code message } } }"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def shots(artifacts: Path) -> Path:
+    return artifacts / "web"
+
+
+def expect_text(page: Any, text: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("main")).to_contain_text(text)
+
+
+def sign_up_in_browser(walk: Walk, world: World, handle: str) -> str:
+    """Sign-up as a newcomer does it: the form, the mailed link, the confirmation; ends on /account."""
+    page = walk.goto("/signup", "sign up")
+    email = f"{handle}@example.org"
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Your name on Merci").fill(handle)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create my account").click()
+    expect_text(walk.check("sign up: mail sent"), "we mailed you a link")
+    walk.page.goto(f"{world.url}/account/verify?" + urlencode({"token": mailed_token(world.url, email)}))
+    page = walk.check("confirm the address", web_app=False)
+    page.get_by_role("button", name="Confirm my email address").click()
+    page = walk.check("address confirmed", web_app=False)
+    page.get_by_role("link", name="Go to my account").click()
+    expect_text(walk.check("account, new"), f"Hello, {handle}")
+    return email
+
+
+def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Setup that runs its own event loop (asyncio.run), away from Playwright's in this thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def close_month(world: World, period: str) -> None:
+    env = service_env(world.dsn)
+    subprocess.run([sys.executable, "-m", "runtime.cli", "close-month", period, "--force", "--inline"],
+                   env=env, check=True, timeout=120, capture_output=True, cwd=os.getcwd())
+
+
+def test_everyone_reads_the_home_page_in_their_language(world: World, browser: Any, shots: Path) -> None:
+    walk = Walk(browser, world.url, shots / "everyone", locale="fr-FR")
+    try:
+        page = walk.goto("/", "home in French")
+        assert page.locator("html").get_attribute("lang") == "fr"
+        expect_text(page, "commission de 10")
+        page.get_by_role("link", name="English").click()
+        page = walk.check("home in English")
+        expect_text(page, "A 10% fee")
+        expect_text(page, "equally")
+        page.get_by_role("link", name="Browse the directory").click()
+        walk.check("directory", web_app=False)
+        walk.goto("/login", "log in")
+        walk.goto("/password", "forgotten password")
+    finally:
+        walk.close()
+
+
+def test_a_supporter_from_sign_up_to_a_closed_month(world: World, browser: Any, shots: Path) -> None:
+    # A creator with two things on a site of theirs (made through the API, as their own pages would).
+    creator = off_loop(world.supporter, 0)
+    site = f"https://{unique('blog')}.example"
+    off_loop(world.prove_site, creator, site)
+    things = []
+    for n, title in enumerate(("Post <one>", "Épisode deux"), 1):
+        out = world.gql.as_(creator["token"])(SUBMIT, {"url": f"{site}/post-{n}", "title": title})["submitThing"]
+        assert out["userErrors"] == [], out
+        things.append((f"{site}/post-{n}", title, out["thing"]["id"]))
+
+    walk = Walk(browser, world.url, shots / "supporter")
+    try:
+        handle = unique("fan_")
+        email = sign_up_in_browser(walk, world, handle)
+        page = walk.page
+
+        # Top up (the dev provider), then choose a budget.
+        page.get_by_role("link", name="Top up").first.click()
+        page = walk.check("top up")
+        page.get_by_label("20.00").check()
+        page.get_by_role("button", name="Top up").click()
+        expect_text(walk.check("topped up"), "Your balance was topped up")
+        page.get_by_role("group", name="Change it").get_by_text("10.00").click()
+        page.get_by_role("button", name="Save the budget").click()
+        expect_text(walk.check("budget saved"), "Your monthly budget is saved")
+
+        # Thank both things from their pages (no JavaScript needed: a form each).
+        for url, title, _ in things:
+            walk.page.goto(f"{world.url}/submit?" + urlencode({"url": url, "title": title}))
+            page = walk.check(f"say merci to {title}", web_app=False)
+            page.get_by_role("button", name="Merci!").click()
+            expect_text(walk.check(f"thanked {title}", web_app=False), "Your click was accepted")
+
+        # The projected split: two equal shares and the fee, as a chart and as a table.
+        def split_shown() -> bool:
+            walk.page.goto(world.url + "/account")
+            return walk.page.locator("svg.chart rect").count() == 3
+
+        wait_for(split_shown, what="both clicks in the projected split")
+        page = walk.check("account, projected split")
+        chart = page.locator("svg.chart")
+        assert chart.get_attribute("role") == "img"
+        assert "The split of" in (chart.locator("title").text_content() or "")
+        expect_text(page, "Post <one>")
+        expect_text(page, "€4.50")  # (10.00 − 1.00 fee) / 2
+
+        # A subscription (made by a partner app through the API), then paused, resumed, cancelled here.
+        token = world.gql(LOG_IN, {"email": email})["logIn"]["token"]
+        sub = world.gql.as_(token)(SUBSCRIBE, {"thing": things[0][2]})["subscribe"]
+        assert sub["userErrors"] == [], sub
+        for action, said in (("Pause", "paused"), ("Resume", "running again"), ("Cancel", "cancelled")):
+            walk.page.goto(world.url + "/account")
+            walk.page.get_by_role("button", name=action).first.click()
+            expect_text(walk.check(f"subscription {said}"), said)
+
+        # The month closes: its statement shows what was posted.
+        period = f"{datetime.now(UTC):%Y-%m}"
+        close_month(world, period)
+        page = walk.goto(f"/account/months/{period}", "statement of the closed month")
+        expect_text(page, "This month is closed")
+        assert page.locator("svg.chart rect").count() == 3
+
+        # The data export, then the account deleted.
+        export = page.request.get(world.url + "/account/export")
+        assert export.status == 200 and handle in export.text()
+        page = walk.goto("/account/delete", "delete the account")
+        page.get_by_label("Your password").fill(PASSWORD)
+        if page.get_by_label("I give them up").count():
+            page.get_by_label("I give them up").check()
+        page.get_by_role("button", name="Delete my account for good").click()
+        expect_text(walk.check("account deleted"), "Your account is deleted")
+        assert re.search(r"/\?done=deleted$", walk.page.url)
+    finally:
+        walk.close()

@@ -1,0 +1,39 @@
+"""The web app's operations (web/operations/*.graphql) are valid against schema.graphql,
+the public schema CI keeps in step with the code: a schema change that breaks a page
+fails here. Each file holds one operation named as the file, and each is used by a page."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+from graphql import GraphQLSchema, build_schema, parse, validate
+
+from web import gql
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def schema() -> GraphQLSchema:
+    # (Federation's directives, @link and @key, are the gateway's business: taken as written.)
+    return build_schema((ROOT / "schema.graphql").read_text(), assume_valid_sdl=True)
+
+
+@pytest.mark.parametrize("name", sorted(gql.operations()))
+def test_operation_is_valid_against_the_public_schema(name: str) -> None:
+    errors = validate(schema(), parse(gql.operations()[name]))
+    assert not errors, f"{name}.graphql: " + "; ".join(e.message for e in errors)
+
+
+def test_every_operation_is_used_by_a_page() -> None:
+    sources = "\n".join(p.read_text() for p in (ROOT / "web").glob("*.py"))
+    unused = [name for name in gql.operations() if f'"{name}"' not in sources]
+    assert not unused, f"operations no page runs: {unused}"
+
+
+def test_a_broken_operation_is_noticed() -> None:
+    """The check can fail: a field the schema does not have."""
+    errors = validate(schema(), parse("query Broken { me { handle noSuchField } }"))
+    assert [e.message for e in errors] == ["Cannot query field 'noSuchField' on type 'Account'."]

@@ -1,0 +1,138 @@
+"""The web app's pages over plain HTTP (no browser): each answers, its forms refuse what
+did not come from them, bad input changes nothing and is told, and no page follows a
+`next=` off Merci. The browser journeys are in test_journeys.py."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.api.partners.helpers import World, form_fields, http
+from tests.conftest import mailed_token, unique
+
+PASSWORD = "correct horse battery"
+
+
+def post(client: httpx.Client, path: str, page: str, **data: str) -> httpx.Response:
+    """Post a page's form as a browser would: its fields (CSRF token), Merci's Origin."""
+    html = client.get(page).text
+    return client.post(path, data=form_fields(html) | data, headers={"origin": str(client.base_url).rstrip("/")})
+
+
+def signed_up(world: World) -> tuple[httpx.Client, str]:
+    """A browser that signed up on /signup and followed the mailed link: logged in."""
+    client = http(world.url)
+    handle = unique("web_")
+    email = f"{handle}@example.org"
+    r = post(client, "/signup", "/signup", email=email, handle=handle, password=PASSWORD)
+    assert r.status_code == 303 and r.headers["location"] == "/signup?sent=1", r.text
+    token = mailed_token(world.url, email)
+    r = client.post("/account/verify", data={"token": token}, headers={"origin": world.url})
+    assert r.status_code == 200 and "merci_session" in client.cookies, r.text
+    return client, email
+
+
+def test_everyone_pages_answer(world: World) -> None:
+    client = http(world.url)
+    home = client.get("/", headers={"accept-language": "fr"})
+    assert home.status_code == 200 and 'lang="fr"' in home.text and "/directory" in home.text
+    assert "10" in home.text
+    for path in ("/signup", "/login", "/password"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/account").headers["location"] == "/login?next=%2Faccount"
+    assert client.get("/topup").status_code == 303
+
+
+def test_language_switch_is_remembered_and_stays_on_merci(world: World) -> None:
+    client = http(world.url)
+    r = client.get("/lang/fr", params={"next": "/signup?lang=en"})
+    assert r.status_code == 303 and r.headers["location"] == "/signup"
+    assert 'lang="fr"' in client.get("/signup").text
+    for evil in ("https://evil.example/", "//evil.example", "/\\evil.example"):
+        assert client.get("/lang/en", params={"next": evil}).headers["location"] == "/"
+    assert client.get("/lang/xx").status_code == 404
+
+
+def test_signup_login_dashboard_logout(world: World) -> None:
+    client, email = signed_up(world)
+    page = client.get("/account")
+    assert page.status_code == 200 and "/topup" in page.text
+    r = post(client, "/logout", "/account")
+    assert r.status_code == 303 and r.headers["location"] == "/?done=loggedout"
+    assert client.get("/account").status_code == 303
+    r = post(client, "/login", "/login", email=email, password="wrong password!!")
+    assert r.status_code == 401 and "Wrong email or password" in r.text
+    r = post(client, "/login", "/login?next=/account/delete", email=email, password=PASSWORD)
+    assert r.status_code == 303 and r.headers["location"] == "/account/delete"
+
+
+def test_login_next_never_leaves_merci(world: World) -> None:
+    client, email = signed_up(world)
+    post(client, "/logout", "/account")
+    for evil in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"):
+        page = client.get("/login", params={"next": evil}).text
+        assert 'name="next" value="/account"' in page, evil
+        r = post(client, "/login", "/login", email=email, password=PASSWORD, next=evil)
+        assert r.headers["location"] == "/account", evil
+        post(client, "/logout", "/account")
+
+
+def test_forms_refuse_other_sites_and_missing_tokens(world: World) -> None:
+    client, _ = signed_up(world)
+    fields = form_fields(client.get("/account").text)
+    before = client.get("/account").text
+    r = client.post("/account/budget", data=fields | {"amount": "2000"}, headers={"origin": "https://evil.example"})
+    assert r.status_code == 403
+    r = client.post("/account/budget", data={"amount": "2000"}, headers={"origin": world.url})
+    assert r.status_code == 403
+    r = client.post("/topup", data={"amount": "2000", "key": "k", "csrf": "x" * 64}, headers={"origin": world.url})
+    assert r.status_code == 403
+    assert re.sub(r'value="[^"]{40,}"', "", client.get("/account").text) == re.sub(r'value="[^"]{40,}"', "", before)
+
+
+def test_budget_and_topup(world: World) -> None:
+    client, _ = signed_up(world)
+    r = post(client, "/account/budget", "/account", amount="custom", custom="7,50")
+    assert r.status_code == 303 and r.headers["location"] == "/account?done=budget"
+    assert "7.50" in client.get("/account").text
+    for bad in ("abc", "1", "-5", "99999999", "1.234"):
+        r = post(client, "/account/budget", "/account", amount="custom", custom=bad)
+        assert r.status_code == 400 and 'role="alert"' in r.text, bad
+    r = post(client, "/topup", "/topup", amount="1000")
+    assert r.status_code == 303, r.text
+    page = client.get("/account").text
+    assert "10.00" in page
+    r = post(client, "/topup", "/topup", amount="custom", custom="nope")
+    assert r.status_code == 400
+
+
+def test_a_names_markup_is_shown_not_run(world: World) -> None:
+    client = http(world.url)
+    handle = unique("x_")
+    r = post(client, "/signup", "/signup", email=f"{handle}@example.org", handle=handle, password=PASSWORD,
+             displayName="<script>alert(1)</script>")
+    assert r.status_code == 303
+    client.post("/account/verify", data={"token": mailed_token(world.url, f"{handle}@example.org")},
+                headers={"origin": world.url})
+    page = client.get("/account").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+
+
+def test_export_and_delete(world: World) -> None:
+    client, _ = signed_up(world)
+    r = client.get("/account/export")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert "attachment" in r.headers["content-disposition"]
+    r = post(client, "/account/delete", "/account/delete", password="not my password")
+    assert r.status_code == 400 and client.get("/account").status_code == 200
+    r = post(client, "/account/delete", "/account/delete", password=PASSWORD)
+    assert r.status_code == 303 and r.headers["location"] == "/?done=deleted"
+    assert client.get("/account").status_code == 303
+
+
+def test_someone_elses_subscription_is_not_found(world: World) -> None:
+    client, _ = signed_up(world)
+    r = post(client, "/account/subscriptions/VGhpbmdTdWJzY3JpcHRpb246MQ==/cancel", "/account")
+    assert r.status_code == 400 and 'role="alert"' in r.text
+    assert post(client, "/account/subscriptions/x/explode", "/account").status_code == 404
