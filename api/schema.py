@@ -17,6 +17,7 @@ from api.fraud.queries import FraudQueries
 from api.partners.mutations import PartnerMutations
 from api.partners.queries import PartnerQueries
 from api.partners.types import LinkedAccount, OAuthClient, WebhookDelivery, WebhookEndpoint
+from api.payments.mutations import PaymentMutations, PaymentQueries
 from api.payouts.mutations import PayoutMutations, PayoutQueries
 from api.sites.types import ApiSite
 from api.subscriptions.mutations import SubscriptionMutations
@@ -31,9 +32,9 @@ from graph.node import NodeQueries
 from graph.schema import Schema
 
 QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, PartnerQueries, PayoutQueries,
-                             FraudQueries, NodeQueries)
+                             PaymentQueries, FraudQueries, NodeQueries)
 MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations, BudgetMutations, ThingMutations, ClickMutations,
-                               SubscriptionMutations, PartnerMutations, PayoutMutations, FraudMutations)
+                               SubscriptionMutations, PartnerMutations, PayoutMutations, PaymentMutations, FraudMutations)
 TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, ThingSubscription, Click, ApiSite, WebhookEndpoint,
                            WebhookDelivery, OAuthClient, LinkedAccount)
 

@@ -23,7 +23,8 @@ CHECKS: dict[str, tuple[str, str]] = {
         "no balance is negative (outside accounts aside)",
         "select la.id, la.kind, la.owner_account_id, la.thing_id, sum(e.amount) as balance"
         "  from ledger_accounts la join entries e on e.ledger_account_id = la.id"
-        " where la.kind not in ('external', 'payout') group by la.id having sum(e.amount) < 0 limit 5",
+        " where la.kind not in ('external', 'payout', 'provider_fee', 'platform_cost')"
+        " group by la.id having sum(e.amount) < 0 limit 5",
     ),
     "entry_currency_matches_account": (
         "entries are in their account's currency and tenant",
@@ -120,6 +121,77 @@ CHECKS: dict[str, tuple[str, str]] = {
         " group by 1, 2 having sum(p.amount) > coalesce((select sum(e.amount) from ledger_accounts la"
         "   join entries e on e.ledger_account_id = la.id where la.kind = 'creator'"
         "    and la.owner_account_id = p.account_id and la.currency = p.currency), 0) limit 5",
+    ),
+    **{f"{kind}_shape": (
+        f"every {kind} journal moves money only {what}",
+        "select j.id, la.kind, e.amount from journals j join entries e on e.journal_id = j.id"
+        "  join ledger_accounts la on la.id = e.ledger_account_id"
+        f" where j.kind = '{kind}' and not ({allowed}) limit 5",
+    ) for kind, what, allowed in (
+        ("topup", "from the outside world into a supporter's balance",
+         "(la.kind = 'external' and e.amount < 0) or (la.kind = 'supporter' and e.amount > 0)"),
+        ("provider_fee", "from the platform's pocket to a payment provider",
+         "(la.kind = 'platform_cost' and e.amount < 0) or (la.kind = 'provider_fee' and e.amount > 0)"),
+        ("refund", "from a supporter's balance to the outside world",
+         "(la.kind = 'supporter' and e.amount < 0) or (la.kind = 'external' and e.amount > 0)"),
+        ("refund_reversal", "from the outside world back into a supporter's balance",
+         "(la.kind = 'external' and e.amount < 0) or (la.kind = 'supporter' and e.amount > 0)"),
+        ("dispute_freeze", "from a supporter's balance into their frozen account",
+         "(la.kind = 'supporter' and e.amount < 0) or (la.kind = 'frozen' and e.amount > 0)"),
+        ("dispute_won", "from a frozen account back into its supporter's balance",
+         "(la.kind = 'frozen' and e.amount < 0) or (la.kind = 'supporter' and e.amount > 0)"),
+        ("dispute_lost", "from the frozen account and the platform's pocket to the card holder",
+         "(la.kind in ('frozen', 'platform_cost') and e.amount < 0) or (la.kind = 'external' and e.amount > 0)"),
+    )},
+    "topups_credited": (
+        "a card top-up is credited once, exactly its amount, to its supporter, and only when paid",
+        "select t.id, t.status, t.amount, x.credited from topups t left join lateral ("
+        "  select sum(e.amount) as credited from journals j join entries e on e.journal_id = j.id"
+        "    join ledger_accounts la on la.id = e.ledger_account_id"
+        "   where j.idem_key = 'topup:stripe:' || t.id and la.kind = 'supporter' and la.owner_account_id = t.account_id"
+        ") x on true where (t.status = 'succeeded') <> (x.credited is not null)"
+        "    or (x.credited is not null and x.credited <> t.amount)"
+        "    or (t.journal_id is not null"
+        "        and t.journal_id <> (select id from journals where idem_key = 'topup:stripe:' || t.id))"
+        " limit 5",
+    ),
+    "topup_fees_recorded": (
+        "a top-up's recorded fee is the provider_fee journal posted for it",
+        "select t.id, t.fee, x.posted from topups t left join lateral ("
+        "  select sum(e.amount) as posted from journals j join entries e on e.journal_id = j.id"
+        "    join ledger_accounts la on la.id = e.ledger_account_id and la.kind = 'provider_fee'"
+        "   where j.idem_key = 'fee:topup:' || t.id) x on true"
+        " where t.fee is distinct from x.posted and not (t.fee is null and x.posted is null) limit 5",
+    ),
+    "refunds_posted": (
+        "a refund took exactly its amount from its supporter once (and a failed one gave it back), and the"
+        " refunds of a top-up never exceed it",
+        "select r.id, r.status, r.amount, x.taken, x.given from refunds r left join lateral ("
+        "  select -sum(e.amount) filter (where j.kind = 'refund') as taken,"
+        "          sum(e.amount) filter (where j.kind = 'refund_reversal') as given"
+        "    from journals j join entries e on e.journal_id = j.id"
+        "    join ledger_accounts la on la.id = e.ledger_account_id"
+        "   where j.idem_key in ('refund:' || r.id, 'refund_reversal:' || r.id) and la.kind = 'supporter'"
+        "     and la.owner_account_id = r.account_id) x on true"
+        " where (r.status in ('pending', 'succeeded') and (x.taken is distinct from r.amount or x.given is not null))"
+        "    or (r.status = 'requested' and (x.taken is not null or x.given is not null))"
+        "    or (r.status = 'failed' and x.taken is distinct from x.given)"
+        "    or (select sum(o.amount) from refunds o where o.topup_id = r.topup_id and o.status <> 'failed')"
+        "       > (select t.amount from topups t where t.id = r.topup_id)"
+        " limit 5",
+    ),
+    "disputes_conserve": (
+        "a supporter's frozen money is what their open disputes froze; a lost dispute paid its whole amount out",
+        "select la.owner_account_id, sum(e.amount) as frozen, (select coalesce(sum(d.frozen), 0) from disputes d"
+        "   where d.account_id = la.owner_account_id and d.status = 'open') as held"
+        "  from ledger_accounts la join entries e on e.ledger_account_id = la.id where la.kind = 'frozen'"
+        " group by la.owner_account_id having sum(e.amount) <> (select coalesce(sum(d.frozen), 0) from disputes d"
+        "   where d.account_id = la.owner_account_id and d.status = 'open')"
+        " union all "
+        "select d.account_id, d.amount, sum(e.amount) from disputes d join journals j on j.id = d.close_journal_id"
+        "  join entries e on e.journal_id = j.id join ledger_accounts la on la.id = e.ledger_account_id"
+        " where d.status = 'lost' and la.kind = 'external' group by d.account_id, d.id, d.amount"
+        " having sum(e.amount) <> d.amount limit 5",
     ),
 }
 

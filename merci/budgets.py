@@ -84,3 +84,22 @@ async def credit_dev_topup(conn: asyncpg.Connection, *, charge: Charge) -> bool:
     except asyncpg.InsufficientPrivilegeError as exc:
         raise UserError("PROVIDER_UNAVAILABLE", "the dev payment provider is disabled here", "provider") from exc
     return posted
+
+
+async def lock_balance(conn: asyncpg.Connection, *, account_id: int) -> None:
+    """Hold a supporter's balance still until the transaction ends, for money taken out of
+    it outside the close (a refund, a dispute's freeze): one such at a time, and none
+    while a running close's shard charges this supporter. The shard reads balances after
+    taking its lock, so it sees what was taken; what is taken here is read after the
+    shard committed."""
+    from merci import locks
+    from merci.periods import month_key
+
+    await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text || $2::bigint, 0))",
+                       locks.BALANCE_PREFIX, account_id)
+    for r in await conn.fetch(
+            "select period, (select count(*) from unnest(bounds) b where b <= $1)::int - 1 as shard"
+            "  from month_closes where status = 'running'", account_id):
+        if r["shard"] >= 0:
+            await conn.execute("select pg_advisory_xact_lock($1, $2)", locks.CLOSE_SHARD,
+                               month_key(r["period"]) * 4096 + r["shard"])

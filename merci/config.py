@@ -141,6 +141,24 @@ class Settings:
     smtp_security: str = "starttls"  # starttls, tls (implicit, port 465) or none
     smtp_timeout: float = 30.0
     mail_from: str = "Merci <no-reply@merci.invalid>"
+    # Payments (merci.stripe_api, merci.topups, merci.sepa). No key: the `dev` providers
+    # only (development and test). The API base is Stripe's unless a test points it at a
+    # fake; a webhook older than the tolerance (seconds) is refused as a replay.
+    stripe_api_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_webhook_tolerance: int = 300
+    # Card top-ups: presets, bounds per top-up, and per calendar month (UTC) for accounts
+    # younger than topup_new_account_days (stolen cards are tried on new accounts).
+    topup_presets: tuple[int, ...] = (500, 1000, 2000, 5000)
+    topup_min: int = 200
+    topup_max: int = 100_000
+    topup_new_account_days: int = 30
+    topup_new_account_monthly: int = 10_000
+    # SEPA credit transfers: who pays (the platform's account), for pain.001 files.
+    sepa_debtor_name: str = ""
+    sepa_debtor_iban: str = ""
+    sepa_debtor_bic: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -252,6 +270,16 @@ def load(**overrides: str) -> Settings:
         smtp_security=smtp_security(env.get("MERCI_SMTP_SECURITY", "starttls")),
         smtp_timeout=float(env.get("MERCI_SMTP_TIMEOUT", "30")),
         mail_from=env.get("MERCI_MAIL_FROM", "Merci <no-reply@merci.invalid>"),
+        stripe_api_key=env.get("STRIPE_API_KEY", ""),
+        stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
+        stripe_api_base=env.get("STRIPE_API_BASE", "https://api.stripe.com"),
+        stripe_webhook_tolerance=int(env.get("STRIPE_WEBHOOK_TOLERANCE", "300")),
+        topup_new_account_days=int(env.get("MERCI_TOPUP_NEW_ACCOUNT_DAYS", "30")),
+        topup_new_account_monthly=int(env.get("MERCI_TOPUP_NEW_ACCOUNT_MONTHLY", "10000")),
+        topup_max=int(env.get("MERCI_TOPUP_MAX", "100000")),
+        sepa_debtor_name=env.get("MERCI_SEPA_DEBTOR_NAME", ""),
+        sepa_debtor_iban=env.get("MERCI_SEPA_DEBTOR_IBAN", ""),
+        sepa_debtor_bic=env.get("MERCI_SEPA_DEBTOR_BIC", ""),
         rate_limit_url=env.get("MERCI_RATE_LIMIT_URL", ""),
         rate_limit_multiplier=float(env.get("MERCI_RATE_LIMIT_MULTIPLIER", "1")),
         rate_limits=rate_limits(env.get("MERCI_RATE_LIMITS", "")),
@@ -269,6 +297,10 @@ def load(**overrides: str) -> Settings:
         raise RuntimeError(f"MERCI_ENV={s.env!r} is not one of {', '.join(ENVIRONMENTS)}")
     if s.env == "production" and s.secret_key == "dev-secret-change-me":
         raise RuntimeError("MERCI_SECRET_KEY must be set in production")
+    if s.stripe_api_key and not s.stripe_webhook_secret:
+        raise RuntimeError("STRIPE_WEBHOOK_SECRET must be set with STRIPE_API_KEY: top-ups are credited by its webhook")
+    if s.stripe_api_key.startswith("sk_live_") and s.env != "production":
+        raise RuntimeError(f"STRIPE_API_KEY is a live key in {s.env}: use a test key (sk_test_...)")
     return s.derived() if s.database_url else s
 
 

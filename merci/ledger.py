@@ -9,8 +9,9 @@ import asyncpg
 
 from merci.money import Money
 
-# Kinds whose balance may go negative: the outside world's side of a movement.
-OUTSIDE_KINDS = frozenset({"external", "payout"})
+# Kinds whose balance may go negative: the outside world's side of a movement, and the
+# platform's own pocket (platform_cost: the providers' fees and lost disputes it paid).
+OUTSIDE_KINDS = frozenset({"external", "payout", "provider_fee", "platform_cost"})
 
 
 async def account_id(

@@ -32,3 +32,12 @@ OWNERSHIP = (7_310_005, 0)
 # One key per creator, hashed from this prefix and the account id: one payout request at
 # a time, so what one reserves the next one sees (merci.payouts).
 PAYOUT_PREFIX = "merci.payout:"
+
+# One key per supporter, hashed from this prefix and the account id: money taken from a
+# balance outside the close (a refund, a dispute's freeze), one at a time; with the
+# running close's shard lock of that supporter (merci.budgets.lock_balance).
+BALANCE_PREFIX = "merci.balance:"
+
+# One key per supporter: one top-up started at a time, so a new account's monthly bound
+# counts every other (merci.topups).
+TOPUP_PREFIX = "merci.topup:"

@@ -164,7 +164,9 @@ async def _fail(conn: asyncpg.Connection, payout_id: int, reason: str) -> str:
 
 
 async def stale(conn: asyncpg.Connection, *, now: datetime) -> list[int]:
-    """Requests pending for longer than RESEND_AFTER_SECONDS: their message may be lost."""
+    """Requests pending for longer than RESEND_AFTER_SECONDS: their message may be lost.
+    (Not `sepa` ones: they wait for the operator's batch, merci.sepa.)"""
     return [r["id"] for r in await conn.fetch(
-        "select id from payouts where status = 'pending' and created_at < $1::timestamptz - make_interval(secs => $2)"
+        "select id from payouts where status = 'pending' and provider <> 'sepa'"
+        " and created_at < $1::timestamptz - make_interval(secs => $2)"
         " order by id limit 1000", now, RESEND_AFTER_SECONDS)]

@@ -10,7 +10,19 @@ from typing import Any
 
 import asyncpg
 
-from merci import click_outbox, clicks, close, escrow, fraud, mail, payouts, search, subscriptions
+from merci import (
+    click_outbox,
+    clicks,
+    close,
+    escrow,
+    fraud,
+    mail,
+    payouts,
+    refunds,
+    search,
+    stripe_events,
+    subscriptions,
+)
 from merci.clicks import CLICK_QUEUE
 from merci.config import Settings
 from merci.periods import month_start, months_before, period_of
@@ -98,4 +110,13 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
     for payout_id in await payouts.stale(conn, now=now):
         queue.send(payouts.PAYOUT_ACTOR, payout_id, queue_name=payouts.PAYOUT_QUEUE)
         sent.append(f"{payouts.PAYOUT_ACTOR} {payout_id}")
+
+    # Stripe's events not applied a while after they came (a lost message, or one about a
+    # payment not recorded yet), and refunds not yet sent to Stripe.
+    for event_id in await stripe_events.unprocessed(conn):
+        queue.send(stripe_events.EVENT_ACTOR, event_id, queue_name=stripe_events.EVENT_QUEUE)
+        sent.append(f"{stripe_events.EVENT_ACTOR} {event_id}")
+    for refund_id in await refunds.pending(conn):
+        queue.send(refunds.REFUND_ACTOR, refund_id, queue_name=refunds.REFUND_QUEUE)
+        sent.append(f"{refunds.REFUND_ACTOR} {refund_id}")
     return sent

@@ -18,6 +18,7 @@ from strawberry.types.union import StrawberryUnion
 import api.accounts.pages
 import api.clicks.mutations
 import api.embeds.routes
+import api.payments.webhook
 import api.schema
 import directory.page
 import directory.queries
@@ -109,6 +110,7 @@ def pages(face: Face, *, dev_env: bool = False) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     if face != "directory":
         routes += api.embeds.routes.routes() + api.accounts.pages.routes(dev_env=dev_env)
+        routes += api.payments.webhook.routes()  # Stripe's events in
         # The web app (web/): its operations run in-process on both subgraphs merged, as
         # `merci serve all` serves them (its creators' pages need the directory's sites).
         routes += web.routes.routes(_web_schema(production=not dev_env))

@@ -1,15 +1,18 @@
-"""The `money` queue: the month close (sharded), escrow release and return, payouts."""
+"""The `money` queue: the month close (sharded), escrow release and return, payouts,
+Stripe's events and refunds."""
 
 from __future__ import annotations
 
 import asyncpg
 import dramatiq
 
-from merci import close, escrow, fraud, payouts
+from merci import close, escrow, fraud, payouts, refunds, stripe_events
 from merci.errors import UserError
-from merci.payments import PayoutRefused, Transfer, payout_provider_for
+from merci.payments import PayoutProvider, PayoutRefused, Transfer, payout_provider_for
+from merci.payout_methods import StripePayoutProvider
 from merci.periods import parse_period
 from merci.queue import MONEY
+from merci.stripe_api import for_settings
 from workers.runtime import run
 
 
@@ -73,13 +76,43 @@ def send_payout(payout_id: int) -> None:
     async def body(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn:
             name = await conn.fetchval("select provider from payouts where id = $1", payout_id)
-            if name is None:
+            if name is None or name == "sepa":  # SEPA: sent when the operator's batch is confirmed (merci.sepa)
                 return
-            try:
-                provider = payout_provider_for(name, env=settings.env)
-            except UserError as err:
-                provider = _Refusing(err.message)
+            provider: PayoutProvider
+            if name == "stripe":
+                api = for_settings(settings)
+                provider = (_Refusing("Stripe is not configured here") if api is None
+                            else StripePayoutProvider(api, conn))
+            else:
+                try:
+                    provider = payout_provider_for(name, env=settings.env)
+                except UserError as err:
+                    provider = _Refusing(err.message)
             await payouts.send(conn, payout_id=payout_id, provider=provider)
+
+    run(body)
+
+
+@dramatiq.actor(actor_name=stripe_events.EVENT_ACTOR, queue_name=stripe_events.EVENT_QUEUE, max_retries=20)
+def process_stripe_event(event_id: str) -> None:
+    """Apply one of Stripe's stored events, once (merci.stripe_events)."""
+    from workers import settings
+
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await stripe_events.process(conn, settings, event_id=event_id, api=for_settings(settings))
+
+    run(body)
+
+
+@dramatiq.actor(actor_name=refunds.REFUND_ACTOR, queue_name=refunds.REFUND_QUEUE, max_retries=20)
+def send_refund(refund_id: int) -> None:
+    """Carry out one refund: the journal, then Stripe's refund, keyed on the row (merci.refunds)."""
+    from workers import settings
+
+    async def body(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await refunds.send(conn, refund_id=refund_id, stripe=for_settings(settings))
 
     run(body)
 

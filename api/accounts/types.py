@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 from api.accounts.loaders import account_by_id
 from api.clicks.types import Click, ClickReceipt, ClickStatus
 from api.months.types import Month, MonthlyEarning, MonthStatus, Share
+from api.payments.types import PayoutMethod, Refund, TopUp
 from api.payouts.types import Payout
 from api.subscriptions.types import ThingSubscription
 from api.tenants.types import Tenant
@@ -18,10 +19,24 @@ from graph.context import Info
 from graph.errors import ClientError
 from graph.money import Money
 from graph.relay import Connection, Counter, Node, decode_period_cursor, from_items, paginate, paginate_each, window
-from merci import account_data, accounts, budgets, clicks, months, payouts, subscriptions, things
+from merci import (
+    account_data,
+    accounts,
+    budgets,
+    clicks,
+    months,
+    payout_methods,
+    payouts,
+    refunds,
+    subscriptions,
+    things,
+    topups,
+)
 from merci.ids import from_global, to_global
 from merci.payouts import Payout as DomainPayout
 from merci.periods import PeriodError, parse_period, period_of
+from merci.refunds import Refund as DomainRefund
+from merci.topups import TopUp as DomainTopUp
 
 
 @strawberry.federation.type(keys=["id"], description="A creator's public profile.")
@@ -101,6 +116,33 @@ class Account(Node):
         return await paginate(info.context.tx, payouts.of_account(account_id=self.pk),
                               window(first, after, last, before), lambda r: Payout.of(DomainPayout.of(r)),
                               cursor_of=lambda p: p.pk)
+
+    @strawberry.field(description="Your card top-ups, newest first (only your own: empty for anyone else).")
+    async def top_ups(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                      before: str | None = None) -> Connection[TopUp]:
+        return await paginate(info.context.tx, topups.of_account(account_id=self.pk),
+                              window(first, after, last, before), lambda r: TopUp.of(DomainTopUp.of(r)),
+                              cursor_of=lambda t: t.pk)
+
+    @strawberry.field(description="Your refunds, newest first (only your own: empty for anyone else).")
+    async def refunds(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,
+                      before: str | None = None) -> Connection[Refund]:
+        return await paginate(info.context.tx, refunds.of_account(account_id=self.pk),
+                              window(first, after, last, before), lambda r: Refund.of(DomainRefund.of(r)),
+                              cursor_of=lambda r: r.pk)
+
+    @strawberry.field(description="Money a dispute on one of your payments holds: neither spendable nor "
+                                  "refundable until the dispute ends. Your own only.")
+    async def frozen(self, info: Info) -> Money:
+        cur = info.context.settings.currency
+        async with info.context.tx() as conn:
+            return Money.make(await refunds.frozen(conn, account_id=self.pk, currency=cur), cur)
+
+    @strawberry.field(description="How your payouts reach you (none chosen: null). Your own only.")
+    async def payout_method(self, info: Info) -> PayoutMethod | None:
+        async with info.context.tx() as conn:
+            m = await payout_methods.of_account(conn, self.pk)
+        return None if m is None or info.context.principal.account_id != self.pk else PayoutMethod.of(m)
 
     @strawberry.field(description="Earnings that a payout may take now: not yet paid out, nor reserved by a "
                                   "pending payout. Your own only (zero for anyone else).")

@@ -8,10 +8,9 @@ from api.payouts.types import Payout
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from graph.money import Money
-from merci import accounts, payouts
+from merci import accounts, payout_methods, payouts
 from merci.errors import Checks
 from merci.money import parse_amount
-from merci.payments import payout_provider_for
 
 log = logging.getLogger("merci.payouts")
 
@@ -22,7 +21,8 @@ class RequestPayoutInput:
     amount: int | None = strawberry.field(
         default=None, description="Minor units (cents); default: all your available earnings. At least the "
                                   "payout threshold.")
-    provider: str = "dev"
+    provider: str | None = strawberry.field(
+        default=None, description="dev, stripe or sepa; default: your payout method (dev where there is none).")
 
 
 @strawberry.type
@@ -50,8 +50,12 @@ class PayoutMutations:
             me = ctx.require_account()
             accounts.require_verified(ctx.principal)
             s = ctx.settings
+            async with ctx.tx() as conn:
+                method = await payout_methods.of_account(conn, me)
+            provider = input.provider or (method.method if method else "dev")
             checks = Checks()  # every field's refusal at once (the provider's up front)
-            checks(payout_provider_for, input.provider, env=s.env)
+            checks(payout_methods.check_provider, provider, method, env=s.env,
+                   stripe_configured=bool(s.stripe_api_key))
             checks(payouts.check_key, input.idempotency_key)
             if input.amount is not None:
                 checks(parse_amount, input.amount)
@@ -59,7 +63,7 @@ class PayoutMutations:
             async with ctx.tx() as conn:
                 p = await payouts.request(conn, tenant_id=ctx.principal.tenant_id, account_id=me,
                                           amount=input.amount, currency=s.currency, threshold=s.payout_threshold,
-                                          idempotency_key=input.idempotency_key, provider=input.provider)
+                                          idempotency_key=input.idempotency_key, provider=provider)
             if p.status == "pending" and ctx.queue is not None:
                 # After commit, so that the worker finds the request. Should this fail, the
                 # request stays pending and the scheduler sends it later.
