@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -101,7 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("install wrk (apt-get install wrk)")
-    with server() as url, fresh_database(url) as dsn:
+    with server() as url, fresh_database(url) as dsn, rate_limit_redis() as (redis_url, redis_pid):
         token = asyncio.run(supporter(dsn))
         tmp = Path(tempfile.mkdtemp())
         script = tmp / "flattr.lua"
@@ -110,7 +112,7 @@ def main() -> None:
                    MERCI_WORKER_METRICS="0",
                    # Production's storage for the rate limits and query cost (Redis), every
                    # click still counted and charged, with room for one supporter's flood.
-                   MERCI_RATE_LIMIT_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                   MERCI_RATE_LIMIT_URL=redis_url,
                    MERCI_RATE_LIMIT_MULTIPLIER="1000000", MERCI_QUERY_COST_BUCKET="1000000000",
                    MERCI_QUERY_COST_RESTORE_RATE="1000000000")
         env.pop("BROKER_URL", None)
@@ -120,6 +122,7 @@ def main() -> None:
         }
         procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         rounds: dict[str, list[tuple[float, str, float]]] = {name: [] for name in servers}
+        redis_cpu: list[float] = []  # the limits' Redis, per click: part of a click's cost too
         try:
             for name, argv in servers.items():
                 port = free_port()
@@ -132,10 +135,13 @@ def main() -> None:
                 for name, (proc, port) in procs.items():
                     served = psutil.Process(proc.pid)
                     before = served.cpu_times()
+                    redis_before = _cpu(redis_pid)
                     rps, p99 = wrk(port, args.seconds, args.connections, script)
                     after = served.cpu_times()
                     cpu = (after.user + after.system - before.user - before.system) / (rps * args.seconds)
                     rounds[name].append((rps, p99, cpu))
+                    if name == "flattr" and redis_pid:
+                        redis_cpu.append((_cpu(redis_pid) - redis_before) / (rps * args.seconds))
         finally:
             for proc, _ in procs.values():
                 proc.terminate()
@@ -156,9 +162,39 @@ def main() -> None:
             ("bare Starlette (limit)", line("bare")),
             ("flattr mutation", line("flattr")),
             ("clicks queued in the broker", f"{stored:,}"),
+            ("rate limits' Redis", f"{statistics.median(redis_cpu) * 1e6:.0f} µs CPU/click" if redis_cpu
+             else "shared (REDIS_URL): its CPU not measured"),
             ("ratio flattr / bare", f"{statistics.median(ratios):.0%} (goal >= 40%; round by round: "
                                     f"{', '.join(f'{r:.0%}' for r in ratios)})"),
         ])
+
+
+@contextlib.contextmanager
+def rate_limit_redis() -> Iterator[tuple[str, int | None]]:
+    """A Redis of the bench's own for the limits' counters (its CPU per click is measured),
+    else the machine's (REDIS_URL)."""
+    if not shutil.which("redis-server"):
+        yield os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), None
+        return
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _cpu(pid: int | None) -> float:
+    if not pid:
+        return 0.0
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 async def _queued(dsn: str) -> int:

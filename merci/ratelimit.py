@@ -39,10 +39,11 @@ from limits.storage import storage_from_string
 from merci import accounts
 from merci.config import Settings
 from merci.errors import UserError
-from merci.redis_batch import Counters, Op, window
+from merci.redis_batch import Counters, Op, fields, window_of
 
 log = structlog.get_logger("merci.ratelimit")
 T = TypeVar("T")
+_ONE = fields(1)  # the usual amount, as merci.redis_batch sends it
 
 # Production's limits, by name: what is counted, per what. `MERCI_RATE_LIMITS` replaces any
 # of them; `MERCI_RATE_LIMIT_MULTIPLIER` scales all (tests' fixtures sign up hundreds).
@@ -138,7 +139,7 @@ class Limiter:
         self.lockout_seconds = settings.login_lockout_seconds
         self.multiplier = settings.rate_limit_multiplier
         self.limits: dict[str, list[RateLimitItem]] = {}
-        self._windows: dict[tuple[str, tuple[object, ...]], list[tuple[str, str, int, int]]] = {}  # see ops
+        self._windows: dict[tuple[str, tuple[object, ...]], list[bytes]] = {}  # see ops
         for name, text in {**DEFAULTS, **settings.rate_limits}.items():
             if name not in DEFAULTS:
                 raise RuntimeError(f"MERCI_RATE_LIMITS: no limit is named {name!r} ({', '.join(DEFAULTS)})")
@@ -182,20 +183,22 @@ class Limiter:
                 windows = self._windows[(name, ids)] = self._keys(name, ids)
                 if len(self._windows) > 4096:  # bounded: the oldest goes (rebuilt if asked again)
                     del self._windows[next(iter(self._windows))]
-            ops.extend(window(previous, current, limit, expiry, cost) for previous, current, limit, expiry in windows)
+            amount = _ONE if cost == 1 else fields(cost)
+            ops.extend(prefix + amount for prefix in windows)
         return ops
 
-    def _keys(self, name: str, ids: tuple[object, ...]) -> list[tuple[str, str, int, int]]:
-        """Per window of limit `name`: its keys for `ids`, as the library names them, its
-        amount and its length."""
+    def _keys(self, name: str, ids: tuple[object, ...]) -> list[bytes]:
+        """Per window of limit `name`, its operation for `ids` but for the amount: its keys
+        as the library names them, its amount and its length."""
         storage: Any = self.storage
         bridge = storage.bridge
-        keys = []
+        windows = []
         for item in self.limits[name]:
             key = item.key_for(name, *(str(i) for i in ids))
-            keys.append((bridge.prefixed_key(storage._previous_window_key(key)),
-                         bridge.prefixed_key(storage._current_window_key(key)), item.amount, item.get_expiry()))
-        return keys
+            windows.append(window_of(bridge.prefixed_key(storage._previous_window_key(key)),
+                                     bridge.prefixed_key(storage._current_window_key(key)),
+                                     item.amount, item.get_expiry()))
+        return windows
 
     def refused(self, hits: tuple[tuple[str, tuple[object, ...], str], ...] | list[tuple[str, tuple[object, ...], str]],
                 answers: list[Any]) -> list[tuple[str, tuple[object, ...], str, RateLimitItem]] | None:

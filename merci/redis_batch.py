@@ -19,8 +19,10 @@ Two operations exist:
 
 Each operation keeps its own answer, or its own error (a key of the wrong type fails
 its operation alone, caught by `pcall`); the batch runs atomically, as a script does. A
-Redis that lost the script (a restart) gets it again on the next call. Not for Redis
-Cluster: a batch names keys of many slots.
+Redis that lost the script (a restart) gets it again on the next call. The operations
+travel as one argument (netstrings: no key can pass for another field), their keys
+inside it: fine for one Redis (or a primary and its replicas), not for Redis Cluster,
+which routes a script by its declared keys.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-# ARGV: per operation, its kind ('w' or 'b'), then its arguments; KEYS: per operation, its keys.
 # Answers, per operation: a window: 1 acquired / 0 refused; a bucket: {taken, points as text};
 # an operation that failed: {'!', the error}.
 _SCRIPT = r"""
@@ -85,20 +86,33 @@ local function bucket(key, size, rate, cost, now)
   return {taken, tostring(points)}
 end
 
+-- ARGV[1]: the operations, each field written as a netstring ("<length>:<bytes>"), so that
+-- no key, whatever it holds, is taken for another field
+local blob = ARGV[1]
+local pos = 1
+local function field()
+  local colon = string.find(blob, ':', pos, true)
+  local n = tonumber(string.sub(blob, pos, colon - 1))
+  local value = string.sub(blob, colon + 1, colon + n)
+  pos = colon + n + 1
+  return value
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local answers = {}
-local k, a, i = 1, 1, 1
-while a <= #ARGV do
-  local kind = ARGV[a]
+local i = 1
+while pos <= #blob do
+  local kind = field()
   local ok, answer
   if kind == 'w' then
-    ok, answer = pcall(window, KEYS[k], KEYS[k + 1], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
-                       tonumber(ARGV[a + 3]))
-    k, a = k + 2, a + 4
+    local previous, current = field(), field()
+    local limit, expiry, amount = tonumber(field()), tonumber(field()), tonumber(field())
+    ok, answer = pcall(window, previous, current, limit, expiry, amount)
   elseif kind == 'b' then
-    ok, answer = pcall(bucket, KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), now)
-    k, a = k + 1, a + 4
+    local key = field()
+    local size, rate, cost = tonumber(field()), tonumber(field()), tonumber(field())
+    ok, answer = pcall(bucket, key, size, rate, cost, now)
   else
     return redis.error_reply('unknown counter operation ' .. tostring(kind))
   end
@@ -114,18 +128,33 @@ end
 return answers
 """
 
-# (kind, keys, arguments)
-Op = tuple[str, Sequence[str], Sequence[Any]]
+# An operation as the script reads it: its kind and its fields, each a netstring.
+Op = bytes
+
+
+def fields(*values: object) -> bytes:
+    """Values as the script reads them: each a netstring of its text in UTF-8."""
+    out = []
+    for value in values:
+        data = value if isinstance(value, bytes) else str(value).encode()
+        out.append(b"%d:%b" % (len(data), data))
+    return b"".join(out)
 
 
 def window(previous: str, current: str, limit: int, expiry: int, amount: int) -> Op:
-    """A sliding window counter's hit: answers 1 (counted) or 0 (refused, not counted)."""
-    return ("w", (previous, current), (limit, expiry, amount))
+    """A sliding window counter's hit: answers 1 (counted) or 0 (refused, not counted).
+    A caller that hits the same window often keeps `window_of(...)` and adds the amount."""
+    return window_of(previous, current, limit, expiry) + fields(amount)
+
+
+def window_of(previous: str, current: str, limit: int, expiry: int) -> bytes:
+    """A window's operation but for its amount (`fields(amount)` completes it)."""
+    return fields("w", previous, current, limit, expiry)
 
 
 def bucket(key: str, size: int, rate: float, cost: int) -> Op:
     """Take `cost` points of a bucket (negative: give back): answers [taken, points left]."""
-    return ("b", (key,), (size, rate, cost))
+    return fields("b", key, size, rate, cost)
 
 
 class CounterError(Exception):
@@ -182,17 +211,14 @@ class Counters:
                     future.set_result([_answer(a) for a in mine])
 
     async def _send(self, ops: list[Op]) -> list[Any]:
-        keys: list[Any] = []
-        args: list[Any] = []
-        for kind, op_keys, op_args in ops:
-            keys.extend(op_keys)
-            args.append(kind)
-            args.extend(op_args)
+        # One argument for the whole batch: redis-py encodes each argument in Python, and a
+        # click's seven operations were forty of them.
+        blob = b"".join(ops)
         try:
-            answers = await self.client.evalsha(self.sha, len(keys), *keys, *args)
+            answers = await self.client.evalsha(self.sha, 0, blob)
         except NoScriptError:  # Redis restarted, or flushed its scripts: load it again
             self.sha = await self.client.script_load(_SCRIPT)
-            answers = await self.client.evalsha(self.sha, len(keys), *keys, *args)
+            answers = await self.client.evalsha(self.sha, 0, blob)
         if len(answers) != len(ops):
             raise RuntimeError(f"the counters' script answered {len(answers)} of {len(ops)} operations")
         return list(answers)

@@ -72,7 +72,7 @@ async def test_hit_all_answers_the_longest_wait(redis_client: Any) -> None:
 async def test_counters_of_one_turn_share_one_script_call(redis_client: Any) -> None:
     counters = Counters(redis_client)
     calls = 0
-    real = redis_client.evalsha
+    real = redis_client.evalsha  # (one call, one argument: the batch)
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
@@ -161,3 +161,16 @@ async def test_the_window_answers_and_counts_as_the_library_s_script(
         assert count == their_count
         assert abs(ttl - their_ttl) < 1000  # (run a moment apart: the states differ by seconds)
     await redis_client.delete(*twins[0], *twins[1])
+
+
+async def test_a_key_that_looks_like_fields_is_one_key(redis_client: Any) -> None:
+    """Keys hold what clients send (an address from X-Forwarded-For): the batch writes each
+    field with its length, so no key can pass for another operation's fields."""
+    counters = Counters(redis_client)
+    tag = secrets.token_hex(6)
+    odd = f"merci-test:{{{tag}}}:1:w:5:x\t1:b\u00e9"
+    answers = await counters.run([window(odd + "/-1", odd, 1, 60, 1), window(odd + "/-1", odd, 1, 60, 1),
+                                  bucket(f"merci-test:{tag}:1:b", 10, 1, 3)])
+    assert answers[:2] == [1, 0] and answers[2][0] == 1
+    assert await redis_client.get(odd) == b"1"
+    await redis_client.delete(odd, f"merci-test:{tag}:1:b")
