@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from merci.i18n import N_
-from web import everyone, supporter
+from web import creator, everyone, supporter
 from web.gql import Unavailable
 from web.pages import Handler, Refused, error_page, lang_of
 from web.words import say
@@ -54,5 +54,12 @@ def routes(schema: strawberry.Schema) -> list[Route]:
         ("/account/export", supporter.export, "GET"),
         ("/account/delete", supporter.delete_get, "GET"), ("/account/delete", supporter.delete_post, "POST"),
         ("/topup", supporter.topup_get, "GET"), ("/topup", supporter.topup_post, "POST"),
+        ("/creator", creator.dashboard, "GET"),
+        ("/creator/sites", creator.add_site, "POST"),
+        ("/creator/sites/{id}", creator.site, "GET"),
+        ("/creator/sites/{id}/{action}", creator.site_post, "POST"),
+        ("/creator/things", creator.add_thing, "POST"),
+        ("/creator/things/{id}", creator.thing, "GET"),
+        ("/creator/payouts", creator.payout, "POST"),
     ]
     return [Route(path, _page(schema, handler), methods=[method]) for path, handler, method in table]

@@ -19,6 +19,7 @@ DONE = {
     "listed": N_("The site is listed in the directory."),
     "unlisted": N_("The site is no longer listed."),
     "thing": N_("The thing is registered."),
+    "unclaimed": N_("The thing is registered, unclaimed: it becomes yours once a site you verified covers it."),
     "payout": N_("Your payout was requested."),
     "key": N_("The API key is revoked."),
     "webhook": N_("The webhook endpoint is saved."),

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.api.partners.helpers import World
+from tests.api.embeds.test_button_browser import serve
+from tests.api.partners.helpers import World, running_world
 from tests.conftest import mailed_token, service_env, unique, wait_for
 from tests.web.browser import Walk, chromium
 
@@ -31,8 +32,17 @@ SUBSCRIBE = """mutation($thing: ID!) { subscribe(input: {thingId: $thing, months
   subscription { id } userErrors { code message } } }"""
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def own_world(server_url: str, tmp_path: Path) -> Iterator[World]:
+    """A Merci of its own for a journey that closes the current month (a month closes once)."""
+    with running_world(server_url, tmp_path, "merci_web_month") as w:
+        yield w
+
+
+@pytest.fixture
 def browser() -> Any:
+    # (Per test, set up after the test's world: starting one runs an event loop, which
+    # Playwright's, once running in this thread, would forbid.)
     with chromium() as b:
         yield b
 
@@ -96,7 +106,8 @@ def test_everyone_reads_the_home_page_in_their_language(world: World, browser: A
         walk.close()
 
 
-def test_a_supporter_from_sign_up_to_a_closed_month(world: World, browser: Any, shots: Path) -> None:
+def test_a_supporter_from_sign_up_to_a_closed_month(own_world: World, browser: Any, shots: Path) -> None:
+    world = own_world
     # A creator with two things on a site of theirs (made through the API, as their own pages would).
     creator = off_loop(world.supporter, 0)
     site = f"https://{unique('blog')}.example"
@@ -171,3 +182,77 @@ def test_a_supporter_from_sign_up_to_a_closed_month(world: World, browser: Any, 
         assert re.search(r"/\?done=deleted$", walk.page.url)
     finally:
         walk.close()
+
+
+FLATTR = """mutation($thing: ID!, $key: String!) { flattr(input: {thingId: $thing, idempotencyKey: $key}) {
+  userErrors { code } } }"""
+BUDGET = """mutation($a: Int!) { setMonthlyBudget(input: {amount: $a}) { userErrors { code } } }"""
+
+
+def test_a_creator_from_adding_a_site_to_a_payout(own_world: World, browser: Any, shots: Path) -> None:
+    world = own_world
+    pages: dict[str, str] = {}
+    server, port = serve(pages)  # the creator's blog, on this machine (the fetch guard allows loopback in tests)
+    blog = f"http://127.0.0.1:{port}/blog/"
+    walk = Walk(browser, world.url, shots / "creator")
+    try:
+        handle = unique("maker_")
+        sign_up_in_browser(walk, world, handle)
+        page = walk.goto("/creator", "creator, new")
+
+        # Add the site; its page says how to prove it is theirs.
+        page.get_by_label("Add a site").fill(blog)
+        page.get_by_role("button", name="Add the site").click()
+        page = walk.check("site added: how to prove it")
+        meta = page.get_by_label("Put this in the <head> of your home page:").input_value()
+        assert meta.startswith('<meta name="merci-verification"')
+        pages["/blog/"] = f"<!doctype html><html><head>{meta}<title>Blog</title></head><body>Hi</body></html>"
+        page.get_by_role("button", name="Check my site now").click()
+        walk.check("site being checked")
+
+        def verified() -> bool:
+            walk.page.reload()
+            return walk.page.get_by_role("button", name="List it in the directory").count() == 1
+
+        wait_for(verified, what="the site verified by the worker")
+        page = walk.check("site verified")
+        page.get_by_label("Description").fill("Notes on making things, by hand and by code.")
+        page.get_by_label("Category").select_option("software")
+        page.get_by_label("Tags").fill("making, code")
+        page.get_by_role("button", name="List it in the directory").click()
+        expect_text(walk.check("site listed"), "Listed as")
+
+        # A thing on it, and its snippets.
+        page = walk.goto("/creator", "creator with a site")
+        page.get_by_label("Register a thing").fill(blog + "post-1")
+        page.get_by_label("Title").fill("How I <b>made</b> it")
+        page.get_by_role("button", name="Register the thing").click()
+        page = walk.check("thing registered: snippets")
+        assert "/embed/button.js" in page.get_by_label("The button").input_value()
+        assert ".svg" in page.get_by_label("A badge with the click count (HTML)").input_value()
+        assert 'rel="payment"' in page.get_by_label("A rel=").input_value()
+        assert "/submit/auto?" in page.get_by_label("The auto-submit URL").input_value()
+        thing_id = page.url.rsplit("/", 1)[1].split("?")[0]
+
+        # A supporter (through the API) thanks it; the month closes; the earnings show.
+        fan = off_loop(world.supporter, 5000)
+        fan_client = world.gql.as_(fan["token"])
+        assert fan_client(BUDGET, {"a": 2000})["setMonthlyBudget"]["userErrors"] == []
+        from urllib.parse import unquote
+        assert fan_client(FLATTR, {"thing": unquote(thing_id), "key": unique("k")})["flattr"]["userErrors"] == []
+        wait_for(lambda: off_loop(world.scalar, "select count(*) from clicks where supporter_id = $1", fan["pk"]),
+                 what="the click stored")
+        close_month(world, f"{datetime.now(UTC):%Y-%m}")
+        page = walk.goto("/creator", "creator with earnings")
+        assert page.locator("svg.chart rect").count() == 1
+        expect_text(page, "€18.00")
+
+        # A payout of all of it.
+        page.get_by_role("button", name="Request the payout").click()
+        page = walk.check("payout requested")
+        expect_text(page, "Your payout was requested")
+        assert page.locator("table").last.locator("tbody tr").count() == 1
+    finally:
+        walk.close()
+        server.shutdown()
+        server.server_close()

@@ -33,6 +33,10 @@ def signed_up(world: World) -> tuple[httpx.Client, str]:
     return client, email
 
 
+def owner_handle(client: httpx.Client) -> str:
+    return re.search(r"Hello, ([\w-]+)", client.get("/account").text).group(1)  # type: ignore[union-attr]
+
+
 def test_everyone_pages_answer(world: World) -> None:
     client = http(world.url)
     home = client.get("/", headers={"accept-language": "fr"})
@@ -136,3 +140,32 @@ def test_someone_elses_subscription_is_not_found(world: World) -> None:
     r = post(client, "/account/subscriptions/VGhpbmdTdWJzY3JpcHRpb246MQ==/cancel", "/account")
     assert r.status_code == 400 and 'role="alert"' in r.text
     assert post(client, "/account/subscriptions/x/explode", "/account").status_code == 404
+
+
+def test_a_creator_sees_only_their_own_sites_and_things(world: World) -> None:
+    owner, _ = signed_up(world)
+    r = post(owner, "/creator/sites", "/creator", url="https://" + unique("site") + ".example/")
+    assert r.status_code == 303 and r.headers["location"].startswith("/creator/sites/"), r.text
+    site_page = r.headers["location"].split("?")[0]
+    assert "merci-verification" in owner.get(site_page).text
+    r = post(owner, "/creator/things", "/creator", url="https://" + unique("t") + ".example/p", title="Not mine")
+    assert r.status_code == 303 and r.headers["location"] == "/creator?done=unclaimed", r.text
+    mine = "https://" + unique("mine") + ".example/"
+    world.prove_site({"handle": owner_handle(owner)}, mine)
+    r = post(owner, "/creator/things", "/creator", url=mine + "post", title="<i>T</i>")
+    assert r.status_code == 303 and r.headers["location"].startswith("/creator/things/"), r.text
+    thing_page = r.headers["location"].split("?")[0]
+    assert "&lt;i&gt;T&lt;/i&gt;" in owner.get(thing_page).text
+
+    other, _ = signed_up(world)
+    assert other.get(site_page).status_code == 404
+    assert other.get(thing_page).status_code == 404
+    for action in ("verify", "list", "unlist"):
+        r = post(other, f"{site_page}/{action}", "/creator", title="Mine now", description="Stolen site",
+                 language="en", category="software")
+        assert r.status_code in (400, 404) and "merci-verification" not in r.text, action
+    assert post(other, f"{site_page}/explode", "/creator").status_code == 404
+    r = post(other, "/creator/sites", "/creator", url="not a url")
+    assert r.status_code == 400 and 'role="alert"' in r.text
+    r = post(other, "/creator/payouts", "/creator", amount="all")
+    assert r.status_code == 400 and 'role="alert"' in r.text
