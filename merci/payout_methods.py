@@ -81,7 +81,7 @@ async def choose(conn: asyncpg.Connection, *, tenant_id: int, account_id: int, m
     """Set the method (as the creator). `sepa` needs a valid IBAN and holder; `stripe` a
     Connect account (startStripeOnboarding first)."""
     if method not in METHODS:
-        raise UserError("UNKNOWN_METHOD", f"a payout method is one of {', '.join(METHODS)}", "method")
+        raise UserError("UNKNOWN_PROVIDER", f"a payout method is one of {', '.join(METHODS)}", "method")
     current = await of_account(conn, account_id)
     if method == "stripe" and (current is None or current.stripe_account_id is None):
         raise UserError("NO_STRIPE_ACCOUNT", "set up your Stripe account first (startStripeOnboarding)", "method")
@@ -109,7 +109,7 @@ async def onboarding_link(conn: asyncpg.Connection, api: Stripe, *, account_id: 
         acct = str(made["id"])
         async with conn.transaction():
             if not await conn.fetchval("select merci_set_stripe_account($1)", acct):
-                raise UserError("CONFLICT", "your payout account changed meanwhile: try again")
+                raise UserError("INVALID_STATE", "your payout account changed meanwhile: try again")
     link = await api.create_account_link({"account": acct, "type": "account_onboarding",
                                           "return_url": return_url, "refresh_url": refresh_url},
                                          key=f"merci-connect-link-{account_id}-{acct}-{return_url}"[:255])

@@ -31,7 +31,7 @@ SCHEMA = "pain.001.001.03"
 def pain001(settings: Settings, items: list[dict[str, object]], *, execution: date) -> tuple[str, str]:
     """(message id, the pain.001 XML) paying `items` (name, iban, bic, amount, end_to_end, text)."""
     if not (settings.sepa_debtor_name and settings.sepa_debtor_iban):
-        raise UserError("SEPA_NOT_CONFIGURED", "set MERCI_SEPA_DEBTOR_NAME and MERCI_SEPA_DEBTOR_IBAN (and _BIC)")
+        raise UserError("PROVIDER_UNAVAILABLE", "set MERCI_SEPA_DEBTOR_NAME and MERCI_SEPA_DEBTOR_IBAN (and _BIC)")
     config: dict[str, object] = {"name": settings.sepa_debtor_name, "IBAN": settings.sepa_debtor_iban,
                                  "currency": settings.currency, "batch": True}
     if settings.sepa_debtor_bic:
@@ -121,4 +121,4 @@ async def cancel(conn: asyncpg.Connection, *, batch_id: int) -> None:
     done = await conn.execute("update sepa_batches set status = 'cancelled' where id = $1 and status = 'written'",
                               batch_id)
     if not done.endswith(" 1"):
-        raise UserError("NOT_CANCELLABLE", f"batch {batch_id} is not a written batch")
+        raise UserError("INVALID_STATE", f"batch {batch_id} is not a written batch")

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from merci import audit, close, config, escrow, payouts
+from merci import audit, close, config, disputes, escrow, payouts, refunds, topups
 from merci.db import migrate
 from merci.payments import DevPayoutProvider
 from tests import factories as f
@@ -53,6 +53,9 @@ class World:
     close_a: int  # a's close journal of January
     payout_sent: int
     payout_pending: int
+    card_topup: int  # a Stripe top-up, credited, its fee recorded
+    refund_sent: int  # a refund of part of it
+    dispute_open: str  # a dispute that froze a supporter's money
 
 
 # ------------------------------------------------------------------ the sound ledger
@@ -89,17 +92,58 @@ async def build(conn: asyncpg.Connection) -> World:
             " and thing_id is not distinct from $3 and currency = 'EUR'", kind, owner, thing)
         return found
 
+    # Cards (issue 19): a top-up paid through Stripe with its fee, a refund of part of it
+    # and one Stripe refused (reversed); another supporter's payment disputed, one open
+    # (frozen) and one lost (the platform's loss).
+    payer = await f.person(conn, tenant, "payer")
+    card = await card_topup(conn, tenant, payer, 2000, "pi_audit_payer", fee=55)
+    refund_sent = await refunds.request(conn, tenant_id=tenant, account_id=payer, topup_id=card, amount=500,
+                                        idempotency_key="sent")
+    assert await refunds.send(conn, refund_id=refund_sent.id, stripe=_Refunding()) == "succeeded"  # type: ignore[arg-type]
+    refused = await refunds.request(conn, tenant_id=tenant, account_id=payer, topup_id=card, amount=300,
+                                    idempotency_key="refused")
+    assert await refunds.send(conn, refund_id=refused.id, stripe=None) == "failed"
+    disputed = await f.person(conn, tenant, "disputed")
+    await card_topup(conn, tenant, disputed, 1000, "pi_audit_open", fee=40)
+    await card_topup(conn, tenant, disputed, 800, "pi_audit_lost", fee=37)
+    await disputes.opened(conn, {"id": "dp_audit_open", "payment_intent": "pi_audit_open", "amount": 1000,
+                                 "currency": "eur"})
+    assert await disputes.closed(conn, {"id": "dp_audit_lost", "payment_intent": "pi_audit_lost", "amount": 800,
+                                        "currency": "eur", "status": "lost"}) == "dispute lost"
+
     accounts = {"a": await account("supporter", fan_a), "b": await account("supporter", fan_b),
                 "creator": await account("creator", creator), "external": await account("external"),
-                "fee": await account("platform_fee"), "escrow": await account("escrow", thing=unclaimed)}
+                "fee": await account("platform_fee"), "escrow": await account("escrow", thing=unclaimed),
+                "provider_fee": await account("provider_fee"), "platform_cost": await account("platform_cost")}
     return World(
         tenant, fan_a, fan_b, creator, (t1, t2), unclaimed, accounts,
         topup_a=await conn.fetchval(
             "select distinct e.journal_id from entries e join journals j on j.id = e.journal_id"
             " where j.kind = 'topup' and e.ledger_account_id = $1", accounts["a"]),
         close_a=await conn.fetchval("select id from journals where idem_key = $1", f"close:{JANUARY}:{fan_a}"),
-        payout_sent=sent.id, payout_pending=pending.id,
+        payout_sent=sent.id, payout_pending=pending.id, card_topup=card, refund_sent=refund_sent.id,
+        dispute_open="dp_audit_open",
     )
+
+
+class _Refunding:
+    """Stripe, taking a refund."""
+
+    async def create_refund(self, params: dict[str, object], *, key: str) -> dict[str, object]:
+        return {"id": f"re_{key}", "status": "succeeded"}
+
+
+async def card_topup(conn: asyncpg.Connection, tenant: int, account: int, amount: int, payment: str, *,
+                     fee: int) -> int:
+    """A Stripe top-up as its webhook credits it (merci.stripe_events)."""
+    topup: int = await conn.fetchval(
+        "insert into topups (tenant_id, account_id, amount, currency, provider, idempotency_key, status,"
+        " checkout_session_id) values ($1, $2, $3, 'EUR', 'stripe', $4, 'open', $5) returning id",
+        tenant, account, amount, payment, f"cs_{payment}")
+    assert await topups.credit(conn, topup_id=topup, amount=amount, currency="eur", payment_intent=payment,
+                               session_id=f"cs_{payment}") == "credited"
+    assert await topups.record_fee(conn, topup_id=topup, fee=fee)
+    return topup
 
 
 async def flag_click(conn: asyncpg.Connection, supporter: int, thing: int, period: date) -> None:
@@ -316,6 +360,31 @@ async def paid_while_held(conn: asyncpg.Connection, w: World) -> None:
     await flag_click(conn, w.fan_a, w.owned[0], JANUARY)  # a's January click of t1 was paid
 
 
+def misdirected(kind: str, source: str, target: str) -> Callable[[asyncpg.Connection, World], Awaitable[None]]:
+    """A journal of `kind` moving 1.00 from the world's account `source` to `target`."""
+
+    async def corrupt(conn: asyncpg.Connection, w: World) -> None:
+        await post_raw(conn, w, kind, [Line(w.accounts[source], -100), Line(w.accounts[target], 100)])
+
+    return corrupt
+
+
+async def topup_credited_another_amount(conn: asyncpg.Connection, w: World) -> None:
+    await conn.execute("update topups set amount = amount + 1 where id = $1", w.card_topup)
+
+
+async def fee_not_the_one_posted(conn: asyncpg.Connection, w: World) -> None:
+    await conn.execute("update topups set fee = fee + 1 where id = $1", w.card_topup)
+
+
+async def refund_of_another_amount(conn: asyncpg.Connection, w: World) -> None:
+    await conn.execute("update refunds set amount = amount + 1 where id = $1", w.refund_sent)
+
+
+async def frozen_not_what_disputes_hold(conn: asyncpg.Connection, w: World) -> None:
+    await conn.execute("update disputes set frozen = frozen + 1 where id = $1", w.dispute_open)
+
+
 @dataclass(frozen=True)
 class Corruption:
     what: str
@@ -369,6 +438,25 @@ CORRUPTIONS: dict[str, list[Corruption]] = {
         Corruption("a sent payout whose journal is no payout of its earnings", payout_journal_elsewhere),
     ],
     "payouts_covered": [Corruption("a pending payout above the creator's earnings", pending_beyond_earnings)],
+    # Payments (issue 19): each new journal kind moves money only its own way...
+    "topup_shape": [Corruption("a top-up into a creator's earnings", misdirected("topup", "external", "creator"))],
+    "provider_fee_shape": [Corruption("a provider's fee taken from a supporter",
+                                      misdirected("provider_fee", "a", "provider_fee"))],
+    "refund_shape": [Corruption("a refund out of a creator's earnings", misdirected("refund", "creator", "external"))],
+    "refund_reversal_shape": [Corruption("a refund's reversal into a creator's earnings",
+                                         misdirected("refund_reversal", "external", "creator"))],
+    "dispute_freeze_shape": [Corruption("a freeze that pays a creator", misdirected("dispute_freeze", "a", "creator"))],
+    "dispute_won_shape": [Corruption("a won dispute crediting money from outside",
+                                     misdirected("dispute_won", "external", "a"))],
+    "dispute_lost_shape": [Corruption("a lost dispute paid from a supporter's balance",
+                                      misdirected("dispute_lost", "a", "external"))],
+    # ...and the rows agree with the journals.
+    "topups_credited": [Corruption("a card top-up credited with another amount than its own",
+                                   topup_credited_another_amount)],
+    "topup_fees_recorded": [Corruption("a top-up's fee that is not the one posted", fee_not_the_one_posted)],
+    "refunds_posted": [Corruption("a refund whose journal took another amount", refund_of_another_amount)],
+    "disputes_conserve": [Corruption("a frozen balance that is not what the open disputes froze",
+                                     frozen_not_what_disputes_hold)],
 }
 
 
