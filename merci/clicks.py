@@ -64,6 +64,16 @@ def of_supporter(*, supporter_id: int, period: date) -> Keyset:
                   " where supporter_id = $1 and period = $2", (supporter_id, period))
 
 
+# The SQLSTATE of a batch written into a month whose close has begun since its clicks were
+# checked (migration 0030): the batch is refused MONTH_CLOSED, never PENDING first.
+MONTH_CLOSING = "MC001"
+
+
+def month_closing(exc: BaseException) -> bool:
+    """Whether `exc` is that refusal (from asyncpg, or psycopg in the broker's client)."""
+    return getattr(exc, "sqlstate", None) == MONTH_CLOSING
+
+
 def month_closed() -> UserError:
     """A click into a month whose close has started: refused at once, rather than
     answered PENDING and refused by the workers after (issue 17)."""
@@ -310,6 +320,8 @@ class Handoff:
         try:
             await self.send(batch, sign_batch(batch, self.secret), None)
         except Exception as exc:  # (the caller answers the clicks UNAVAILABLE)
+            if month_closing(exc):  # the close began since the checks: refused, and no outage
+                raise month_closed() from exc
             self.broker.failed(exc, clicks=len(clicks))
             raise
         self.broker.ok()
@@ -322,9 +334,14 @@ class Handoff:
         batch = [c.message() for c in clicks]
         signature = sign_batch(batch, self.secret)
         outbox_id = str(uuid.uuid4())
-        async with connect(tenant_id) as conn:
-            await hold(conn, outbox_id=outbox_id, tenant_id=tenant_id, batch=batch, signature=signature,
-                       receipts=None if receipts is None else [*receipts, *map(queued_row, clicks)])
+        try:
+            async with connect(tenant_id) as conn:
+                await hold(conn, outbox_id=outbox_id, tenant_id=tenant_id, batch=batch, signature=signature,
+                           receipts=None if receipts is None else [*receipts, *map(queued_row, clicks)])
+        except Exception as exc:
+            if month_closing(exc):  # the close began since the checks: nothing was written
+                raise month_closed() from exc
+            raise
         _accepted(len(clicks))
         try:
             await self.send(batch, signature, outbox_id)
@@ -524,6 +541,9 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
             sent, _ = await asyncio.gather(handoff.direct(accepted),
                                            self._record([*receipts, *map(queued_row, accepted)]),
                                            return_exceptions=True)
+            if isinstance(sent, UserError):  # their month's close began since the checks: refused
+                await self._record(self._refused(accepted, sent, now))
+                return [sent if isinstance(r, Accepted) else r for r in results]
             if isinstance(sent, Exception):  # the broker is down: none of these is accepted (Handoff logs it)
                 await self._forget(accepted)
                 return [unavailable() if isinstance(r, Accepted) else r for r in results]
@@ -545,11 +565,22 @@ class PrecheckBatcher(GroupCommit[ClickRequest, Accepted]):
             try:
                 await handoff.held(self._session, tenant_id, clicks,
                                    [r for r, m in zip(receipts, mine, strict=True) if m])
+            except UserError as refused:  # their month's close began since the checks
+                now = clicks[0].accepted_at
+                await self._record([*(r for r, m in zip(receipts, mine, strict=True) if m),
+                                    *self._refused(clicks, refused, now)])
+                out = [refused if isinstance(r, Accepted) and r.tenant_id == tenant_id else r for r in out]
             except Exception as exc:  # the database: these clicks are not accepted
                 log.warning("clicks could not be written to the outbox", exc_info=exc, clicks=len(clicks))
                 await self.close()
                 out = [unavailable() if isinstance(r, Accepted) and r.tenant_id == tenant_id else r for r in out]
         return out
+
+    @staticmethod
+    def _refused(clicks: list[Accepted], error: UserError, now: datetime) -> list[ReceiptRow]:
+        return [row for row in (refused_row(supporter_id=c.supporter_id, tenant_id=c.tenant_id,
+                                            key=c.idempotency_key, error=error, thing_id=c.thing_id, now=now)
+                                for c in clicks) if row is not None]
 
     @asynccontextmanager
     async def _session(self, tenant_id: int) -> AsyncIterator[asyncpg.Connection]:

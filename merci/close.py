@@ -48,12 +48,16 @@ class ClicksQueued(CloseError):
 
 # Accepted clicks of `$1`'s month not yet stored: in the outbox (Redis or RabbitMQ as the
 # broker: a row until its clicks are stored, merci.click_outbox) or in the PostgreSQL
-# broker's queue. Each batch item is [supporter, tenant, thing, url, key, accepted_at, ...].
+# broker's queue, queued or held by a worker (`consumed`: prefetched, being ingested, or
+# a dead worker's until the heartbeat returns it; counting only `queued` let a close start
+# under a worker's prefetched batch, which it then refused MONTH_CLOSED). The writes of
+# both take the month's lock and look for its close (migration 0030). Each batch item is
+# [supporter, tenant, thing, url, key, accepted_at, ...].
 QUEUED_CLICKS_SQL = f"""
 select count(*) from (
     select batch from click_outbox
     union all
-    select message->'args'->0 from dramatiq.queue where queue_name = 'clicks' and state = 'queued'
+    select message->'args'->0 from dramatiq.queue where queue_name = 'clicks' and state in ('queued', 'consumed')
 ) b, jsonb_array_elements(case when jsonb_typeof(b.batch) = 'array' then b.batch else '[]' end) c
 where {sql_period_of("(c->>5)::timestamptz")} = $1
 """
