@@ -195,6 +195,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return asyncio.run(run_audit(_settings()))
 
 
+def cmd_sepa(args: argparse.Namespace) -> int:
+    from runtime.sepa_cli import run
+
+    return asyncio.run(run(_settings(), args))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from runtime.dev import DevRuntime
 
@@ -249,6 +255,10 @@ def parser() -> argparse.ArgumentParser:
     close.set_defaults(func=cmd_close_month)
 
     sub.add_parser("audit", help="check the ledger's invariants").set_defaults(func=cmd_audit)
+
+    from runtime.sepa_cli import add_parser as add_sepa
+
+    add_sepa(sub).set_defaults(func=cmd_sepa)
 
     schema = sub.add_parser("schema", help="export or check schema.graphql")
     schema.add_argument("action", choices=["export", "check"])
