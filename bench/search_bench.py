@@ -1,4 +1,4 @@
-"""Directory search benchmark: 20 kinds of search over generated listings, each timed
+"""Directory search benchmark: 24 kinds of search over generated listings, each timed
 through GraphQL and as the same SQL run raw (the domain functions the resolvers call,
 on one asyncpg connection as merci_app), in one run. The raw figure is the limit the
 API can approach; the ratio is its cost. GraphQL is timed twice:
@@ -40,12 +40,13 @@ import pycurl
 from bench.common import fresh_database, server
 from bench.search_data import generate
 from directory.queries import site_columns
-from merci import config, search
+from merci import config, highlights, search
 from merci.config import with_database
 from merci.db import Scope, create_pool, migrate, set_scope
 from runtime import faces
 from runtime.progress import Progress
 
+HIGHLIGHTS = "highlights"
 NODE = "edges { cursor node { id title url host category language tags listedAt } } pageInfo { hasNextPage endCursor }"
 COUNTS = "totalCount facets { categories { value count } languages { value count } }"
 
@@ -56,7 +57,8 @@ def made_up(g: int) -> str:
 
 
 def kinds(tenant: str) -> list[tuple[str, dict[str, Any], bool, bool]]:
-    """(name, searchSites arguments, with counts?, second page?)"""
+    """(name, searchSites arguments, with counts?, second page?); HIGHLIGHTS in the arguments
+    selects highlights too."""
     return [
         ("browse popular", {}, False, False),
         ("browse newest", {"sort": "NEWEST"}, False, False),
@@ -75,6 +77,10 @@ def kinds(tenant: str) -> list[tuple[str, dict[str, Any], bool, bool]]:
         ("accents (cafe)", {"query": "cafe"}, False, False),
         ("french stem (chansons)", {"query": "chansons"}, False, False),
         ("typo (chnason)", {"query": "chnason"}, False, False),
+        ("two typos (phtoogrpahy)", {"query": "phtoogrpahy"}, False, False),
+        ("typo, nothing near (gatuex)", {"query": "gatuex"}, False, False),
+        ("prefix (musi)", {"query": "voyage musi"}, False, False),
+        ("highlights (chanson)", {"query": "chanson", HIGHLIGHTS: True}, False, False),
         ("word + filters", {"query": "musique", "category": "audio", "language": "fr"}, False, False),
         ("common word, popular", {"query": "podcast", "sort": "POPULAR"}, False, False),
         ("common word, relevance", {"query": "podcast"}, False, False),
@@ -82,16 +88,20 @@ def kinds(tenant: str) -> list[tuple[str, dict[str, Any], bool, bool]]:
 
 
 def graphql_query(args: dict[str, Any], counts: bool, after: str | None) -> dict[str, Any]:
+    marks = "highlights { site title { start length } description { start length } }" if args.get(HIGHLIGHTS) else ""
+    args = {k: v for k, v in args.items() if k != HIGHLIGHTS}
     variables = {**args, "first": 20, "after": after}
     decl = "($query: String, $category: String, $language: String, $tenant: String, $sort: SiteSort, " \
            "$first: Int, $after: String)"
     call = ", ".join(f"{k}: ${k}" for k in ("query", "category", "language", "tenant", "sort", "first", "after"))
-    return {"query": f"query{decl} {{ searchSites({call}) {{ {NODE} {COUNTS if counts else ''} }} }}",
+    return {"query": f"query{decl} {{ searchSites({call}) {{ {NODE} {COUNTS if counts else ''} {marks} }} }}",
             "variables": variables}
 
 
-# The Site columns NODE shows: the page's SQL reads those, raw as through GraphQL.
+# The Site columns NODE shows: the page's SQL reads those, raw as through GraphQL (and
+# with highlights, what they read).
 COLUMNS = site_columns(frozenset(re.findall(r"\w+", NODE)))
+HIGHLIGHTED_COLUMNS = site_columns(frozenset([*re.findall(r"\w+", NODE), HIGHLIGHTS]))
 
 
 async def raw(conn: asyncpg.Connection, args: dict[str, Any], counts: bool, after: str | None,
@@ -103,13 +113,16 @@ async def raw(conn: asyncpg.Connection, args: dict[str, Any], counts: bool, afte
         q = search.clean_query(text=args.get("query"), category=args.get("category"), language=args.get("language"),
                                sort=args.get("sort", "RELEVANCE"),
                                tenant_id=tenants.get(args["tenant"]) if "tenant" in args else None)
-        page = await search.search(conn, q, first=20, after=after, columns=COLUMNS)
+        marks = bool(args.get(HIGHLIGHTS))
+        page = await search.search(conn, q, first=20, after=after, columns=HIGHLIGHTED_COLUMNS if marks else COLUMNS)
         if counts:
             await search.facets(conn, q, page.match)
+        if marks:
+            await highlights.of_rows(conn, page.rows, page.match)
     return page
 
 
-GENERATE_STEPS = 19  # statements search_data.generate runs
+GENERATE_STEPS = 24  # statements search_data.generate runs
 
 
 class _Steps:
@@ -227,7 +240,10 @@ def held(path: str | None) -> Iterator[None]:
 
 
 async def measure(dsn: str, rows: int, runs: int, *, reuse: bool = False, lock: str | None = None) -> int:
-    settings = config.Settings(database_url=dsn).derived()
+    # Hundreds of queries a second from one caller spend its query-cost budget as fast: a
+    # bucket it never empties (still charged), as in bench.gateway_bench.
+    settings = config.Settings(database_url=dsn, query_cost_bucket=100_000_000,
+                               query_cost_restore_rate=1_000_000.0).derived()
     owner = await asyncpg.connect(dsn)
     if reuse:
         rows = await owner.fetchval("select count(*) from site_search")
@@ -246,7 +262,8 @@ async def measure(dsn: str, rows: int, runs: int, *, reuse: bool = False, lock: 
 
 async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenants: dict[str, int]) -> int:
     port = 18000 + os.getpid() % 1000
-    env = {**os.environ, "DATABASE_URL": dsn, "MERCI_ENV": "test", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DATABASE_URL": dsn, "MERCI_ENV": "test", "PYTHONUNBUFFERED": "1",
+           "MERCI_QUERY_COST_BUCKET": "100000000", "MERCI_QUERY_COST_RESTORE_RATE": "1000000"}
     env.pop("BROKER_URL", None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runtime.cli", "serve", "directory", "--port", str(port), "--quiet", env=env)
@@ -284,7 +301,8 @@ async def timed(settings: config.Settings, dsn: str, rows: int, runs: int, tenan
                         body = json.loads(answer)
                         if "errors" in body:
                             raise RuntimeError(f"{name}: {body['errors']}")
-                        assert local_answer == answer, (name, local_answer[:200], answer[:200])
+                        # The same data (extensions.cost tells each process's own bucket).
+                        assert json.loads(local_answer)["data"] == body["data"], (name, local_answer[:300])
                         if i >= 3:
                             sql.append(d_sql)
                             graph.append(d_graph)

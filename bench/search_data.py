@@ -80,31 +80,46 @@ async def generate(conn: asyncpg.Connection, rows: int, *, tenants: int = 5, mad
              group by d.site""", rows)
     await conn.execute(
         f"""insert into sites (tenant_id, owner_id, url, host, verification_token, verified_at, verification_method,
-                              listed, listed_at, title, description, language, category, tags)
+                              verified_scope, listed, listed_at, title, description, language, category, tags)
             select $1 + t.site % $2, $3 + t.site % $4, 'https://site' || t.site || '.bench.example/',
-                   'site' || t.site || '.bench.example', md5(t.site::text), now(), 'meta', true,
+                   'site' || t.site || '.bench.example', md5(t.site::text), now(), 'meta',
+                   merci_site_scope('https://site' || t.site || '.bench.example/', 'meta'), true,
                    now() - (random() * interval '1000 days'), t.title, t.description,
                    (array{LANGUAGES!r}::text[])[1 + least(6, floor(7 * power(random(), 2))::int)],
                    (array{CATEGORIES!r}::text[])[1 + least(6, floor(7 * power(random(), 1.5))::int)],
                    t.tags
               from texts t""",
         first_tenant, tenants, first_owner, owners)
+    await index(conn, "%.bench.example")
+
+
+async def index(conn: asyncpg.Connection, hosts: str) -> None:
+    """What the per-row triggers would have done for the sites whose host is like `hosts`
+    (written with them off): the search projection, with popularity drawn with a skew, the
+    lexemes, the words and their variants (merci.spelling), the tier and the counts."""
+    await conn.execute("set session_replication_role = replica")
     await conn.execute(
         """insert into site_search (site_id, tenant_id, category, language, listed_at, document, popularity, trending)
            select id, tenant_id, category, language, listed_at,
                   merci_listing_document(language, title, tags, description), p, p * (0.2 + random() * 0.8)
              from (select s.*, floor(5000 * power(random(), 8))::bigint as p from sites s
-                    where host like '%.bench.example') s""")
+                    where host like $1) s""", hosts)
     await conn.execute("insert into search_lexemes select distinct unnest(tsvector_to_array(document)) from site_search"
+                       " on conflict do nothing")
+    await conn.execute(
+        """insert into search_words (word, shown, lexemes)
+           select w.word, min(w.shown), merci_word_lexemes(w.word)
+             from sites s, merci_text_words(concat_ws(' ', s.title, array_to_string(s.tags, ' '), s.description)) w
+            where s.host like $1 group by w.word
+           on conflict do nothing""", hosts)
+    await conn.execute("insert into search_word_variants (variant, word)"
+                       " select v, w.word from search_words w, unnest(merci_indexed_variants(w.word)) v"
                        " on conflict do nothing")
     await conn.execute("select merci_refresh_search_top()")
     await conn.execute("delete from listing_counts")
     await conn.execute("insert into listing_counts (tenant_id, category, language, n)"
                        " select tenant_id, category, language, count(*) from site_search group by 1, 2, 3")
     await conn.execute("set session_replication_role = default")
-    await conn.execute("vacuum analyze sites")
-    await conn.execute("vacuum analyze site_search")
-    await conn.execute("vacuum analyze site_search_top")
-    await conn.execute("vacuum analyze search_lexemes")
-    await conn.execute("vacuum analyze listing_counts")
-    await conn.execute("vacuum analyze accounts")
+    for table in ("sites", "site_search", "site_search_top", "search_lexemes", "search_words",
+                  "search_word_variants", "listing_counts", "accounts"):
+        await conn.execute(f"vacuum analyze {table}")

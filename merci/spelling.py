@@ -62,6 +62,17 @@ def variant_count(n: int, d: int) -> int:
     return 1 + (n if d >= 1 else 0) + (n * (n - 1) // 2 if d >= 2 else 0)
 
 
+def variants(word: str, d: int) -> set[str]:
+    """The word and its variants with up to `d` letters deleted (merci_word_variants)."""
+    found = {word}
+    edge = {word}
+    for _ in range(d):
+        edge = {w[:i] + w[i + 1:] for w in edge for i in range(len(w))}
+        found |= edge
+    found.discard("")
+    return found
+
+
 def distance(a: str, b: str) -> int:
     """Damerau-Levenshtein distance, unrestricted (Lowrance-Wagner): insertions,
     deletions, substitutions and transpositions of adjacent letters, where a transposed
@@ -147,17 +158,22 @@ class Expansion:
 # One statement: each word unaccented, its lexemes, whether it is a stop word or known,
 # and the indexed words its variants reach, or that complete it (the last word).
 _LOOKUP = """
-select q.n, q.norm, merci_word_lexemes(q.norm) as exact,
-       (numnode(plainto_tsquery('merci_en', q.norm)) = 0
-        or numnode(plainto_tsquery('merci_fr', q.norm)) = 0) as stop,
-       exists (select 1 from search_lexemes l where l.lexeme = any(merci_word_lexemes(q.norm))) as known,
-       c.word, c.shown, c.lexemes, c.completes
-  from (select n, lower(merci_unaccent(w)) collate "C" as norm, d
-          from unnest($1::text[], $2::int[]) with ordinality u(w, d, n)) q
-  left join lateral (
+with q as materialized (
+  select n, norm, d, exact,
+         (numnode(plainto_tsquery('merci_en', norm)) = 0 or numnode(plainto_tsquery('merci_fr', norm)) = 0) as stop,
+         exists (select 1 from search_lexemes l where l.lexeme = any(exact collate "default")) as known,
+         -- ASCII words' variants come from Python (`variants`); others' are made here.
+         case when d > 0 and norm !~ '^[a-z]*$' then merci_word_variants(norm, d) end as variants
+    from (select n, norm, d, merci_word_lexemes(norm) as exact
+            from (select n, lower(merci_unaccent(w)) collate "C" as norm, d
+                    from unnest($1::text[], $2::int[]) with ordinality u(w, d, n)) u
+           offset 0) x)  -- (each word's lexemes computed once: the lookups below take them as values)
+select q.n, q.norm, q.exact, q.stop, q.known, c.word, c.shown, c.lexemes, c.completes
+  from q left join lateral (
       select sw.word, sw.shown, sw.lexemes, false as completes
         from (select distinct v.word from search_word_variants v
-               where q.d > 0 and v.variant = any(merci_word_variants(q.norm, q.d))
+               where q.d > 0 and v.variant = any(coalesce(q.variants, array(
+                       select p.v from unnest($6::int[], $7::text[]) p(n, v) where p.n = q.n)))
                limit $4) m
         join search_words sw on sw.word = m.word
       union all
@@ -165,7 +181,7 @@ select q.n, q.norm, merci_word_lexemes(q.norm) as exact,
         where q.n = $3 and sw.word > q.norm and sw.word < q.norm || chr(1114111)
         order by sw.word limit $5)
   ) c on true
- order by q.n"""
+ order by q.n, c.word"""
 
 
 async def expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: bool = False,
@@ -184,7 +200,16 @@ async def expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: bool
         budget -= variant_count(len(w) + 2, d)
         typos.append(d)
     last = len(words) if prefix and len(words[-1]) >= MIN_PREFIX else 0
-    rows = await conn.fetch(_LOOKUP, list(words), typos, last, MAX_CANDIDATES, COMPLETIONS)
+    # Variants of plain ASCII words are made here (as lowercase as the statement's own
+    # unaccenting would leave them): microseconds, where PL/pgSQL takes up to half a ms.
+    slots: list[int] = []
+    keys: list[str] = []
+    for n, (w, d) in enumerate(zip(words, typos, strict=True), start=1):
+        if d and w.isascii() and w.isalpha():
+            found = variants(w, d)
+            slots += [n] * len(found)
+            keys += found
+    rows = await conn.fetch(_LOOKUP, list(words), typos, last, MAX_CANDIDATES, COMPLETIONS, slots, keys)
     found: dict[int, dict[str, object]] = {}
     for r in rows:
         slot = found.setdefault(r["n"], {"norm": r["norm"], "exact": tuple(r["exact"]), "stop": r["stop"],
