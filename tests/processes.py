@@ -115,9 +115,11 @@ class PrivatePostgres:
 
 class PrivateRedis:
     """`redis-server` of the test's own on a free port, keeping nothing on disk: a restart
-    comes back empty. The machine's shared Redis is never touched; this one is killed by PID."""
+    comes back empty; or, `durable`, as production must run it (an append-only file fsynced
+    on every write): a restart, even after a crash, keeps every message it acknowledged.
+    The machine's shared Redis is never touched; this one is killed by PID."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, durable: bool = False) -> None:
         import shutil
 
         from tests.conftest import free_port, need
@@ -125,6 +127,7 @@ class PrivateRedis:
         need(shutil.which("redis-server") is not None, "redis-server is not installed")
         self.folder = folder
         self.port = free_port()
+        self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -136,7 +139,7 @@ class PrivateRedis:
         import redis
 
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self.persistence,
              "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         try:
