@@ -69,6 +69,14 @@ LIST_SIZES: dict[str, int] = {
 FREE = frozenset({"PageInfo", "Money", "UserError", "FacetCount", "TextRange"})
 
 
+def object_cost(name: str) -> int:
+    """What one object of the type `name` costs in an answer, its fields apart: -1 for the
+    free types that cost nothing with all they hold (PageInfo's fields are scalars)."""
+    if name in FREE:
+        return -1
+    return 0 if name.endswith("Edge") else OBJECT
+
+
 def is_connection(type_: GraphQLObjectType) -> bool:
     return type_.name.endswith("Connection") and "pageInfo" in type_.fields
 

@@ -65,7 +65,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graph.cost import Pricer, caller, report
+from graph.cost import MUTATION, Pricer, caller, object_cost, report
 from graph.limits import MAX_TOKENS, RULES, has_nul
 from graph.observability import Shape, fields_shape, record
 from graph.ratelimit import Hit, admit, send_graphql_refusal
@@ -94,6 +94,7 @@ class Field:
     children: tuple[Field, ...] | None  # None for a leaf
     typename: str  # of the object this field is selected on
     is_list: bool
+    cost: int = -1  # what each object it holds costs (graph.cost.object_cost): -1, nothing at all
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,18 @@ class Plan:
     root_arguments: tuple[RootArgument, ...] | None  # None: some argument is not a variable
     counted: Shape  # what graph.observability counts in the answer
     names: frozenset[str]  # of the fields selected, at any depth: a query handler fills only those
+    root_cost: tuple[int, int, bool]  # the operation's own cost, the root object's, whether a list
+
+    def actual_cost(self, payload: Any) -> int:
+        """graph.cost.Pricer.actual of the answer holding `payload` (the handler's), read off
+        the plan's selection: the same sum, without walking the document and the schema
+        for every click (tests/graph/test_fastpath.py compares both paths' extensions.cost)."""
+        base, own, is_list = self.root_cost
+        if payload is None or own < 0:
+            return base
+        if is_list:
+            return base + sum(own + _actual(self.selection, item) for item in payload if item is not None)
+        return base + own + _actual(self.selection, payload)
 
     def arguments(self, schema: GraphQLSchema, variables: dict[str, Any]) -> dict[str, Any] | None:
         """The root field's arguments as graphql-core would coerce them, or None when
@@ -277,9 +290,12 @@ class Planner:
         selection = self._selection(root, field_def.type, fast)
         if selection is None:
             return None
+        root_inner = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type
+        root_cost = (MUTATION if operation.operation is OperationType.MUTATION else 0,
+                     object_cost(get_named_type(field_def.type).name), isinstance(root_inner, GraphQLList))
         return Plan(root, (root.alias or root.name).value, root.name.value, root_type, operation, selection,
                     self._inputs(operation), _root_arguments(root, field_def), fields_shape(operation),
-                    frozenset(_names(selection)))
+                    frozenset(_names(selection)), root_cost)
 
     def _inputs(self, operation: OperationDefinitionNode) -> tuple[InputSpec, ...] | None:
         specs: list[InputSpec] = []
@@ -326,7 +342,8 @@ class Planner:
                 if children is None:
                     return None
             inner = sub_type.of_type if isinstance(sub_type, GraphQLNonNull) else sub_type
-            out.append(Field(key, name, children, named.name, isinstance(inner, GraphQLList)))
+            out.append(Field(key, name, children, named.name, isinstance(inner, GraphQLList),
+                             -1 if children is None else object_cost(get_named_type(sub_type).name)))
         return tuple(out)
 
 
@@ -338,6 +355,21 @@ def _root_arguments(root: FieldNode, field_def: GraphQLField) -> tuple[RootArgum
         given[node.name.value] = node.value.name.value
     return tuple(RootArgument(arg.out_name or name, given.get(name), arg.default_value, is_non_null_type(arg.type))
                  for name, arg in field_def.args.items())
+
+
+def _actual(fields: tuple[Field, ...], value: dict[str, Any]) -> int:
+    total = 0
+    for f in fields:
+        if f.cost < 0:
+            continue
+        v = value[f.name]
+        if v is None:
+            continue
+        if f.is_list:
+            total += sum(f.cost + _actual(f.children or (), item) for item in v if item is not None)
+        else:
+            total += f.cost + _actual(f.children or (), v)
+    return total
 
 
 def _names(fields: tuple[Field, ...]) -> Iterator[str]:
@@ -489,7 +521,7 @@ class FastPath:
                 failed = False
                 status_code = 200
             if buckets is not None:
-                actual = min(pricer.actual(result["data"]), requested)
+                actual = min(0 if failed else plan.actual_cost(payload), requested)
                 if actual < requested:
                     status = await buckets.take(who, actual - requested)
                 result["extensions"] = {"cost": report(requested, actual, status, settings)}
