@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from merci.i18n import N_
-from web import creator, everyone, supporter
+from web import creator, everyone, partner, supporter
 from web.gql import Unavailable
 from web.pages import Handler, Refused, error_page, lang_of
 from web.words import say
@@ -61,5 +61,12 @@ def routes(schema: strawberry.Schema) -> list[Route]:
         ("/creator/things", creator.add_thing, "POST"),
         ("/creator/things/{id}", creator.thing, "GET"),
         ("/creator/payouts", creator.payout, "POST"),
+        ("/partner", partner.dashboard, "GET"),
+        ("/partner/keys", partner.create_key, "POST"),
+        ("/partner/keys/{id}/revoke", partner.revoke_key, "POST"),
+        ("/partner/webhooks", partner.webhooks, "GET"), ("/partner/webhooks", partner.create_webhook, "POST"),
+        ("/partner/deliveries/{id}/replay", partner.replay, "POST"),
+        ("/partner/oauth", partner.oauth, "GET"), ("/partner/oauth", partner.create_client, "POST"),
+        ("/partner/links/{id}/revoke", partner.revoke_link, "POST"),
     ]
     return [Route(path, _page(schema, handler), methods=[method]) for path, handler, method in table]

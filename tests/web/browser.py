@@ -54,8 +54,14 @@ class Walk:
         # axe comes in as an init script: the pages' own Content-Security-Policy stays in force.
         self.context.add_init_script(path=str(AXE))
         self.page = self.context.new_page()
+        self.status = 0  # the last page's HTTP status (each check asks for one that is not an error)
+        self.page.on("response", self._response)
         self.count = 0
         self.checked: list[str] = []
+
+    def _response(self, response: Any) -> None:
+        if response.request.is_navigation_request() and response.frame == self.page.main_frame:
+            self.status = response.status
 
     def close(self) -> None:
         self.context.close()
@@ -64,7 +70,7 @@ class Walk:
         self.page.goto(self.base + path)
         return self.check(name, web_app=web_app)
 
-    def check(self, name: str, *, web_app: bool = True) -> Any:
+    def check(self, name: str, *, web_app: bool = True, status: int = 200) -> Any:
         """Check the page now shown, and keep its screenshot. `web_app=False`: a page of the
         embeds (the mails' links, /submit), which has no skip link of its own."""
         page = self.page
@@ -73,6 +79,7 @@ class Walk:
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         page.screenshot(path=str(self.shots / f"{self.count:02d}-{slug}.png"), full_page=True)
         where = f"{name} ({page.url})"
+        assert self.status == status, f"{where}: answered {self.status}"
         assert page.title().strip(), f"{where}: no title"
         assert page.locator("main").count() == 1, f"{where}: no main landmark"
         violations = page.evaluate(RUN_AXE)

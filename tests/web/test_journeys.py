@@ -256,3 +256,71 @@ def test_a_creator_from_adding_a_site_to_a_payout(own_world: World, browser: Any
         walk.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_partner_creates_a_key_and_sees_a_webhook_delivery(world: World, browser: Any, shots: Path) -> None:
+    from tests.api.partners.test_webhooks import Receiver
+
+    partner = off_loop(world.partner)
+    site = f"https://{partner['slug']}.example/"
+    off_loop(world.prove_site, partner, site)
+    out = partner["client"](SUBMIT, {"url": site + "hooked", "title": "Hooked <on> you"})["submitThing"]
+    assert out["userErrors"] == [], out
+    receiver = Receiver(failures=0)
+    walk = Walk(browser, world.url, shots / "partner")
+    try:
+        page = walk.goto("/login", "partner: log in")
+        page.get_by_label("Email").fill(partner["email"])
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_text("Signed up on a partner platform?").click()
+        page.get_by_label("Platform").fill(partner["slug"])
+        page.get_by_role("button", name="Log in").click()
+        walk.check("partner: account")
+        page = walk.goto("/partner", "partner: keys and analytics")
+
+        # An API key with two permissions: its secret shown once; then it works.
+        page.get_by_label("Name of the new key").fill("Blog sync")
+        page.get_by_label("things:write").check()
+        page.get_by_role("button", name="Create the key").click()
+        page = walk.check("partner: key created")
+        secret = page.get_by_label("The key").input_value()
+        assert secret.startswith("mk_")
+        expect_text(page, "read, things:write")
+
+        # A webhook endpoint; a supporter's click shows up in its delivery log; replayed.
+        page = walk.goto("/partner/webhooks", "partner: webhooks")
+        page.get_by_label("Its URL").fill(receiver.url)
+        page.get_by_role("button", name="Add the endpoint").click()
+        page = walk.check("partner: endpoint added")
+        receiver.secret = page.get_by_label("Signing secret").input_value()
+        fan = off_loop(world.supporter, 5000)
+        flattr = world.gql.as_(fan["token"])(FLATTR, {"thing": out["thing"]["id"], "key": unique("k")})["flattr"]
+        assert flattr["userErrors"] == []
+        wait_for(lambda: receiver.applied_of("click.accepted"), what="the click.accepted webhook")
+
+        def delivered() -> bool:
+            walk.page.goto(world.url + "/partner/webhooks")
+            return walk.page.get_by_role("cell", name="delivered").count() >= 1
+
+        wait_for(delivered, what="the delivery logged as delivered")
+        page = walk.check("partner: a delivery in the log")
+        page.get_by_role("button", name="Send CLICK_ACCEPTED again").first.click()
+        expect_text(walk.check("partner: delivery replayed"), "The delivery is sent again")
+        wait_for(lambda: len(receiver.posts) >= 2, what="the replay posted")
+
+        # An OAuth client, its secret shown once.
+        page = walk.goto("/partner/oauth", "partner: oauth")
+        page.get_by_label("Name").fill("Blogs app")
+        page.get_by_label("Redirect URIs").fill("https://blogs.example/merci/callback")
+        page.get_by_role("button", name="Create the client").click()
+        page = walk.check("partner: oauth client created")
+        assert page.get_by_label("Client secret").input_value()
+
+        # This month's clicks on the tenant's things, as a chart.
+        page = walk.goto("/partner", "partner: analytics with a click")
+        assert page.locator("svg.chart rect").count() == 1
+        expect_text(page, "Hooked <on> you")
+    finally:
+        walk.close()
+        receiver.server.shutdown()
+        receiver.server.server_close()

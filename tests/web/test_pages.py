@@ -169,3 +169,27 @@ def test_a_creator_sees_only_their_own_sites_and_things(world: World) -> None:
     assert r.status_code == 400 and 'role="alert"' in r.text
     r = post(other, "/creator/payouts", "/creator", amount="all")
     assert r.status_code == 400 and 'role="alert"' in r.text
+
+
+def test_partner_pages_are_for_a_tenant_s_admins(world: World) -> None:
+    client, _ = signed_up(world)
+    for path in ("/partner", "/partner/webhooks", "/partner/oauth"):
+        assert client.get(path).status_code == 403, path
+    r = post(client, "/partner/keys", "/account", name="mine", scopes="read")
+    assert r.status_code == 403
+    anonymous = http(world.url)
+    assert anonymous.get("/partner").headers["location"] == "/login?next=%2Fpartner"
+
+
+def test_a_partner_cannot_touch_another_partner_s_things(world: World) -> None:
+    one, two = world.partner(), world.partner()
+    key = one["client"]("""mutation { createApiKey(input: {name: "k", scopes: ["read"]}) { apiKey { id } } }""")
+    key_id = key["createApiKey"]["apiKey"]["id"]
+    client = http(world.url)
+    post(client, "/login", "/login", email=two["email"], password=PASSWORD, tenant=two["slug"])
+    assert client.get("/partner").status_code == 200
+    r = post(client, f"/partner/keys/{key_id}/revoke", "/partner")
+    assert r.status_code == 400 and 'role="alert"' in r.text
+    assert one["client"]("{ apiKeys(first: 5) { nodes { revokedAt } } }")["apiKeys"]["nodes"] == [{"revokedAt": None}]
+    r = post(client, "/partner/webhooks", "/partner/webhooks", url="http://10.0.0.1/hook", events="CLICK_ACCEPTED")
+    assert r.status_code == 400 and 'role="alert"' in r.text
