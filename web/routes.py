@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from merci.i18n import N_
-from web import creator, everyone, partner, supporter
+from web import creator, everyone, partner, statements, supporter
 from web.gql import Unavailable
 from web.pages import Handler, Refused, error_page, lang_of
 from web.words import say
@@ -50,6 +50,7 @@ def routes(schema: strawberry.Schema) -> list[Route]:
         ("/account", supporter.dashboard, "GET"),
         ("/account/budget", supporter.budget_post, "POST"),
         ("/account/months/{period}", supporter.statement, "GET"),
+        ("/account/statements/{period}.pdf", statements.statement_pdf, "GET"),
         ("/account/subscriptions/{id}/{action}", supporter.subscription_post, "POST"),
         ("/account/export", supporter.export, "GET"),
         ("/account/delete", supporter.delete_get, "GET"), ("/account/delete", supporter.delete_post, "POST"),

@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 from api.accounts.loaders import account_by_id
 from api.clicks.types import Click, ClickReceipt, ClickStatus
 from api.months.types import Month, MonthlyEarning, MonthStatus, Share
-from api.payments.types import PayoutMethod, Refund, TopUp
+from api.payments.types import CreatorStatement, PayoutMethod, Refund, Statement, TopUp
 from api.payouts.types import Payout
 from api.subscriptions.types import ThingSubscription
 from api.tenants.types import Tenant
@@ -28,6 +28,7 @@ from merci import (
     payout_methods,
     payouts,
     refunds,
+    statements,
     subscriptions,
     things,
     topups,
@@ -165,6 +166,26 @@ class Account(Node):
     async def month(self, info: Info, period: str | None = None) -> Month:
         async with info.context.tx() as conn:
             return await _month(info, conn, self.pk, _period(period))
+
+    @strawberry.field(description="Your statement of a month (YYYY-MM, default: this month): with `month(period:)`, "
+                                  "where every cent went. Your own only (null for anyone else).")
+    async def statement(self, info: Info, period: str | None = None) -> Statement | None:
+        if info.context.principal.account_id != self.pk:
+            return None
+        p, s = _period(period), info.context.settings
+        async with info.context.tx() as conn:
+            mine = await statements.supporter(conn, account_id=self.pk, period=p, currency=s.currency,
+                                              default_budget=s.default_budget)
+            made = await statements.creator(conn, account_id=self.pk, period=p, currency=s.currency)
+
+        def money(minor: int) -> Money:
+            return Money.make(minor, s.currency)
+
+        return Statement(period=f"{p:%Y-%m}", topped_up=money(mine.topped_up), refunded=money(mine.refunded),
+                         frozen=money(mine.frozen), balance_end=money(mine.balance_end),
+                         creator=CreatorStatement(earned=money(made.earned), supporters=made.supporters,
+                                                  paid_out=money(made.paid_out)),
+                         pdf_path=f"/account/statements/{p:%Y-%m}.pdf")
 
     @strawberry.field(description="The months you clicked in, newest first: each as `month(period:)` tells it.")
     async def months(self, info: Info, first: int | None = None, after: str | None = None, last: int | None = None,

@@ -97,3 +97,24 @@ class TopUpOptions:
     minimum: Money
     maximum: Money
     cards: bool = strawberry.field(description="Whether card top-ups (Stripe) are available here.")
+
+
+@strawberry.type(description="A creator's month: what the month's closes paid them, from how many supporters, "
+                             "and what was paid out during the month.")
+class CreatorStatement:
+    earned: Money
+    supporters: int
+    paid_out: Money
+
+
+@strawberry.type(description="A monthly statement: the supporter's month (charged, fee, where every cent went) "
+                             "with the money that came and went, and the creator's month. Also as a PDF: "
+                             "`pdfPath`.")
+class Statement:
+    period: str
+    topped_up: Money = strawberry.field(description="Top-ups credited during the month.")
+    refunded: Money = strawberry.field(description="Refunds sent back to a card during the month.")
+    frozen: Money = strawberry.field(description="What disputes froze during the month (net of what came back).")
+    balance_end: Money = strawberry.field(description="The balance at the month's end (its close included).")
+    creator: CreatorStatement
+    pdf_path: str = strawberry.field(description="The statement as a PDF, on this site (the session's account only).")
