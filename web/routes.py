@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from merci.i18n import N_
-from web import creator, everyone, partner, statements, supporter
+from web import admin, creator, everyone, partner, statements, supporter
 from web.gql import Unavailable
 from web.pages import Handler, Refused, error_page, lang_of
 from web.words import say
@@ -69,5 +69,8 @@ def routes(schema: strawberry.Schema) -> list[Route]:
         ("/partner/deliveries/{id}/replay", partner.replay, "POST"),
         ("/partner/oauth", partner.oauth, "GET"), ("/partner/oauth", partner.create_client, "POST"),
         ("/partner/links/{id}/revoke", partner.revoke_link, "POST"),
+        ("/admin", admin.page, "GET"),
+        ("/admin/tenants", admin.create_tenant, "POST"),
+        ("/admin/clicks/{id}/{decision}", admin.review, "POST"),
     ]
     return [Route(path, _page(schema, handler), methods=[method]) for path, handler, method in table]

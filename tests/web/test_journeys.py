@@ -324,3 +324,39 @@ def test_a_partner_creates_a_key_and_sees_a_webhook_delivery(world: World, brows
         walk.close()
         receiver.server.shutdown()
         receiver.server.server_close()
+
+
+def test_a_platform_admin_reviews_held_clicks_and_creates_a_tenant(world: World, browser: Any, shots: Path) -> None:
+    from tests.api.test_flagged_clicks import flagged_click
+
+    admin = off_loop(world.supporter, 0)
+    off_loop(world.sql, "update account_private set is_platform_admin = true where account_id = $1", admin["pk"])
+    fan = off_loop(world.supporter, 0)
+    for _ in range(2):
+        off_loop(flagged_click, world.dsn, fan)
+    walk = Walk(browser, world.url, shots / "admin")
+    try:
+        page = walk.goto("/login", "admin: log in")
+        page.get_by_label("Email").fill(admin["email"])
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        walk.check("admin: account")
+        page.get_by_role("link", name="Admin").click()
+        page = walk.check("admin: the review queue")
+        expect_text(page, fan["handle"])
+        page.get_by_role("button", name="Release").first.click()
+        expect_text(walk.check("admin: a click released"), "The click is reviewed")
+        page.get_by_role("button", name="Reject").first.click()
+        walk.check("admin: a click rejected")
+        page = walk.goto("/admin?status=RELEASED", "admin: released clicks")
+        expect_text(page, "released")
+
+        slug = unique("blogs-").replace("_", "-")
+        page.get_by_label("Slug").fill(slug)
+        page.get_by_label("Name", exact=True).fill("Blogs & co")
+        page.get_by_label("The platform's share").fill("20")
+        page.get_by_role("button", name="Create the tenant").click()
+        expect_text(walk.check("admin: tenant created"), "The tenant is created")
+        assert off_loop(world.scalar, "select partner_share_bps from tenants where slug = $1", slug) == 2000
+    finally:
+        walk.close()

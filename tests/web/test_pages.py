@@ -193,3 +193,11 @@ def test_a_partner_cannot_touch_another_partner_s_things(world: World) -> None:
     assert one["client"]("{ apiKeys(first: 5) { nodes { revokedAt } } }")["apiKeys"]["nodes"] == [{"revokedAt": None}]
     r = post(client, "/partner/webhooks", "/partner/webhooks", url="http://10.0.0.1/hook", events="CLICK_ACCEPTED")
     assert r.status_code == 400 and 'role="alert"' in r.text
+
+
+def test_admin_pages_are_for_platform_admins(world: World) -> None:
+    client, _ = signed_up(world)
+    assert client.get("/admin").status_code == 403
+    assert post(client, "/admin/tenants", "/account", slug="mine", name="Mine", feeBps="0",
+                partnerShareBps="100").status_code == 403
+    assert post(client, "/admin/clicks/1/release", "/account").status_code == 403
