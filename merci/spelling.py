@@ -31,6 +31,8 @@ word, so a query's tsquery stays small whatever is typed.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -184,12 +186,37 @@ select q.n, q.norm, q.exact, q.stop, q.known, c.word, c.shown, c.lexemes, c.comp
  order by q.n, c.word"""
 
 
+# Expansions are kept a while per process, as merci.search keeps parsed words: a query
+# typed again (the next page, a popular search, the same words while typing on) costs no
+# lookup. A word listed since is reached by typos once its query's entry expires (words
+# as typed are searched without the lookup, so a new listing is found at once).
+CACHE_SIZE = 4096
+CACHE_SECONDS = 60.0
+_cache: OrderedDict[tuple[tuple[str, ...], bool, bool], tuple[float, Expansion | None]] = OrderedDict()
+
+
 async def expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: bool = False,
                  prefix: bool = True) -> Expansion | None:
     """The words' expansion (None when no word has anything to match: stop words only
     are searched as typed). `prefix`: the last word also matches as a prefix."""
     if not words:
         return None
+    key = (tuple(words), looser, prefix)
+    now = time.monotonic()
+    kept = _cache.get(key)
+    if kept is not None and now - kept[0] < CACHE_SECONDS:
+        _cache.move_to_end(key)
+        return kept[1]
+    found = await _expand(conn, words, looser=looser, prefix=prefix)
+    _cache[key] = (now, found)
+    _cache.move_to_end(key)
+    if len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return found
+
+
+async def _expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: bool,
+                  prefix: bool) -> Expansion | None:
     budget = MAX_VARIANTS
     typos: list[int] = []
     for w in words:
