@@ -37,3 +37,15 @@ def test_a_broken_operation_is_noticed() -> None:
     """The check can fail: a field the schema does not have."""
     errors = validate(schema(), parse("query Broken { me { handle noSuchField } }"))
     assert [e.message for e in errors] == ["Cannot query field 'noSuchField' on type 'Account'."]
+
+
+def test_what_the_web_app_asks_is_replayed_through_the_gateways() -> None:
+    """The web app runs in-process; the gateway tests replay a frontend's operation set
+    through Hive Gateway and Apollo Gateway (tests/gateway). Every root field a page uses
+    is in that set, so the production path answers the web app's questions as tested."""
+    from tests.gateway.frontend import operations as replayed
+    from tests.gateway.frontend import root_fields
+
+    gateway = set().union(*(root_fields(text) for text in replayed().values()))
+    web = set().union(*(root_fields(text) for text in gql.operations().values()))
+    assert web - gateway == set(), f"root fields only the web app uses: {sorted(web - gateway)}"

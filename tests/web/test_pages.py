@@ -201,3 +201,19 @@ def test_admin_pages_are_for_platform_admins(world: World) -> None:
     assert post(client, "/admin/tenants", "/account", slug="mine", name="Mine", feeBps="0",
                 partnerShareBps="100").status_code == 403
     assert post(client, "/admin/clicks/1/release", "/account").status_code == 403
+
+
+def test_garbage_in_paths_and_forms_is_a_clear_page_not_a_500(world: World) -> None:
+    client, _ = signed_up(world)
+    for path in ("/creator/sites/xyz", "/creator/things/xyz", "/creator/sites/" + "A" * 3000,
+                 "/account/months/2026-13", "/account/months/x", "/creator/things/VGhpbmc6OTk5OTk5OTk5"):
+        r = client.get(path)
+        assert r.status_code in (400, 404), (path, r.status_code)
+        assert "<main" in r.text
+    for path in ("/account/subscriptions/xyz/pause", "/creator/sites/xyz/verify", "/creator/sites/xyz/list",
+                 "/partner/keys/xyz/revoke", "/admin/clicks/xyz/release"):
+        r = post(client, path, "/account", title="x" * 5000, description="", language="zz", category="nope")
+        assert r.status_code in (400, 403, 404), (path, r.status_code)
+    for data in ({"amount": "custom", "custom": "1e9"}, {"amount": "99999999999999999999"}, {"amount": ""}):
+        assert post(client, "/account/budget", "/account", **data).status_code == 400, data
+        assert post(client, "/topup", "/topup", **data).status_code == 400, data
