@@ -32,7 +32,7 @@ word, so a query's tsquery stays small whatever is typed.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,7 @@ ONE_TYPO, TWO_TYPOS = 5, 9  # letters a word needs for one typo, for two
 MIN_PREFIX = 3  # letters the last word needs to match as a prefix
 MAX_TYPO_LETTERS = 24
 MAX_VARIANTS = 2000  # variants looked up for a whole query (a 24-letter word has 301)
-MAX_CANDIDATES = 512  # indexed words read for a whole query
+MAX_CANDIDATES = 256  # indexed words read for a whole query (shared among its words, at least 16 each)
 NEAREST = 12  # typo'd words kept per word, nearest first
 COMPLETIONS = 24  # completions of the last word kept (more are matched by its prefix lexeme)
 
@@ -73,6 +73,18 @@ def variants(word: str, d: int) -> set[str]:
         found |= edge
     found.discard("")
     return found
+
+
+def may_be_near(a: str, b: str, k: int) -> bool:
+    """False when `a` and `b` are surely more than `k` typos apart, found cheaply: their
+    lengths, or the letters one has that the other lacks (a typo adds at most one such
+    letter to each side, a transposition none), differ by more."""
+    if abs(len(a) - len(b)) > k:
+        return False
+    extra_a, extra_b = Counter(a), Counter(b)
+    extra_a.subtract(b)
+    extra_b.subtract(a)
+    return sum(v for v in extra_a.values() if v > 0) <= k and sum(v for v in extra_b.values() if v > 0) <= k
 
 
 def distance(a: str, b: str) -> int:
@@ -236,7 +248,8 @@ async def _expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: boo
             found = variants(w, d)
             slots += [n] * len(found)
             keys += found
-    rows = await conn.fetch(_LOOKUP, list(words), typos, last, MAX_CANDIDATES, COMPLETIONS, slots, keys)
+    per_word = max(16, MAX_CANDIDATES // len(words))
+    rows = await conn.fetch(_LOOKUP, list(words), typos, last, per_word, COMPLETIONS, slots, keys)
     found: dict[int, dict[str, object]] = {}
     for r in rows:
         slot = found.setdefault(r["n"], {"norm": r["norm"], "exact": tuple(r["exact"]), "stop": r["stop"],
@@ -257,7 +270,8 @@ async def _expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: boo
         far: list[str] = []
         nearest: str | None = None
         scored = sorted(((distance(norm, r["word"]), abs(len(r["word"]) - len(norm)), r["word"], r)
-                         for r in slot["typos"]), key=lambda t: t[:3])  # type: ignore[attr-defined]
+                         for r in slot["typos"]  # type: ignore[attr-defined]
+                         if may_be_near(norm, r["word"], typos[n - 1])), key=lambda t: t[:3])
         kept = [(dist, r) for dist, _, _, r in scored if dist <= typos[n - 1]][:NEAREST]
         for dist, r in kept:
             nearest = nearest or r["shown"]

@@ -88,6 +88,11 @@ def test_search_through_the_fast_path_answers_as_strawberry_does(apis: tuple[str
         (page("edges { node { title } }", sort="TRENDING"), True),
         (page("__typename e: edges { __typename c: cursor n: node { __typename t: title } } totalCount"), True),
         ({"query": 'query { searchSites(query: "zither", first: 3) { nodes { title tags } totalCount } }'}, True),
+        # highlights (with the Site fields or alone: the page reads what they need), the words as typed
+        (page("edges { node { title } } highlights { site title { start length } description { start length } }",
+              q="zihter lesso"), True),
+        (page("highlights { description { start } }", q="chansons"), True),
+        ({"query": 'query { searchSites(query: "zihter", exact: true) { correctedQuery nodes { title } } }'}, True),
         # client errors: Strawberry words them
         (page(q="zither", after="bm90LWEtY3Vyc29y"), False),
         (page(q="zither", sort="POPULAR", after=cursor), False),
@@ -115,7 +120,7 @@ def test_search_through_the_fast_path_answers_as_strawberry_does(apis: tuple[str
         assert fast_count(fast_url) - before == (1 if planned else 0), body
         taken += planned
     assert fast_count(slow_url) == 0
-    assert taken == 13 + len(site_fields)
+    assert taken == 16 + len(site_fields)
 
 
 scalars = (st.none() | st.text(max_size=3) | st.integers(min_value=-2**33, max_value=2**33) | st.booleans()

@@ -258,3 +258,26 @@ def test_allowed_typos_and_distance() -> None:
     assert spelling.distance("gatuex", "gateaux") == 2  # transposed, then a letter between (unrestricted)
     assert spelling.distance("ca", "abc") == 2
     assert spelling.distance("", "abc") == 3 and spelling.distance("same", "same") == 0
+
+
+def test_the_cheap_filter_never_drops_a_near_word() -> None:
+    """spelling.may_be_near skips the distance of candidates surely too far: never one within reach."""
+    import random
+
+    rng = random.Random(20)
+    for _ in range(5000):
+        a = "".join(rng.choice("abcde") for _ in range(rng.randint(1, 9)))
+        b = list(a)
+        for _ in range(rng.randint(0, 3)):
+            op, i = rng.randrange(4), rng.randrange(len(b) + 1)
+            if op == 0:
+                b.insert(i, rng.choice("abcdef"))
+            elif op == 1 and i < len(b):
+                del b[i]
+            elif op == 2 and i < len(b):
+                b[i] = rng.choice("abcdef")
+            elif op == 3 and i + 1 < len(b):
+                b[i], b[i + 1] = b[i + 1], b[i]
+        for k in (0, 1, 2):
+            if spelling.distance(a, "".join(b)) <= k:
+                assert spelling.may_be_near(a, "".join(b), k), (a, b, k)
