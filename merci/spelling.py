@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -169,6 +169,18 @@ class Expansion:
         return f"({' + '.join([*checks, f'least(ts_rank({document}, {tsquery}, 1), 0.999)'])})::real"
 
 
+@dataclass
+class _Found:
+    """What the lookup found for one word."""
+
+    norm: str
+    exact: tuple[str, ...]
+    stop: bool
+    known: bool
+    typos: list[asyncpg.Record] = field(default_factory=list)
+    completions: list[asyncpg.Record] = field(default_factory=list)
+
+
 # One statement: each word unaccented, its lexemes, whether it is a stop word or known,
 # and the indexed words its variants reach, or that complete it (the last word).
 _LOOKUP = """
@@ -245,59 +257,52 @@ async def _expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: boo
     keys: list[str] = []
     for n, (w, d) in enumerate(zip(words, typos, strict=True), start=1):
         if d and w.isascii() and w.isalpha():
-            found = variants(w, d)
-            slots += [n] * len(found)
-            keys += found
+            mine = variants(w, d)
+            slots += [n] * len(mine)
+            keys += mine
     per_word = max(16, MAX_CANDIDATES // len(words))
     rows = await conn.fetch(_LOOKUP, list(words), typos, last, per_word, COMPLETIONS, slots, keys)
-    found: dict[int, dict[str, object]] = {}
+    found: dict[int, _Found] = {}
     for r in rows:
-        slot = found.setdefault(r["n"], {"norm": r["norm"], "exact": tuple(r["exact"]), "stop": r["stop"],
-                                         "known": r["known"], "typos": [], "completions": []})
-        if r["word"] is None or r["word"] == r["norm"]:
-            continue
-        if r["completes"]:
-            slot["completions"].append(r)  # type: ignore[attr-defined]
-        else:
-            slot["typos"].append(r)  # type: ignore[attr-defined]
+        slot = found.setdefault(r["n"], _Found(r["norm"], tuple(r["exact"]), r["stop"], r["known"]))
+        if r["word"] is not None and r["word"] != r["norm"]:
+            (slot.completions if r["completes"] else slot.typos).append(r)
     out: list[Word] = []
+    meant: list[Word] = []
     for n, typed in enumerate(words, start=1):
         slot = found[n]
-        norm = str(slot["norm"])
-        exact: tuple[str, ...] = slot["exact"]  # type: ignore[assignment]
-        seen = set(exact)
+        norm, allowed = slot.norm, typos[n - 1]
+        seen = set(slot.exact)
         near: list[str] = []
         far: list[str] = []
         nearest: str | None = None
-        scored = sorted(((distance(norm, r["word"]), abs(len(r["word"]) - len(norm)), r["word"], r)
-                         for r in slot["typos"]  # type: ignore[attr-defined]
-                         if may_be_near(norm, r["word"], typos[n - 1])), key=lambda t: t[:3])
-        kept = [(dist, r) for dist, _, _, r in scored if dist <= typos[n - 1]][:NEAREST]
-        for dist, r in kept:
+        scored = sorted((distance(norm, r["word"]), abs(len(r["word"]) - len(norm)), r["word"], r)
+                        for r in slot.typos if may_be_near(norm, r["word"], allowed))
+        for dist, _, _, r in [t for t in scored if t[0] <= allowed][:NEAREST]:
             nearest = nearest or r["shown"]
             for lexeme in r["lexemes"]:
                 if lexeme not in seen:
                     seen.add(lexeme)
                     (near if dist == 1 else far).append(lexeme)
         completes = n == last
-        for r in slot["completions"]:  # type: ignore[attr-defined]
+        for r in slot.completions:
             for lexeme in r["lexemes"]:
                 # Lexemes the prefix itself reaches need no listing; a stem shorter than the
                 # prefix ("running" is 'run', typed "runni") does.
                 if lexeme not in seen and not lexeme.startswith(norm):
                     seen.add(lexeme)
                     near.append(lexeme)
-        known = bool(slot["known"]) or (completes and bool(slot["completions"]))
-        out.append(Word(typed=typed, normal=norm, exact=exact, near=tuple(near), far=tuple(far),
-                        prefix=norm if completes else None, known=known,
-                        nearest=None if known else nearest))
-    # Stop words ("the", "les") are not in the documents of their language: searched only
-    # when there is nothing else to search.
-    meant = [w for w, n in zip(out, range(1, len(out) + 1), strict=True)
-             if not found[n]["stop"] and (w.exact or w.expanded)]
+        known = slot.known or (completes and bool(slot.completions))
+        word = Word(typed=typed, normal=norm, exact=slot.exact, near=tuple(near), far=tuple(far),
+                    prefix=norm if completes else None, known=known, nearest=None if known else nearest)
+        out.append(word)
+        # Stop words ("the", "des") are not in the documents of their language: searched
+        # only when there is nothing else to search.
+        if not slot.stop and (word.exact or word.expanded):
+            meant.append(word)
     if not meant:
         return None
     corrected = None
     if any(w.nearest for w in meant):
-        corrected = " ".join(w.nearest or w.typed for w in out if w in meant)
+        corrected = " ".join(w.nearest or w.typed for w in meant)
     return Expansion(tuple(meant), " & ".join(w.tsquery() for w in meant), corrected)
