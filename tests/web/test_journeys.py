@@ -94,6 +94,9 @@ def test_everyone_reads_the_home_page_in_their_language(world: World, browser: A
         page = walk.goto("/", "home in French")
         assert page.locator("html").get_attribute("lang") == "fr"
         expect_text(page, "commission de 10")
+        expect_text(walk.goto("/signup", "sign up in French"), "Créer mon compte")
+        walk.goto("/password", "forgotten password in French")
+        walk.goto("/", "home in French, again")
         page.get_by_role("link", name="English").click()
         page = walk.check("home in English")
         expect_text(page, "A 10% fee")

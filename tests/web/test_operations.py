@@ -49,3 +49,17 @@ def test_what_the_web_app_asks_is_replayed_through_the_gateways() -> None:
     gateway = set().union(*(root_fields(text) for text in replayed().values()))
     web = set().union(*(root_fields(text) for text in gql.operations().values()))
     assert web - gateway == set(), f"root fields only the web app uses: {sorted(web - gateway)}"
+
+
+def test_every_operation_costs_less_than_a_request_may() -> None:
+    """Pages pay the query cost any client pays (graph.cost): one over the limit would be
+    a page that never shows (the webhooks page asked 20 endpoints x 20 deliveries once)."""
+    from graph.cost import Pricer
+    from merci.config import Settings
+    from runtime.faces import build_schema as merged
+
+    schema = merged("all")._schema
+    limit = Settings().query_cost_limit
+    costs = {name: Pricer(schema, parse(text), name, {}).requested() for name, text in gql.operations().items()}
+    assert all(cost > 0 for cost in costs.values()), costs
+    assert {n: c for n, c in costs.items() if c > limit} == {}, f"over {limit}: {costs}"
