@@ -110,3 +110,14 @@ def for_settings(settings: Settings) -> Stripe | None:
     if key not in _clients:
         _clients[key] = Stripe(settings)
     return _clients[key]
+
+
+def checkout_origins(settings: Settings) -> tuple[str, ...]:
+    """Where a Checkout Session's page lives: the form that starts one is redirected there
+    (a page's CSP form-action must name it). Stripe's, or a fake's at STRIPE_API_BASE."""
+    from urllib.parse import urlsplit
+
+    base = urlsplit(settings.stripe_api_base)
+    if base.hostname == "api.stripe.com":
+        return ("https://checkout.stripe.com",)
+    return ("https://checkout.stripe.com", f"{base.scheme}://{base.netloc}")

@@ -10,11 +10,13 @@ import secrets
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
+from graph.security import page_csp
 from merci import i18n
 from merci.i18n import N_
 from merci.money import Money
+from merci.stripe_api import checkout_origins
 from web import charts, gql
 from web.pages import account_required, amount_of, error_page, finish, lang_of, messages, posted, redirect, render
 from web.words import say
@@ -95,8 +97,18 @@ async def statement(request: Request) -> Response:
 
 async def _topup_page(request: Request, *, status: int = 200, errors: list[str] | None = None) -> Response:
     data = (await gql.run(request, "TopUpPage")).data
-    return render(request, "topup.html", status=status, title=say(lang_of(request), N_("Top up")), me=data["me"],
-                  presets=data["budgetPresets"], key=secrets.token_urlsafe(16), errors=errors or [])
+    cards = bool(data["topUpOptions"]["cards"])
+    # With Stripe the supporter pays by card (Checkout), and comes back to ?paid=<top-up>:
+    # the balance grows when Stripe's webhook confirms the payment, a moment later.
+    response = render(request, "topup.html", status=status, title=say(lang_of(request), N_("Top up")),
+                      me=data["me"], presets=data["topUpOptions"]["presets"] if cards else data["budgetPresets"],
+                      cards=cards, paid=request.query_params.get("paid", "") if cards else "",
+                      cancelled=bool(request.query_params.get("cancelled")) if cards else False,
+                      key=secrets.token_urlsafe(16), errors=errors or [])
+    if cards:  # the form is answered by a redirect to Stripe's checkout: its origin may take it
+        origins = " ".join(checkout_origins(request.app.state.settings))
+        response.headers["content-security-policy"] = page_csp(form_action=f"'self' {origins}")
+    return response
 
 
 @account_required
@@ -115,6 +127,13 @@ async def topup_post(request: Request) -> Response:
     if amount is None or not key:
         return await _topup_page(request, status=400, errors=[say(lang, N_("Give the amount, e.g. 10 or 7.50."))])
     # The form's key makes a second submit of the same form the same top-up, not another one.
+    if (await gql.run(request, "TopUpPage")).data["topUpOptions"]["cards"]:
+        started = await gql.run(request, "StartTopUp", {"amount": amount, "key": f"web-{key}"[:100]})
+        errors = started.user_errors("startTopUp")
+        url = (started.data.get("startTopUp") or {}).get("checkoutUrl")
+        if errors or not url:
+            return await _topup_page(request, status=400, errors=messages(request, errors))
+        return finish(request, RedirectResponse(url, status_code=303))  # to Stripe's checkout
     result = await gql.run(request, "TopUp", {"amount": amount, "key": f"web-{key}"[:100], "provider": "dev"})
     errors = result.user_errors("topUp")
     if errors:

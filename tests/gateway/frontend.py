@@ -326,6 +326,12 @@ SCENARIO: list[Step] = [
     Step("TopUp", by="dave", variables={"amount": 5000, "key": "topup-1"}),
     Step("TopUp", by="dave", variables={"amount": 5000, "key": "topup-1"}),
     Step("TopUp", by="dave", variables={"amount": -5}),
+    # Card top-ups: the options, and (no Stripe on this deployment) a clear refusal.
+    Step("TopUpOptions", by="dave"),
+    Step("StartTopUp", by="dave", variables={"amount": 1000, "key": "card-1"}),
+    Step("StartTopUp", by="dave", variables={"amount": 50, "key": "card-2"}),
+    Step("RequestRefund", by="dave", variables={"input": {"topUpId": "VG9wVXA6MQ", "idempotencyKey": "r-1"}}),
+    Step("RequestRefund", by="dave", variables={"input": {"topUpId": "nope", "idempotencyKey": "r-2"}}),
     Step("SetMonthlyBudget", by="dave", variables={"amount": 1000}),
     Step("SetMonthlyBudget", by="dave", variables={"amount": 150}),
     Step("Flattr", by="dave", variables=lambda k: {"input": {"thingId": k["t1"], "idempotencyKey": "click-1"}}),
@@ -388,6 +394,10 @@ SCENARIO: list[Step] = [
     # Payouts: nothing earned yet.
     Step("RequestPayout", by="alice", variables={"key": "payout-1"}),
     Step("RequestPayout", by="alice", variables={"key": "payout-2", "amount": 1}),
+    Step("SetPayoutMethod", by="alice", variables={"input": {"method": "SEPA", "iban": "DE00 0000", "holder": "A"}}),
+    Step("SetPayoutMethod", by="alice", variables={"input": {"method": "SEPA", "iban": "DE89 3704 0044 0532 0130 00",
+                                                             "holder": "Alice"}}),
+    Step("StartStripeOnboarding", by="alice", variables={"country": "FR"}),
     Step("Dashboard", by="alice", variables={"key": "none"}),
     # The directory and public pages' data, by anyone.
     Step("Categories"),
