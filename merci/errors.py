@@ -138,6 +138,17 @@ def _raised_by_client(exc: BaseException) -> str | None:
     return found
 
 
+def _cut_while_idle(exc: BaseException) -> bool:
+    """PostgreSQL's goodbye (a FATAL error: shutting down) read on an idle connection whose
+    socket asyncpg has not yet seen close: for that instant the connection is still open,
+    "consuming an error" (its protocol state 2), and the statement of whoever took it from
+    the pool fails "another operation (2) is in progress" (asyncpg's InternalClientError).
+    That request met a restart, not a bug (it answered a bare 500); a connection used by two
+    operations at once, the bug, names the other one's state."""
+    return (type(exc).__name__ == "InternalClientError" and type(exc).__module__.startswith("asyncpg")
+            and "another operation (2) is in progress" in str(exc))
+
+
 def unavailable(exc: BaseException | None) -> Unavailable | None:
     """The outage `exc` (or what caused it) stands for, or None when it is anything else.
 
@@ -154,6 +165,8 @@ def unavailable(exc: BaseException | None) -> Unavailable | None:
                 return Unavailable("database", str(exc))
             if key in _BROKER_ERRORS:
                 return Unavailable("broker", str(exc))
+        if _cut_while_idle(exc):
+            return Unavailable("database", "the server closed the connection (a restart?)")
         if isinstance(exc, OSError | TimeoutError) and (service := _raised_by_client(exc)) is not None:
             return Unavailable(service, str(exc) or type(exc).__name__)
         exc = exc.__cause__ or exc.__context__

@@ -1,9 +1,10 @@
-"""The API's click checks after PostgreSQL cut their idle connection (a restart, issue 17):
-the next statement failed with "connection was closed" (answered UNAVAILABLE, though the
-server was up) or, when asyncpg had read the server's goodbye but not yet seen the socket
-close, with InternalClientError ("another operation is in progress"), answered with a
-bare 500. The batcher checks the clicks again on a new connection. Which of the two a
-kill gives is a race, so it is tried a number of times."""
+"""Connections PostgreSQL cut while they sat idle (a restart, issue 17): the next statement
+fails with "connection was closed", or, when asyncpg has read the server's goodbye but not
+yet seen the socket close, with InternalClientError ("another operation (2) is in
+progress"), which the API answered with a bare 500. The click checks run again on a new
+connection; a request that took such a connection from the pool meets an outage
+(merci.errors.unavailable: 503 UNAVAILABLE). Which of the two a kill gives is a race, so
+each is tried a number of times."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import asyncpg
 
 from merci import config
 from merci.clicks import Accepted, ClickRequest, PrecheckBatcher, check_request
+from merci.db import Scope, create_pool, scoped
+from merci.errors import unavailable
 from tests.factories import make_tenant_world
 
 
@@ -38,3 +41,24 @@ async def test_the_checks_survive_their_connection_cut_while_idle(database_url: 
     finally:
         await batcher.close()
         await owner.close()
+
+
+async def test_a_pooled_connection_cut_while_idle_is_an_outage(database_url: str, settings: config.Settings) -> None:
+    owner = await asyncpg.connect(database_url)
+    pool = await create_pool(settings.app_database_url, max_size=1)
+    failures: list[BaseException] = []
+    try:
+        for _ in range(20):
+            async with pool.acquire() as conn:
+                pid = conn.get_server_pid()
+            await owner.fetchval("select pg_terminate_backend($1)", pid)
+            try:
+                async with scoped(pool, Scope(1)) as conn:  # as authentication's lookup does
+                    await conn.fetchval("select 1")
+            except Exception as exc:  # noqa: BLE001  (each is looked at below)
+                failures.append(exc)
+    finally:
+        await pool.close()
+        await owner.close()
+    assert failures  # a positive control: the cut was met
+    assert [f for f in failures if unavailable(f) is None] == []

@@ -127,11 +127,11 @@ def test_worker_killed_mid_batch_loses_and_doubles_nothing(fresh_db, own_broker:
     and every click is stored exactly once, as signed batches the API would have sent."""
     dsn = fresh_db()
     env = {**FAST, "BROKER_URL": own_broker}
-    info = asyncio.run(seed(dsn, supporters=200, things=211, clicks_per_supporter=0))
+    info = asyncio.run(seed(dsn, supporters=120, things=211, clicks_per_supporter=0))
     queue = Queue(make_broker(own_broker, dsn))
     expected = set()
     batches = []
-    for s in range(200):
+    for s in range(120):
         batch = []
         for k in range(100):
             thing = info["first_thing"] + (s * 7 + k) % 211
@@ -139,7 +139,7 @@ def test_worker_killed_mid_batch_loses_and_doubles_nothing(fresh_db, own_broker:
             batch.append([info["first_supporter"] + s, 1, thing, None, f"k{k}", "2025-01-15T12:00:00+00:00", "click"])
         batches.append(batch)
     secret = load(database_url=dsn).secret_key  # what the workers read from the environment
-    for batch in batches + batches[:40]:  # the first 40 batches are delivered twice
+    for batch in batches + batches[:30]:  # the first 30 batches are delivered twice
         queue.send("clicks.ingest", batch, sign_batch(batch, secret), queue_name="clicks")
     queue.close()
 
@@ -546,10 +546,7 @@ def test_postgres_restarted_during_ingestion_keeps_every_accepted_click(private_
     api, base = start_api(dsn, tmp_path)
     worker = start_worker(dsn, tmp_path / "w.log", threads=2, **FAST)
     try:
-        fans = []
-        for _ in range(4):
-            fan, handle = _funded(base)
-            fans.append((fan.http.headers["authorization"].removeprefix("Bearer "), handle))
+        fans = [_token_and_handle(*_funded(base)) for _ in range(4)]
         stream = ClickStream(base, fans, per_fan=100, rate=40)
         wait_until(lambda: system_scalar(dsn, "select count(*) from clicks") >= 60, 30, "clicks being stored")
         started = time.monotonic()
@@ -575,20 +572,27 @@ def test_postgres_restarted_during_ingestion_keeps_every_accepted_click(private_
 
 def test_postgres_restarted_during_a_close_with_workers_gives_the_uninterrupted_ledger(
         private_pg: PrivatePostgres, tmp_path: Path) -> None:
-    """PostgreSQL restarted while workers close a month (`merci close-month`, sharded):
-    the restart completes in under 10 s, the close resumes by itself (the command
-    reconnects, the workers retry the shards the restart cut), and the ledger is the one
-    an uninterrupted close gives, with `merci audit` passing."""
+    """PostgreSQL restarted while workers close a month (`merci close-month`, sharded) and
+    the API accepts a stream of clicks into the current one: the restart completes in under
+    10 s, the close resumes by itself (the command reconnects, the workers retry the shards
+    the restart cut), its ledger is the one an uninterrupted close gives, every click
+    answered PENDING is stored once, and `merci audit` passes."""
     closing = private_pg.dsn  # type: ignore[attr-defined]
     asyncio.run(_create_db(private_pg.url, "reference"))
     reference = with_database(private_pg.url, "reference")
     asyncio.run(migrate(reference))
-    seed_and_close_reference(closing, reference, supporters=4000)
+    seed_and_close_reference(closing, reference, supporters=2500)
+    api, base = start_api(closing, tmp_path)
     worker = start_worker(closing, tmp_path / "w.log", threads=2, **FAST)
-    cli = close_by_workers(closing, "--retry-for", "60")
+    cli = stream = None
     try:
+        fans = [_token_and_handle(*_funded(base)) for _ in range(2)]
+        stream = ClickStream(base, fans, per_fan=200, rate=30)  # ~13 s
+        wait_until(lambda: stream.sent() >= 20, 30, "the stream to flow")
+        cli = close_by_workers(closing, "--retry-for", "60")
         wait_until(lambda: system_scalar(closing, "select count(*) from month_close_shards") >= 3, 120,
                    "shards to close")
+        during = stream.sent()
         started = time.monotonic()
         done = private_pg.restart(timeout=10)
         took = time.monotonic() - started
@@ -597,13 +601,30 @@ def test_postgres_restarted_during_a_close_with_workers_gives_the_uninterrupted_
         out, err = cli.communicate(timeout=300)
         assert cli.returncode == 0, out + err
         resumed = time.monotonic() - started
+        stream.join(60)
+        assert 0 < during < stream.sent(), "the restart must land mid-stream"
+        assert stream.problems == [] and stream.slowest < 5, (stream.problems[:5], stream.slowest)
+        wait_until(lambda: system_scalar(closing, "select count(*) from dramatiq.queue where queue_name = 'clicks'"
+                                                  " and state <> 'rejected'") == 0, 60, "the clicks stored")
     finally:
-        if cli.poll() is None:
+        if cli is not None and cli.poll() is None:
             cli.kill()
         worker.stop()
-    assert ledger_snapshot(closing) == ledger_snapshot(reference)
+        api.stop()
+    assert stream is not None
+    assert_stored_once(closing, stream.accepted)
+    # The close's ledger is the uninterrupted one; the stream's supporters add their top-ups.
+    expected = ledger_snapshot(reference)
+    known = {r[0] for r in expected}
+    assert [r for r in ledger_snapshot(closing) if r[0] in known] == expected
+    assert len({r[0] for r in ledger_snapshot(closing)} - known) == len(fans)
     audit(closing)
-    print(f"restart {took:.2f} s; close done {resumed:.1f} s after it began")
+    print(f"restart {took:.2f} s; close done {resumed:.1f} s after it began; {len(stream.accepted)} clicks"
+          f" accepted, {stream.unavailable} UNAVAILABLE meanwhile")
+
+
+def _token_and_handle(fan: GraphQLClient, handle: str) -> tuple[str, str]:
+    return fan.http.headers["authorization"].removeprefix("Bearer "), handle
 
 
 def pings(dsn: str) -> list[str]:
