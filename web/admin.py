@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from merci.i18n import N_
 from web import gql
-from web.pages import Handler, account_required, error_page, lang_of, messages, posted, redirect, render
+from web.pages import Handler, account_required, act, error_page, lang_of, posted, render
 from web.words import say
 
 STATUSES = ("HELD", "RELEASED", "REJECTED")
@@ -63,12 +63,9 @@ async def create_tenant(request: Request) -> Response:
     admin = None
     if form["email"] or form["handle"]:
         admin = {"email": form["email"], "handle": form["handle"], "password": data.get("password", "")}
-    result = await gql.run(request, "CreateTenant", {"input": {
-        "slug": form["slug"], "name": form["name"], "feeBps": fee, "partnerShareBps": share, "admin": admin}})
-    errors = result.user_errors("createTenant")
-    if errors:
-        return await _page(request, status=400, errors=messages(request, errors), form=form)
-    return redirect(request, "/admin", done="tenant")
+    return await act(request, "CreateTenant", {"input": {
+        "slug": form["slug"], "name": form["name"], "feeBps": fee, "partnerShareBps": share, "admin": admin}},
+        again=_page, to="/admin", done="tenant", form=form)
 
 
 @platform_admin_required
@@ -77,8 +74,5 @@ async def review(request: Request) -> Response:
     decision = DECISIONS.get(request.path_params["decision"])
     if decision is None:
         return error_page(request, 404, say(lang_of(request), N_("This page does not exist.")))
-    result = await gql.run(request, "ReviewFlaggedClick", {"id": request.path_params["id"], "decision": decision})
-    errors = result.user_errors("reviewFlaggedClick")
-    if errors:
-        return await _page(request, status=400, errors=messages(request, errors))
-    return redirect(request, "/admin", done="reviewed")
+    return await act(request, "ReviewFlaggedClick", {"id": request.path_params["id"], "decision": decision},
+                     again=_page, to="/admin", done="reviewed")

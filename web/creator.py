@@ -16,7 +16,7 @@ from merci import i18n
 from merci.i18n import N_
 from merci.money import Money
 from web import charts, gql
-from web.pages import account_required, amount_of, error_page, lang_of, messages, posted, redirect, render
+from web.pages import account_required, act, amount_of, error_page, lang_of, messages, posted, redirect, render
 from web.words import say
 
 LANGUAGES = ("en", "fr", "de", "es", "it", "nl", "pt")
@@ -89,24 +89,17 @@ async def site_post(request: Request) -> Response:
     site_id, action = request.path_params["id"], request.path_params["action"]
     path = f"/creator/sites/{quote(site_id, safe='')}"
     if action == "verify":
-        result, root, done = await gql.run(request, "VerifySite", {"id": site_id}), "verifySite", "verifying"
-    elif action == "unlist":
-        result, root, done = await gql.run(request, "UnlistSite", {"id": site_id}), "unlistSite", "unlisted"
-    elif action == "list":
-        form = {k: data.get(k, "") for k in ("title", "description", "language", "category", "tags")}
-        tags = [t.strip() for t in form["tags"].split(",") if t.strip()]
-        result = await gql.run(request, "ListSite", {"input": {
-            "siteId": site_id, "title": form["title"], "description": form["description"],
-            "language": form["language"], "category": form["category"], "tags": tags}})
-        root, done = "listSite", "listed"
-        if result.user_errors(root):
-            return await _site(request, status=400, errors=messages(request, result.user_errors(root)), form=form)
-    else:
+        return await act(request, "VerifySite", {"id": site_id}, again=_site, to=path, done="verifying")
+    if action == "unlist":
+        return await act(request, "UnlistSite", {"id": site_id}, again=_site, to=path, done="unlisted")
+    if action != "list":
         return error_page(request, 404, say(lang_of(request), N_("This page does not exist.")))
-    errors = result.user_errors(root)
-    if errors:
-        return await _site(request, status=400, errors=messages(request, errors))
-    return redirect(request, path, done=done)
+    form = {k: data.get(k, "") for k in ("title", "description", "language", "category", "tags")}
+    tags = [t.strip() for t in form["tags"].split(",") if t.strip()]
+    return await act(request, "ListSite", {"input": {
+        "siteId": site_id, "title": form["title"], "description": form["description"],
+        "language": form["language"], "category": form["category"], "tags": tags}},
+        again=_site, to=path, done="listed", form=form)
 
 
 @account_required
@@ -155,8 +148,5 @@ async def payout(request: Request) -> Response:
     if not key or (not everything and amount is None):
         lang = lang_of(request)
         return await _dashboard(request, status=400, errors=[say(lang, N_("Give the amount, e.g. 10 or 7.50."))])
-    result = await gql.run(request, "RequestPayout", {"key": f"web-{key}"[:100], "amount": amount})
-    errors = result.user_errors("requestPayout")
-    if errors:
-        return await _dashboard(request, status=400, errors=messages(request, errors))
-    return redirect(request, "/creator", done="payout")
+    return await act(request, "RequestPayout", {"key": f"web-{key}"[:100], "amount": amount}, again=_dashboard,
+                     to="/creator", done="payout")

@@ -56,9 +56,10 @@ class Result:
     data: dict[str, Any]
     errors: list[dict[str, Any]] = field(default_factory=list)
 
-    def user_errors(self, root: str) -> list[dict[str, Any]]:
-        """A mutation's userErrors ([] when it did what was asked)."""
-        payload = self.data.get(root) or {}
+    def user_errors(self, root: str | None = None) -> list[dict[str, Any]]:
+        """A mutation's userErrors ([] when it did what was asked); `root`: its field, if it
+        has more than one."""
+        payload = self.data.get(root if root is not None else next(iter(self.data), "")) or {}
         return list(payload.get("userErrors") or [])
 
 

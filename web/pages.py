@@ -129,6 +129,17 @@ def error_page(request: Request, status: int, message: str) -> Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+Again = Callable[..., Awaitable[Response]]  # a page's renderer: (request, status=, errors=, ...)
+
+
+async def act(request: Request, operation: str, variables: dict[str, Any], *, again: Again, to: str,
+              done: str, **shown: Any) -> Response:
+    """Run mutation `operation`: its userErrors show on the page again (`again`, 400, with
+    `shown`), nothing changed; else 303 to `to` saying `done` (POST-redirect-GET)."""
+    errors = (await gql.run(request, operation, variables)).user_errors()
+    if errors:
+        return await again(request, status=400, errors=messages(request, errors), **shown)
+    return redirect(request, to, done=done)
 
 
 def account_required(handler: Handler) -> Handler:

@@ -15,7 +15,7 @@ from merci import i18n
 from merci.i18n import N_
 from merci.money import Money
 from web import charts, gql
-from web.pages import Handler, account_required, error_page, lang_of, messages, posted, redirect, render
+from web.pages import Handler, account_required, act, error_page, lang_of, messages, posted, render
 from web.words import say
 
 SCOPES = ("read", "things:write", "clicks:write", "sites:write", "webhooks:write", "analytics:read")
@@ -81,11 +81,8 @@ async def create_key(request: Request) -> Response:
 @admin_required
 async def revoke_key(request: Request) -> Response:
     await posted(request)
-    result = await gql.run(request, "RevokeApiKey", {"id": request.path_params["id"]})
-    errors = result.user_errors("revokeApiKey")
-    if errors:
-        return await _dashboard(request, status=400, errors=messages(request, errors))
-    return redirect(request, "/partner", done="key")
+    return await act(request, "RevokeApiKey", {"id": request.path_params["id"]}, again=_dashboard, to="/partner",
+                     done="key")
 
 
 async def _webhooks(request: Request, *, status: int = 200, errors: list[str] | None = None,
@@ -118,11 +115,8 @@ async def create_webhook(request: Request) -> Response:
 @admin_required
 async def replay(request: Request) -> Response:
     await posted(request)
-    result = await gql.run(request, "ReplayWebhookDelivery", {"id": request.path_params["id"]})
-    errors = result.user_errors("replayWebhookDelivery")
-    if errors:
-        return await _webhooks(request, status=400, errors=messages(request, errors))
-    return redirect(request, "/partner/webhooks", done="replayed")
+    return await act(request, "ReplayWebhookDelivery", {"id": request.path_params["id"]}, again=_webhooks,
+                     to="/partner/webhooks", done="replayed")
 
 
 async def _oauth(request: Request, *, status: int = 200, errors: list[str] | None = None,
@@ -154,8 +148,5 @@ async def create_client(request: Request) -> Response:
 @admin_required
 async def revoke_link(request: Request) -> Response:
     await posted(request)
-    result = await gql.run(request, "RevokeLinkedAccount", {"id": request.path_params["id"]})
-    errors = result.user_errors("revokeLinkedAccount")
-    if errors:
-        return await _oauth(request, status=400, errors=messages(request, errors))
-    return redirect(request, "/partner/oauth", done="unlinked")
+    return await act(request, "RevokeLinkedAccount", {"id": request.path_params["id"]}, again=_oauth,
+                     to="/partner/oauth", done="unlinked")
