@@ -17,6 +17,8 @@ module keeps (another engineer adding a page should only have to follow these):
   login to a random cookie) does not hold. Success answers with a 303 redirect
   (POST-redirect-GET) to a page that says what happened (`?done=<word>`, words in
   web.words); userErrors re-render the form (400) with the messages, nothing changed.
+  `web.pages.act(request, "Mutation", variables, again=<the page's renderer>, to=...,
+  done=...)` does both. A secret shown once (an API key) is in the POST's own answer.
 - **Who may see a page.** `@pages.account_required` sends the logged-out to
   /login?next=<this path>; what a page may show is what the API answers for the
   principal (another user's ids simply resolve to nothing: a 404 page).
