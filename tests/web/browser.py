@@ -71,8 +71,8 @@ class Walk:
         return self.check(name, web_app=web_app)
 
     def check(self, name: str, *, web_app: bool = True, status: int = 200) -> Any:
-        """Check the page now shown, and keep its screenshot. `web_app=False`: a page of the
-        embeds (the mails' links, /submit), which has no skip link of its own."""
+        """Check the page now shown, and keep its screenshot. `web_app=False`: a page not
+        framed as the web app's (the directory's), which has no skip link of its own."""
         page = self.page
         page.wait_for_load_state("load")
         self.count += 1

@@ -68,9 +68,9 @@ def sign_up_in_browser(walk: Walk, world: World, handle: str) -> str:
     page.get_by_role("button", name="Create my account").click()
     expect_text(walk.check("sign up: mail sent"), "we mailed you a link")
     walk.page.goto(f"{world.url}/account/verify?" + urlencode({"token": mailed_token(world.url, email)}))
-    page = walk.check("confirm the address", web_app=False)
+    page = walk.check("confirm the address")
     page.get_by_role("button", name="Confirm my email address").click()
-    page = walk.check("address confirmed", web_app=False)
+    page = walk.check("address confirmed")
     page.get_by_role("link", name="Go to my account").click()
     expect_text(walk.check("account, new"), f"Hello, {handle}")
     return email
@@ -140,9 +140,9 @@ def test_a_supporter_from_sign_up_to_a_closed_month(own_world: World, browser: A
         # Thank both things from their pages (no JavaScript needed: a form each).
         for url, title, _ in things:
             walk.page.goto(f"{world.url}/submit?" + urlencode({"url": url, "title": title}))
-            page = walk.check(f"say merci to {title}", web_app=False)
+            page = walk.check(f"say merci to {title}")
             page.get_by_role("button", name="Merci!").click()
-            expect_text(walk.check(f"thanked {title}", web_app=False), "Your click was accepted")
+            expect_text(walk.check(f"thanked {title}"), "Your click was accepted")
 
         # The projected split: two equal shares and the fee, as a chart and as a table.
         def split_shown() -> bool:
