@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
-from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, sign_batch
+from merci.clicks import CLICK_QUEUE, INGEST_ACTOR, month_closing, sign_batch
 from merci.config import load
 from merci.db import migrate
 from merci.queue import Queue, make_broker
@@ -118,16 +119,28 @@ def test_business_metrics_move(server_url: str, tmp_path: Path) -> None:
         # A click of the closed month: refused by the API at once (issue 17)...
         late = fan(FLATTR, {"input": {"url": "https://metrics-late.example/", "idempotencyKey": "late"}})
         assert late["flattr"]["errors"] == [{"field": None, "reason": "MONTH_CLOSED"}]
-        # ...and one the API accepted just before the close began: refused by the worker.
+        # ...and one the API checked just before the close began never reaches a worker: its
+        # write finds the close (migration 0030), and the API answers it MONTH_CLOSED too.
         fan_id, tenant = fetch(dsn, "select id, tenant_id from accounts where handle = $1", fan_handle)[0]
-        batch = [[fan_id, tenant, None, "https://metrics-late.example/", "late", datetime.now(UTC).isoformat(),
-                  "click"]]
+        secret = load(database_url=dsn).secret_key
+        now = datetime.now(UTC)
+        batch = [[fan_id, tenant, None, "https://metrics-late.example/", "late", now.isoformat(), "click"]]
         queue = Queue(make_broker("", dsn))
-        queue.send(INGEST_ACTOR, batch, sign_batch(batch, load(database_url=dsn).secret_key), queue_name=CLICK_QUEUE)
-        queue.close()
+        try:
+            with pytest.raises(Exception) as late_write:
+                queue.send(INGEST_ACTOR, batch, sign_batch(batch, secret), queue_name=CLICK_QUEUE)
+            assert month_closing(late_write.value), late_write.value
+            # What the workers refuse is counted by reason: a batch (signed, as the API's are)
+            # naming a thing that does not exist, in a month still open.
+            later = (now + timedelta(days=40)).isoformat()
+            nothing = [[fan_id, tenant, 2**62, None, "nothing", later, "click"]]
+            queue.send(INGEST_ACTOR, nothing, sign_batch(nothing, secret), queue_name=CLICK_QUEUE)
+        finally:
+            queue.close()
         refusal = wait_until(lambda: (s := _try(scrape, workers_url))
-                             and value(s, "merci_clicks_rejected_total", reason="MONTH_CLOSED") == 1 and s,
+                             and value(s, "merci_clicks_rejected_total", reason="INVALID_URL") == 1 and s,
                              60, "the refused click on the workers' port")
+        assert value(refusal, "merci_clicks_rejected_total", reason="MONTH_CLOSED") == 0
         assert value(refusal, "merci_ledger_imbalance_cents") == 0
         assert value(refusal, "merci_metrics_database_up") == 1
         assert value(scrape(metrics_url), "merci_clicks_accepted_total") == 3  # the late one was refused
