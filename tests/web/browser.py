@@ -90,8 +90,11 @@ class Walk:
         if not web_app:
             return page
         # The keyboard: the first Tab lands on the skip link, which leads to the content.
-        page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }")
+        # (From the top of the page, whatever has focus now: an autofocused field, say.)
+        page.evaluate("""() => { const start = document.createElement("span"); start.id = "tab-start";
+                                 start.tabIndex = -1; document.body.prepend(start); start.focus(); }""")
         page.keyboard.press("Tab")
+        page.evaluate("() => document.getElementById('tab-start').remove()")
         focused = page.evaluate("() => document.activeElement && document.activeElement.className")
         assert focused == "skip", f"{where}: the first Tab focused {focused!r}, not the skip link"
         page.evaluate("() => document.activeElement.blur()")

@@ -363,3 +363,35 @@ def test_a_platform_admin_reviews_held_clicks_and_creates_a_tenant(world: World,
         assert off_loop(world.scalar, "select partner_share_bps from tenants where slug = $1", slug) == 2000
     finally:
         walk.close()
+
+
+def test_a_forgotten_password_is_reset_by_the_mailed_link(world: World, browser: Any, shots: Path) -> None:
+    fan = off_loop(world.supporter, 0)
+    walk = Walk(browser, world.url, shots / "password")
+    try:
+        page = walk.goto("/login", "log in")
+        page.get_by_role("link", name="Forgot your password?").click()
+        page = walk.check("forgotten password")
+        page.get_by_label("Email").fill(fan["email"])
+        page.get_by_role("button", name="Send the link").click()
+        expect_text(walk.check("link mailed"), "a link is on its way")
+        token = wait_for(lambda: _reset_token(world.url, fan["email"]), what="the reset mail")
+        page = walk.goto("/account/reset?" + urlencode({"token": token}), "choose a new password")
+        page.get_by_label("New password").fill("a new and longer password")
+        page.get_by_role("button", name="Change my password").click()
+        page = walk.check("password changed")
+        page.get_by_role("link", name="Log in").last.click()
+        page = walk.check("log in again")
+        page.get_by_label("Email").fill(fan["email"])
+        page.get_by_label("Password").fill("a new and longer password")
+        page.get_by_role("button", name="Log in").click()
+        expect_text(walk.check("logged in with the new password"), "Hello")
+    finally:
+        walk.close()
+
+
+def _reset_token(base: str, email: str) -> str | None:
+    try:
+        return mailed_token(base, email, "/account/reset")
+    except AssertionError:
+        return None
