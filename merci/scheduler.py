@@ -20,6 +20,7 @@ from merci import (
     payouts,
     refunds,
     search,
+    statements,
     stripe_events,
     subscriptions,
 )
@@ -116,6 +117,10 @@ async def tick(conn: asyncpg.Connection, settings: Settings, queue: Queue, now: 
     for event_id in await stripe_events.unprocessed(conn):
         queue.send(stripe_events.EVENT_ACTOR, event_id, queue_name=stripe_events.EVENT_QUEUE)
         sent.append(f"{stripe_events.EVENT_ACTOR} {event_id}")
+    # A closed month's statements, mailed once to everyone it charged or paid.
+    for period in await statements.months_to_mail(conn):
+        queue.send(statements.MAIL_ACTOR, period.isoformat()[:7], queue_name=statements.MAIL_QUEUE)
+        sent.append(f"{statements.MAIL_ACTOR} {period:%Y-%m}")
     for refund_id in await refunds.pending(conn):
         queue.send(refunds.REFUND_ACTOR, refund_id, queue_name=refunds.REFUND_QUEUE)
         sent.append(f"{refunds.REFUND_ACTOR} {refund_id}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import dramatiq
 
-from merci import close, escrow, fraud, payouts, refunds, stripe_events
+from merci import close, escrow, fraud, payouts, refunds, statements, stripe_events
 from merci.errors import UserError
 from merci.payments import PayoutProvider, PayoutRefused, Transfer, payout_provider_for
 from merci.payout_methods import StripePayoutProvider
@@ -115,6 +115,21 @@ def send_refund(refund_id: int) -> None:
             await refunds.send(conn, refund_id=refund_id, stripe=for_settings(settings))
 
     run(body)
+
+
+@dramatiq.actor(actor_name=statements.MAIL_ACTOR, queue_name=statements.MAIL_QUEUE, max_retries=20)
+def mail_statements(period: str) -> None:
+    """Mail a closed month's statements, once each; then send them (merci.statements)."""
+    from workers import settings
+
+    async def body(pool: asyncpg.Pool) -> list[int]:
+        async with pool.acquire() as conn:
+            return await statements.mail_month(conn, settings, period=parse_period(period))
+
+    from workers.mail import send
+
+    for mail_id in run(body):  # after commit: the mails are in the outbox, the scheduler resends any lost
+        send.send(mail_id)
 
 
 class _Refusing:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Service, free_port, service_env, start_api, start_worker, wait_http
+from tests.conftest import Service, free_port, migrated_database, service_env, start_api, start_worker, wait_http
 from tests.payments.fake_stripe import sign
 
 SECRET = "whsec_test_merci_payments"
@@ -48,11 +48,19 @@ class FakeStripe:
 
 
 @pytest.fixture(scope="session")
-def fake_stripe(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeStripe]:
+def pay_db(server_url: str) -> Iterator[str]:
+    """A database of the payment tests' own: their worker consumes every queued message
+    of its database, which must not be the session's (other tests read theirs)."""
+    with migrated_database(server_url, "merci_payments") as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def fake_stripe(pay_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeStripe]:
     port = free_port()
     log = tmp_path_factory.mktemp("fake-stripe") / "fake.log"
     svc = Service([sys.executable, "-m", "tests.payments.fake_stripe", "--port", str(port)],
-                  service_env(database_url, FAKE_STRIPE_WEBHOOK_SECRET=SECRET), log)
+                  service_env(pay_db, FAKE_STRIPE_WEBHOOK_SECRET=SECRET), log)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", svc)
         yield FakeStripe(f"http://127.0.0.1:{port}")
@@ -65,9 +73,9 @@ def stripe_env(fake: FakeStripe) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def paying_api(database_url: str, fake_stripe: FakeStripe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def paying_api(pay_db: str, fake_stripe: FakeStripe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An API with Stripe (the fake) configured; Stripe's checkout delivers to it."""
-    svc, base = start_api(database_url, tmp_path_factory.mktemp("paying-api"), **stripe_env(fake_stripe))
+    svc, base = start_api(pay_db, tmp_path_factory.mktemp("paying-api"), **stripe_env(fake_stripe))
     fake_stripe.http.post("/_fake/config", json={"webhook_url": f"{base}/webhooks/stripe"})
     try:
         yield base
@@ -76,9 +84,9 @@ def paying_api(database_url: str, fake_stripe: FakeStripe, tmp_path_factory: pyt
 
 
 @pytest.fixture(scope="session")
-def paying_worker(database_url: str, fake_stripe: FakeStripe,
+def paying_worker(pay_db: str, fake_stripe: FakeStripe,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_worker(database_url, tmp_path_factory.mktemp("paying-worker") / "worker.log", **stripe_env(fake_stripe))
+    svc = start_worker(pay_db, tmp_path_factory.mktemp("paying-worker") / "worker.log", **stripe_env(fake_stripe))
     try:
         yield svc
     finally:

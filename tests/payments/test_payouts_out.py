@@ -31,16 +31,16 @@ MINE = "{ me { payoutMethod { method iban stripeConnected stripeDetailsSubmitted
 XSD = Path(sepaxml.__file__).parent / "schemas" / "pain.001.001.03.xsd"
 
 
-def creator(api: str, database_url: str, earned: int) -> tuple[GraphQLClient, int]:
+def creator(api: str, pay_db: str, earned: int) -> tuple[GraphQLClient, int]:
     who = sign_up(GraphQLClient(api))
     pk = from_global(who["id"])[1]
     if earned:
-        asyncio.run(_credit(database_url, pk, earned))
+        asyncio.run(_credit(pay_db, pk, earned))
     return GraphQLClient(api, who["token"]), pk
 
 
-def settings_for(database_url: str, fake: FakeStripe, **extra: Any) -> config.Settings:
-    return config.Settings(database_url=database_url, stripe_api_key=KEY, stripe_webhook_secret=SECRET,
+def settings_for(pay_db: str, fake: FakeStripe, **extra: Any) -> config.Settings:
+    return config.Settings(database_url=pay_db, stripe_api_key=KEY, stripe_webhook_secret=SECRET,
                            stripe_api_base=fake.base, **extra).derived()
 
 
@@ -70,8 +70,8 @@ class Crashing:
 
 
 def test_a_connect_payout_is_created_once_when_retried_after_a_crash(
-        paying_api: str, paying_worker: Any, fake_stripe: FakeStripe, database_url: str) -> None:
-    me, pk = creator(paying_api, database_url, 3000)
+        paying_api: str, paying_worker: Any, fake_stripe: FakeStripe, pay_db: str) -> None:
+    me, pk = creator(paying_api, pay_db, 3000)
     assert me(MINE)["me"]["payoutMethod"] is None
     refused = me(METHOD, {"input": {"method": "STRIPE"}})["setPayoutMethod"]
     assert [e["code"] for e in refused["userErrors"]] == ["NO_STRIPE_ACCOUNT"]
@@ -87,7 +87,7 @@ def test_a_connect_payout_is_created_once_when_retried_after_a_crash(
     assert deliver(paying_api, fake_stripe.onboard(account)).status_code == 200  # account.updated
     wait_for(lambda: me(MINE)["me"]["payoutMethod"]["stripePayoutsEnabled"], what="the account's status")
 
-    settings = settings_for(database_url, fake_stripe)
+    settings = settings_for(pay_db, fake_stripe)
     payout = asyncio.run(_request(settings, pk, 2000, "stripe"))
 
     async def crash_then_retry() -> tuple[str, str]:
@@ -109,23 +109,23 @@ def test_a_connect_payout_is_created_once_when_retried_after_a_crash(
     calls = [c for c in fake_stripe.state()["calls"]
              if c["path"] == "/v1/transfers" and c["key"] == f"merci-payout-{payout}"]
     assert len(calls) == 2  # asked twice, made once
-    assert system_scalar(database_url, "select reference from payouts where id = $1", payout) == transfers[0]["id"]
-    assert kinds(database_url, pk) == {"creator": 1000, "payout": 2000}
-    audited(database_url)
+    assert system_scalar(pay_db, "select reference from payouts where id = $1", payout) == transfers[0]["id"]
+    assert kinds(pay_db, pk) == {"creator": 1000, "payout": 2000}
+    audited(pay_db)
 
 
-def test_nobody_is_paid_into_someone_elses_account(paying_api: str, fake_stripe: FakeStripe, database_url: str) -> None:
+def test_nobody_is_paid_into_someone_elses_account(paying_api: str, fake_stripe: FakeStripe, pay_db: str) -> None:
     """No input names a Connect account: Merci pays the one it created for the creator."""
-    me, pk = creator(paying_api, database_url, 0)
+    me, pk = creator(paying_api, pay_db, 0)
     r = me.raw('mutation { setPayoutMethod(input: {method: STRIPE, stripeAccountId: "acct_someone"})'
                ' { userErrors { code } } }')
     assert "errors" in r.json()
-    assert system_scalar(database_url, "select count(*) from payout_methods where account_id = $1", pk) == 0
+    assert system_scalar(pay_db, "select count(*) from payout_methods where account_id = $1", pk) == 0
 
 
 def test_a_sepa_batch_validates_and_pays_when_confirmed(paying_api: str, fake_stripe: FakeStripe,
-                                                        database_url: str) -> None:
-    me, pk = creator(paying_api, database_url, 5000)
+                                                        pay_db: str) -> None:
+    me, pk = creator(paying_api, pay_db, 5000)
     for iban, code in (("DE89 3704 0044 0532 0130 01", "INVALID_IBAN"), ("hello", "INVALID_IBAN"),
                        ("", "INVALID_IBAN")):
         out = me(METHOD, {"input": {"method": "SEPA", "iban": iban, "holder": "Ada Lovelace"}})["setPayoutMethod"]
@@ -136,7 +136,7 @@ def test_a_sepa_batch_validates_and_pays_when_confirmed(paying_api: str, fake_st
     assert ok["setPayoutMethod"]["payoutMethod"] == {"method": "SEPA", "iban": "DE89 •••• 3000",
                                                      "holder": "Ada Lovelace", "stripeConnected": False,
                                                      "stripePayoutsEnabled": False}
-    settings = settings_for(database_url, fake_stripe, sepa_debtor_name="Merci SAS",
+    settings = settings_for(pay_db, fake_stripe, sepa_debtor_name="Merci SAS",
                             sepa_debtor_iban="FR1420041010050500013M02606", sepa_debtor_bic="PSSTFRPPLIL")
     payout = asyncio.run(_request(settings, pk, 3000, "sepa"))
 
@@ -160,6 +160,6 @@ def test_a_sepa_batch_validates_and_pays_when_confirmed(paying_api: str, fake_st
     ns = {"p": "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"}
     assert doc.findtext(".//p:CdtTrfTxInf/p:CdtrAcct/p:Id/p:IBAN", namespaces=ns) == "DE89370400440532013000"
     assert doc.findtext(".//p:CdtTrfTxInf/p:Amt/p:InstdAmt", namespaces=ns) == "30.00"
-    assert system_scalar(database_url, "select status from payouts where id = $1", payout) == "sent"
-    assert kinds(database_url, pk) == {"creator": 2000, "payout": 3000}
-    audited(database_url)
+    assert system_scalar(pay_db, "select status from payouts where id = $1", payout) == "sent"
+    assert kinds(pay_db, pk) == {"creator": 2000, "payout": 3000}
+    audited(pay_db)

@@ -23,18 +23,18 @@ def supporter(api: str) -> tuple[GraphQLClient, int]:
     return GraphQLClient(api, who["token"]), from_global(who["id"])[1]
 
 
-def topup_status(database_url: str, topup_id: int) -> str:
-    return str(system_scalar(database_url, "select status from topups where id = $1", topup_id))
+def topup_status(pay_db: str, topup_id: int) -> str:
+    return str(system_scalar(pay_db, "select status from topups where id = $1", topup_id))
 
 
-def processed(database_url: str, event_ids: list[str]) -> bool:
-    n = system_scalar(database_url, "select count(*) from stripe_events where id = any($1::text[])"
+def processed(pay_db: str, event_ids: list[str]) -> bool:
+    n = system_scalar(pay_db, "select count(*) from stripe_events where id = any($1::text[])"
                       " and processed_at is not null", event_ids)
     return bool(n == len(set(event_ids)))
 
 
 def test_a_topup_credits_once_however_its_events_come(paying_api: str, paying_worker: Any, fake_stripe: FakeStripe,
-                                                      database_url: str) -> None:
+                                                      pay_db: str) -> None:
     me, pk = supporter(paying_api)
     out = start(me, 1000, "first")
     assert out["userErrors"] == [], out
@@ -53,52 +53,52 @@ def test_a_topup_credits_once_however_its_events_come(paying_api: str, paying_wo
     answers = [deliver(paying_api, e) for e in (completed, completed, succeeded, completed, succeeded, succeeded)]
     assert [a.status_code for a in answers] == [200] * 6
     assert [a.json()["replay"] for a in answers] == [False, True, False, True, True, True]
-    wait_for(lambda: processed(database_url, [completed["id"], succeeded["id"]]), what="both events applied")
-    wait_for(lambda: topup_status(database_url, topup) == "succeeded", what="the top-up credited")
+    wait_for(lambda: processed(pay_db, [completed["id"], succeeded["id"]]), what="both events applied")
+    wait_for(lambda: topup_status(pay_db, topup) == "succeeded", what="the top-up credited")
     assert me(ME)["me"]["balance"]["amount"] == 1000
-    assert journals(database_url, f"topup:stripe:{topup}") == [f"topup:stripe:{topup}"]
+    assert journals(pay_db, f"topup:stripe:{topup}") == [f"topup:stripe:{topup}"]
     fee = 1000 * FEE_BPS // 10_000 + FEE_FIXED
     node = me(ME)["me"]["topUps"]["edges"][0]["node"]
     assert node["status"] == "SUCCEEDED" and node["fee"] == {"amount": fee}
-    assert kinds(database_url, pk) == {"supporter": 1000}  # the supporter keeps all they paid
-    fees = system_fetch(database_url, "select la.kind, e.amount from journals j join entries e on e.journal_id = j.id"
+    assert kinds(pay_db, pk) == {"supporter": 1000}  # the supporter keeps all they paid
+    fees = system_fetch(pay_db, "select la.kind, e.amount from journals j join entries e on e.journal_id = j.id"
                         " join ledger_accounts la on la.id = e.ledger_account_id where j.idem_key = $1 order by 1",
                         f"fee:topup:{topup}")
     assert [(r["kind"], r["amount"]) for r in fees] == [("platform_cost", -fee), ("provider_fee", fee)]
     outcomes = {r["id"]: r["outcome"] for r in system_fetch(
-        database_url, "select id, outcome from stripe_events where id = any($1::text[])",
+        pay_db, "select id, outcome from stripe_events where id = any($1::text[])",
         [completed["id"], succeeded["id"]])}
     assert sorted(o.split(",")[0] for o in outcomes.values()) == ["already credited", "credited"]
-    audited(database_url)
+    audited(pay_db)
 
 
 def test_a_failed_payment_credits_nothing(paying_api: str, paying_worker: Any, fake_stripe: FakeStripe,
-                                          database_url: str) -> None:
+                                          pay_db: str) -> None:
     me, pk = supporter(paying_api)
     out = start(me, 700)
     topup = from_global(out["topUp"]["id"])[1]
     (failed,) = fake_stripe.pay(session_of(out["checkoutUrl"]), succeed=False)
     for _ in range(3):
         assert deliver(paying_api, failed).status_code == 200
-    wait_for(lambda: processed(database_url, [failed["id"]]), what="the failure applied")
-    assert topup_status(database_url, topup) == "failed"
-    assert me(ME)["me"]["balance"]["amount"] == 0 and kinds(database_url, pk) == {}
-    assert journals(database_url, f"%:topup:{topup}") == [] and journals(database_url, f"topup:stripe:{topup}") == []
-    audited(database_url)
+    wait_for(lambda: processed(pay_db, [failed["id"]]), what="the failure applied")
+    assert topup_status(pay_db, topup) == "failed"
+    assert me(ME)["me"]["balance"]["amount"] == 0 and kinds(pay_db, pk) == {}
+    assert journals(pay_db, f"%:topup:{topup}") == [] and journals(pay_db, f"topup:stripe:{topup}") == []
+    audited(pay_db)
 
 
 def test_the_checkout_page_pays_and_its_webhooks_credit(paying_api: str, paying_worker: Any,
-                                                        fake_stripe: FakeStripe, database_url: str) -> None:
+                                                        fake_stripe: FakeStripe, pay_db: str) -> None:
     """The whole way, as a browser would: Stripe's page, its redirect, its own deliveries."""
     me, _ = supporter(paying_api)
     out = start(me, 2500)
     paid = httpx.post(out["checkoutUrl"], data={"outcome": "pay"}, follow_redirects=False)
     assert paid.status_code == 303 and "/topup?paid=" in paid.headers["location"]  # back to Merci (MERCI_PUBLIC_URL)
     wait_for(lambda: me(ME)["me"]["balance"]["amount"] == 2500, what="the balance credited by the webhook")
-    audited(database_url)
+    audited(pay_db)
 
 
-def test_refused_topups_change_nothing(paying_api: str, database_url: str) -> None:
+def test_refused_topups_change_nothing(paying_api: str, pay_db: str) -> None:
     me, pk = supporter(paying_api)
     cases: list[tuple[Any, str]] = [(199, "AMOUNT_TOO_SMALL"), (0, "AMOUNT_TOO_SMALL"), (-500, "AMOUNT_TOO_SMALL"),
                                     (100_001, "AMOUNT_TOO_LARGE"), (2**31 - 1, "AMOUNT_TOO_LARGE")]
@@ -118,18 +118,18 @@ def test_refused_topups_change_nothing(paying_api: str, database_url: str) -> No
     assert [e["code"] for e in start(me, 4000, "a")["userErrors"]] == ["IDEMPOTENCY_KEY_REUSED"]
     anonymous = start(GraphQLClient(paying_api), 500)
     assert [e["code"] for e in anonymous["userErrors"]] == ["UNAUTHENTICATED"]
-    assert system_scalar(database_url, "select count(*) from topups where account_id = $1", pk) == 1
-    assert kinds(database_url, pk) == {}
+    assert system_scalar(pay_db, "select count(*) from topups where account_id = $1", pk) == 1
+    assert kinds(pay_db, pk) == {}
 
 
 def test_bad_webhooks_are_refused_and_change_nothing(paying_api: str, paying_worker: Any, fake_stripe: FakeStripe,
-                                                     database_url: str) -> None:
+                                                     pay_db: str) -> None:
     me, pk = supporter(paying_api)
     out = start(me, 1200)
     topup = from_global(out["topUp"]["id"])[1]
     succeeded, completed = fake_stripe.pay(session_of(out["checkoutUrl"]))
-    before_events = system_scalar(database_url, "select count(*) from stripe_events")
-    before = ledger_snapshot(database_url)
+    before_events = system_scalar(pay_db, "select count(*) from stripe_events")
+    before = ledger_snapshot(pay_db)
     body = json.dumps(completed)
     refused = {
         "wrong secret": deliver(paying_api, completed, secret="whsec_someone_else"),
@@ -144,27 +144,27 @@ def test_bad_webhooks_are_refused_and_change_nothing(paying_api: str, paying_wor
     }
     assert {k: r.status_code for k, r in refused.items()} == {k: 400 for k in refused}, \
         {k: r.text for k, r in refused.items()}
-    assert system_scalar(database_url, "select count(*) from stripe_events") == before_events
-    assert ledger_snapshot(database_url) == before and topup_status(database_url, topup) == "open"
+    assert system_scalar(pay_db, "select count(*) from stripe_events") == before_events
+    assert ledger_snapshot(pay_db) == before and topup_status(pay_db, topup) == "open"
 
     # A type Merci does not handle: acknowledged, stored, logged, ignored.
     unknown = fake_stripe.event("customer.created", succeeded["data"]["object"]["id"])
     assert deliver(paying_api, unknown).status_code == 200
-    wait_for(lambda: processed(database_url, [unknown["id"]]), what="the unknown event logged")
-    assert system_scalar(database_url, "select outcome from stripe_events where id = $1",
+    wait_for(lambda: processed(pay_db, [unknown["id"]]), what="the unknown event logged")
+    assert system_scalar(pay_db, "select outcome from stripe_events where id = $1",
                          unknown["id"]).startswith("ignored")
     # The real ones still credit, once; a replay of an applied event changes nothing.
     assert deliver(paying_api, completed).json() == {"received": True, "replay": False}
-    wait_for(lambda: topup_status(database_url, topup) == "succeeded", what="the top-up credited")
-    after = ledger_snapshot(database_url)
+    wait_for(lambda: topup_status(pay_db, topup) == "succeeded", what="the top-up credited")
+    after = ledger_snapshot(pay_db)
     assert deliver(paying_api, completed).json() == {"received": True, "replay": True}
     time.sleep(0.5)
-    assert ledger_snapshot(database_url) == after
-    assert kinds(database_url, pk) == {"supporter": 1200}
-    audited(database_url)
+    assert ledger_snapshot(pay_db) == after
+    assert kinds(pay_db, pk) == {"supporter": 1200}
+    audited(pay_db)
 
 
-def test_a_forged_event_row_moves_no_money(paying_api: str, fake_stripe: FakeStripe, database_url: str) -> None:
+def test_a_forged_event_row_moves_no_money(paying_api: str, fake_stripe: FakeStripe, pay_db: str) -> None:
     """Were the API's role abused to write an event, the worker's own check refuses it."""
     import asyncio
 
@@ -177,7 +177,7 @@ def test_a_forged_event_row_moves_no_money(paying_api: str, fake_stripe: FakeStr
     out = start(me, 900)
     topup = from_global(out["topUp"]["id"])[1]
     _, completed = fake_stripe.pay(session_of(out["checkoutUrl"]))
-    settings = config.Settings(database_url=database_url, stripe_api_key=KEY, stripe_webhook_secret=SECRET,
+    settings = config.Settings(database_url=pay_db, stripe_api_key=KEY, stripe_webhook_secret=SECRET,
                                stripe_api_base=fake_stripe.base).derived()
 
     async def forge() -> str:
@@ -194,5 +194,5 @@ def test_a_forged_event_row_moves_no_money(paying_api: str, fake_stripe: FakeStr
             await system.close()
 
     assert asyncio.run(forge()).startswith("refused: signature")
-    assert topup_status(database_url, topup) == "open" and kinds(database_url, pk) == {}
-    audited(database_url)
+    assert topup_status(pay_db, topup) == "open" and kinds(pay_db, pk) == {}
+    audited(pay_db)
