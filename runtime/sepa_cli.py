@@ -22,7 +22,8 @@ from merci.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser("sepa", help="SEPA payout batches: write a pain.001, confirm or cancel it")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "sepa", help="SEPA payout batches: write a pain.001, confirm or cancel it")
     actions = p.add_subparsers(dest="action", required=True)
     batch = actions.add_parser("batch", help="write a pain.001 of the pending SEPA payouts")
     batch.add_argument("--date", help="the requested execution date (default: the next business day)")
