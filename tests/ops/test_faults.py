@@ -251,7 +251,7 @@ def close_by_workers(dsn: str, *extra: str) -> subprocess.Popen[str]:
 
 def test_worker_killed_during_close_gives_the_uninterrupted_ledger(fresh_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     interrupted, reference = fresh_db(), fresh_db()
-    seed_and_close_reference(interrupted, reference, supporters=6000)
+    seed_and_close_reference(interrupted, reference, supporters=3000)
     worker = start_worker(interrupted, tmp_path / "w1.log", threads=1, **FAST)
     cli = close_by_workers(interrupted)
     try:
