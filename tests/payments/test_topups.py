@@ -69,6 +69,13 @@ def test_a_topup_credits_once_however_its_events_come(paying_api: str, paying_wo
         pay_db, "select id, outcome from stripe_events where id = any($1::text[])",
         [completed["id"], succeeded["id"]])}
     assert sorted(o.split(",")[0] for o in outcomes.values()) == ["already credited", "credited"]
+    # A failure Stripe reports after the success (an earlier card's decline, delivered late)
+    # changes nothing: a paid top-up stays paid.
+    late = fake_stripe.event("payment_intent.payment_failed", succeeded["data"]["object"]["id"],
+                             last_payment_error={"message": "Your card was declined."})
+    assert deliver(paying_api, late).status_code == 200
+    wait_for(lambda: processed(pay_db, [late["id"]]), what="the late failure applied")
+    assert topup_status(pay_db, topup) == "succeeded" and kinds(pay_db, pk) == {"supporter": 1000}
     audited(pay_db)
 
 
