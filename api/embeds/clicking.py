@@ -40,6 +40,8 @@ async def click(request: Request, principal: Principal, sub: autosubmit.Submissi
         return unavailable
     try:
         await state.clicks.submit(accepted)
+    except UserError as err:  # MONTH_CLOSED: the month's close began since the checks (merci.clicks)
+        return err
     except Exception:  # the broker is down: not accepted, and the supporter may retry safely
         log.warning("click not queued", exc_info=True)
         return unavailable

@@ -230,6 +230,8 @@ class PartnerMutations:
                 try:  # one batch for the whole call, durable before it is answered (merci.clicks.Handoff)
                     await ctx.clicks.handoff.hand(lambda _tenant: ctx.tx(), ctx.principal.tenant_id,
                                                   list(batch.values()))
+                except UserError:  # MONTH_CLOSED: the month's close began since the checks (merci.clicks)
+                    raise
                 except Exception as exc:  # broker or database down: nothing accepted; the call may be retried
                     raise UserError("UNAVAILABLE", "clicks cannot be accepted right now; try again", None) from exc
             period = f"{period_of(now):%Y-%m}"
