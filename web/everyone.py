@@ -59,10 +59,13 @@ async def login_post(request: Request) -> Response:
     data = await posted(request)
     nxt = safe_next(data.get("next"))
     tenant = data.get("tenant", "").lower()
-    result = await gql.run(request, "LogIn", {"input": {"email": data.get("email", ""),
-                                                         "password": data.get("password", "")}},
-                           tenant=tenant or None)
-    errors = result.user_errors("logIn")
+    try:
+        result = await gql.run(request, "LogIn", {"input": {"email": data.get("email", ""),
+                                                             "password": data.get("password", "")}},
+                               tenant=tenant or None)
+        errors = result.user_errors("logIn")
+    except gql.UnknownTenant:  # answered as a wrong password: the same page, the same words
+        errors = [{"code": "INVALID_CREDENTIALS", "message": "wrong email or password"}]
     if errors:
         return render(request, "login.html", status=401, title=say(lang_of(request), N_("Log in")),
                       email=data.get("email", ""), tenant=tenant, next=nxt, errors=messages(request, errors))

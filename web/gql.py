@@ -42,6 +42,10 @@ def operations() -> dict[str, str]:
     return out
 
 
+class UnknownTenant(Exception):
+    """A form named a platform (tenant) that does not exist."""
+
+
 class Unavailable(Exception):
     """The API could not answer (an outage, or an unexpected error it masked)."""
 
@@ -86,8 +90,7 @@ async def principal(request: Request, tenant: str | None = None) -> Principal:
     if found is None:
         tenant_id = await auth.tenant_id(state.pool, (tenant or DEFAULT_TENANT).strip().lower())
         if tenant_id is None:
-            tenant_id = await auth.tenant_id(state.pool, DEFAULT_TENANT)
-            assert tenant_id is not None, "the migrations make the default tenant"
+            raise UnknownTenant(tenant or DEFAULT_TENANT)
         found = Principal(tenant_id=tenant_id)
     if tenant is None:
         request.scope["web_principal"] = found

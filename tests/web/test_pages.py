@@ -217,3 +217,11 @@ def test_garbage_in_paths_and_forms_is_a_clear_page_not_a_500(world: World) -> N
     for data in ({"amount": "custom", "custom": "1e9"}, {"amount": "99999999999999999999"}, {"amount": ""}):
         assert post(client, "/account/budget", "/account", **data).status_code == 400, data
         assert post(client, "/topup", "/topup", **data).status_code == 400, data
+
+
+def test_a_login_on_an_unknown_platform_is_a_wrong_login(world: World) -> None:
+    client, email = signed_up(world)
+    post(client, "/logout", "/account")
+    r = post(client, "/login", "/login", email=email, password=PASSWORD, tenant="no-such-platform")
+    assert r.status_code == 401 and "Wrong email or password" in r.text
+    assert client.get("/account").status_code == 303
