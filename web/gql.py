@@ -1,10 +1,11 @@
 """The web app's only way to data: its GraphQL operations (web/operations/*.graphql),
-executed in-process through the merged schema as the request's principal.
+executed in-process through the merged schema as the request's principal, under the
+limits any client has (rate limits and query cost: a 429 page past them).
 
 The principal is found as /graphql finds it for a browser (graph.http.Auth): the
 `merci_session` cookie, else nobody in the public site's tenant (or the tenant a login
 form names). Cookies a mutation sets (logIn, logOut, deleteAccount) reach the page's
-answer through web.pages (`pending_cookies`)."""
+answer through web.pages.finish."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from graph.errors import has_outage
 from graph.http import Auth
 from graph.ratelimit import limited_result
 from merci.accounts import SESSION_COOKIE, Principal
+from merci.ratelimit import RateLimited
 from merci.tenants import DEFAULT_TENANT
 
 OPERATIONS = Path(__file__).parent / "operations"
@@ -115,6 +117,10 @@ async def run(request: Request, name: str, variables: dict[str, Any] | None = No
     limited = limited_result(answer)
     if limited is not None:
         raise limited
+    # The caller's budget of query cost (graph.cost) is spent: the same 429 page.
+    waits = [int((e.get("extensions") or {}).get("retryAfter", 1)) for e in errors if _code(e) == "THROTTLED"]
+    if waits:
+        raise RateLimited(max(waits), "pages")
     # A mutation that logged in or out changed who the rest of the request acts for.
     request.scope["web_principal"] = context.principal if context.principal.account_id is not None else None
     request.scope.setdefault("web_cookies", []).extend(

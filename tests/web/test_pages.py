@@ -5,11 +5,12 @@ did not come from them, bad input changes nothing and is told, and no page follo
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 
 from tests.api.partners.helpers import World, form_fields, http
-from tests.conftest import mailed_token, unique
+from tests.conftest import mailed_token, start_api, unique
 
 PASSWORD = "correct horse battery"
 
@@ -225,3 +226,21 @@ def test_a_login_on_an_unknown_platform_is_a_wrong_login(world: World) -> None:
     r = post(client, "/login", "/login", email=email, password=PASSWORD, tenant="no-such-platform")
     assert r.status_code == 401 and "Wrong email or password" in r.text
     assert client.get("/account").status_code == 303
+
+
+def test_a_spent_query_cost_budget_is_a_429_page(world: World, tmp_path: Path) -> None:
+    """Pages pay query cost as any client does: past the caller's budget, a page to read
+    with Retry-After, not an error."""
+    svc, base = start_api(world.dsn, tmp_path, MERCI_QUERY_COST_BUCKET="500", MERCI_QUERY_COST_RESTORE_RATE="0.01",
+                          MERCI_PUBLIC_URL=world.url)
+    try:
+        client, _ = signed_up(world)
+        page = http(base)
+        page.cookies = client.cookies
+        answers = [page.get("/account") for _ in range(40)]  # each load takes what it actually cost
+        assert answers[0].status_code == 200
+        refused = next(r for r in answers if r.status_code != 200)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "<html" in refused.text
+    finally:
+        svc.stop()
