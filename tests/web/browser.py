@@ -66,9 +66,9 @@ class Walk:
     def close(self) -> None:
         self.context.close()
 
-    def goto(self, path: str, name: str, *, web_app: bool = True) -> Any:
+    def goto(self, path: str, name: str, *, web_app: bool = True, status: int = 200) -> Any:
         self.page.goto(self.base + path)
-        return self.check(name, web_app=web_app)
+        return self.check(name, web_app=web_app, status=status)
 
     def check(self, name: str, *, web_app: bool = True, status: int = 200) -> Any:
         """Check the page now shown, and keep its screenshot. `web_app=False`: a page not

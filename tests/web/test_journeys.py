@@ -105,6 +105,8 @@ def test_everyone_reads_the_home_page_in_their_language(world: World, browser: A
         walk.check("directory", web_app=False)
         walk.goto("/login", "log in")
         walk.goto("/password", "forgotten password")
+        page = walk.goto("/lang/xx", "a page that does not exist", status=404)
+        expect_text(page, "This page does not exist")
     finally:
         walk.close()
 
