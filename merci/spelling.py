@@ -45,7 +45,7 @@ MAX_TYPO_LETTERS = 24
 MAX_VARIANTS = 2000  # variants looked up for a whole query (a 24-letter word has 301)
 MAX_CANDIDATES = 256  # indexed words read for a whole query (shared among its words, at least 16 each)
 NEAREST = 12  # typo'd words kept per word, nearest first
-COMPLETIONS = 24  # completions of the last word kept (more are matched by its prefix lexeme)
+COMPLETIONS = 24  # completions of the last word searched by their lexemes (more: by its prefix lexeme)
 
 
 def allowed_typos(word: str, *, looser: bool = False) -> int:
@@ -261,7 +261,7 @@ async def _expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: boo
             slots += [n] * len(mine)
             keys += mine
     per_word = max(16, MAX_CANDIDATES // len(words))
-    rows = await conn.fetch(_LOOKUP, list(words), typos, last, per_word, COMPLETIONS, slots, keys)
+    rows = await conn.fetch(_LOOKUP, list(words), typos, last, per_word, COMPLETIONS + 1, slots, keys)
     found: dict[int, _Found] = {}
     for r in rows:
         slot = found.setdefault(r["n"], _Found(r["norm"], tuple(r["exact"]), r["stop"], r["known"]))
@@ -285,16 +285,20 @@ async def _expand(conn: asyncpg.Connection, words: Sequence[str], *, looser: boo
                     seen.add(lexeme)
                     (near if dist == 1 else far).append(lexeme)
         completes = n == last
-        for r in slot.completions:
+        # The words that complete the last one, when they are few, are searched by their
+        # lexemes: a prefix lexeme ('chanson':*) makes the index read every posting list
+        # under it, three times the work for a common word. When there are more, the
+        # prefix lexeme finds them all, and the completions listed add the lexemes it does
+        # not reach (a stem shorter than the prefix: "running" is 'run', typed "runni").
+        many = len(slot.completions) > COMPLETIONS or not norm.isalpha()  # (words with digits are in no list)
+        for r in slot.completions[:COMPLETIONS]:
             for lexeme in r["lexemes"]:
-                # Lexemes the prefix itself reaches need no listing; a stem shorter than the
-                # prefix ("running" is 'run', typed "runni") does.
-                if lexeme not in seen and not lexeme.startswith(norm):
+                if lexeme not in seen and not (many and lexeme.startswith(norm)):
                     seen.add(lexeme)
                     near.append(lexeme)
         known = slot.known or (completes and bool(slot.completions))
         word = Word(typed=typed, normal=norm, exact=slot.exact, near=tuple(near), far=tuple(far),
-                    prefix=norm if completes else None, known=known, nearest=None if known else nearest)
+                    prefix=norm if completes and many else None, known=known, nearest=None if known else nearest)
         out.append(word)
         # Stop words ("the", "des") are not in the documents of their language: searched
         # only when there is nothing else to search.

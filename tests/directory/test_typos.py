@@ -281,3 +281,14 @@ def test_the_cheap_filter_never_drops_a_near_word() -> None:
         for k in (0, 1, 2):
             if spelling.distance(a, "".join(b)) <= k:
                 assert spelling.may_be_near(a, "".join(b), k), (a, b, k)
+
+
+async def test_a_few_completions_are_searched_by_their_lexemes(world: dict[str, Any],
+                                                                system_pool: asyncpg.Pool) -> None:
+    """A prefix lexeme makes the index read every posting list under it: the last word's
+    completions, when few, are searched by their own lexemes instead (same matches)."""
+    async with system_pool.acquire() as conn:
+        few = await spelling.expand(conn, ["paris", "macar"])
+        assert few is not None and ":*" not in few.match and "'macaron'" in few.match
+        digits = await spelling.expand(conn, ["web3"])  # words with digits are in no list of words
+        assert digits is not None and "'web3':*" in digits.match
