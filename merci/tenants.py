@@ -30,11 +30,19 @@ async def default_tenant_id(conn: asyncpg.Connection) -> int:
     return found
 
 
+TENANT_COLUMNS = "id, slug, name, currency, fee_bps, partner_share_bps, created_at"
+
+
 async def tenant_by_id(conn: asyncpg.Connection, *, tenant_id: int) -> dict[str, Any] | None:
     """A tenant's public face (tenants are public by policy)."""
-    row = await conn.fetchrow("select id, slug, name, currency, fee_bps, partner_share_bps from tenants where id = $1",
-                              tenant_id)
+    row = await conn.fetchrow(f"select {TENANT_COLUMNS} from tenants where id = $1", tenant_id)
     return None if row is None else dict(row)
+
+
+def all_tenants() -> Keyset:
+    """Every tenant, newest first: the platform admins' list. merci_app reads every row
+    (policy read_all: a tenant's face is public), so the face decides who may list them."""
+    return Keyset(f"select {TENANT_COLUMNS} from tenants where true", ())
 
 
 class TenantIds:

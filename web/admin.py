@@ -41,9 +41,11 @@ async def _page(request: Request, *, status: int = 200, errors: list[str] | None
                 form: dict[str, str] | None = None) -> Response:
     shown = request.query_params.get("status", "HELD")
     shown = shown if shown in STATUSES else "HELD"
-    data = (await gql.run(request, "AdminPage", {"status": shown})).data
+    after = request.query_params.get("after") or None  # the tenants' next page
+    data = (await gql.run(request, "AdminPage", {"status": shown, "after": after})).data
     return render(request, "admin.html", status=status, title=say(lang_of(request), N_("Admin")),
                   flagged=data["flaggedClicks"], shown=shown, statuses=STATUSES, errors=errors or [],
+                  tenants=data["tenants"],
                   form=form or {"feeBps": "10", "partnerShareBps": "0"})
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import functools
 import secrets
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from babel.numbers import format_percent
 from jinja2 import pass_context
 from jinja2.runtime import Context as JinjaContext
 from markupsafe import Markup
@@ -40,6 +42,17 @@ def _money(context: JinjaContext, m: Any) -> str:
 
 
 env.filters["money"] = _money
+
+
+@pass_context
+def _percent_bps(context: JinjaContext, bps: int) -> str:
+    """Basis points as the language writes a percentage: 12.5% in English, 12,5 % in French."""
+    lang = context.get("lang")
+    return format_percent(Decimal(bps) / 10000, decimal_quantization=False,
+                          locale=lang if lang in i18n.LANGUAGES else i18n.DEFAULT)
+
+
+env.filters["percent_bps"] = _percent_bps
 
 
 def lang_of(request: Request) -> str:

@@ -18,6 +18,7 @@ class Tenant(Node):
     currency: str
     fee_bps: int
     partner_share_bps: int
+    created_at: datetime
     pk: strawberry.Private[int]
 
     @strawberry.field(description="Tenant admins: the origins (`https://app.example`) whose pages may call"
@@ -34,12 +35,15 @@ class Tenant(Node):
     async def load(info: Info, pk: int) -> Tenant | None:
         async with info.context.tx() as conn:
             row = await tenants.tenant_by_id(conn, tenant_id=pk)
-        if row is None:
-            return None
+        return None if row is None else Tenant.from_row(row)
+
+    @staticmethod
+    def from_row(row: object) -> Tenant:
+        r = dict(row)  # type: ignore[call-overload]
         return Tenant(
-            id=strawberry.ID(to_global("Tenant", row["id"])), pk=row["id"], slug=row["slug"],
-            name=row["name"], currency=row["currency"], fee_bps=row["fee_bps"],
-            partner_share_bps=row["partner_share_bps"],
+            id=strawberry.ID(to_global("Tenant", r["id"])), pk=r["id"], slug=r["slug"], name=r["name"],
+            currency=r["currency"], fee_bps=r["fee_bps"], partner_share_bps=r["partner_share_bps"],
+            created_at=r["created_at"],
         )
 
 

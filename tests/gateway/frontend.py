@@ -292,6 +292,13 @@ SCENARIO: list[Step] = [
     Step("ApiKeys", by="admin"),
     Step("ApiKeys", by="dave"),
     Step("ApiKeys", by="admin", variables={"first": 500}),
+    # Every tenant: platform admins only (a tenant admin, a supporter, a key and nobody see none).
+    Step("Tenants", by="root", variables={"first": 1}, keep={"tenants": "tenants.pageInfo.endCursor"}),
+    Step("Tenants", by="root", variables=lambda k: {"first": 5, "after": k["tenants"]}),
+    Step("Tenants", by="admin"),
+    Step("Tenants", by="dave"),
+    Step("Tenants", by="key"),
+    Step("Tenants"),
     # Sites: added, proven (by the verification worker), listed, by the creator and the partner.
     Step("AddSite", by="alice", variables={"url": "https://alice.example/"}, keep={"s1": "addSite.site.id"}),
     Step("VerifySite", by="alice", variables=lambda k: {"id": k["s1"]},

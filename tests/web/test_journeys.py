@@ -361,7 +361,9 @@ def test_a_platform_admin_reviews_held_clicks_and_creates_a_tenant(world: World,
         page.get_by_label("Name", exact=True).fill("Blogs & co")
         page.get_by_label("The platform's share").fill("20")
         page.get_by_role("button", name="Create the tenant").click()
-        expect_text(walk.check("admin: tenant created"), "The tenant is created")
+        page = walk.check("admin: tenant created")
+        expect_text(page, "The tenant is created")
+        expect_text(page, slug)  # the list of tenants, newest first
         assert off_loop(world.scalar, "select partner_share_bps from tenants where slug = $1", slug) == 2000
     finally:
         walk.close()

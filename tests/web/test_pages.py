@@ -204,6 +204,25 @@ def test_admin_pages_are_for_platform_admins(world: World) -> None:
     assert post(client, "/admin/clicks/1/release", "/account").status_code == 403
 
 
+def test_platform_admins_see_every_tenant(world: World) -> None:
+    partner = world.partner()  # another tenant, with its admin
+    admin = world.supporter(0)
+    world.sql("update account_private set is_platform_admin = true where account_id = $1", admin["pk"])
+    client = http(world.url)
+    post(client, "/login", "/login", email=admin["email"], password=PASSWORD)
+    page = client.get("/admin")
+    assert page.status_code == 200
+    assert f"<code>{partner['slug']}</code>" in page.text and "<code>merci</code>" in page.text
+    assert "10%" in page.text  # the public site's fee
+    assert re.search(r"10\s%", client.get("/admin", headers={"accept-language": "fr"}).text)  # (a narrow space)
+    r = client.get("/admin", params={"after": "not a cursor"})
+    assert r.status_code == 400 and "<main" in r.text
+    # The partner's admin is not a platform admin: no list of tenants, not even their own.
+    other = http(world.url)
+    post(other, "/login", "/login", email=partner["email"], password=PASSWORD, tenant=partner["slug"])
+    assert other.get("/admin").status_code == 403
+
+
 def test_garbage_in_paths_and_forms_is_a_clear_page_not_a_500(world: World) -> None:
     client, _ = signed_up(world)
     for path in ("/creator/sites/xyz", "/creator/things/xyz", "/creator/sites/" + "A" * 3000,
