@@ -29,6 +29,7 @@ module keeps (another engineer adding a page should only have to follow these):
   description and a table holding the same numbers.
 - **Routes** are listed in web.routes (served by the api face; k8s/base/ingress.yaml
   sends their paths there, tests/k8s checks it). Role modules: web.everyone (home,
-  sign-up, log in/out, password, language), web.supporter (/account, /topup),
+  sign-up, log in/out, password, language), web.supporter (/account with its
+  subscribe and password forms, /topup),
   web.creator (/creator), web.partner (/partner), web.admin (/admin).
 """

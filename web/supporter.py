@@ -1,6 +1,6 @@
 """The supporter's pages: /account (balance, budget, this month's clicks and projected
-split, past months, subscriptions), a month's statement, /topup, the data export and
-account deletion."""
+split, past months, subscriptions, the password), a month's statement, /topup,
+subscribing to a thing (/account/subscribe), the data export and account deletion."""
 
 from __future__ import annotations
 
@@ -18,10 +18,23 @@ from merci.i18n import N_
 from merci.money import Money
 from merci.stripe_api import checkout_origins
 from web import charts, gql
-from web.pages import account_required, amount_of, error_page, finish, lang_of, messages, posted, redirect, render
+from web.pages import (
+    account_required,
+    act,
+    amount_of,
+    error_page,
+    finish,
+    lang_of,
+    messages,
+    posted,
+    redirect,
+    render,
+)
 from web.words import say
 
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+GLOBAL_ID = re.compile(r"^[A-Za-z0-9_-]{4,100}={0,2}$")  # what an id of the API looks like (a Relay id)
+TERMS = (1, 3, 6, 12)  # months a subscription may last (the API's subscribe says which)
 SUBSCRIPTION_ACTIONS = {"pause": ("PauseSubscription", "pauseSubscription", "paused"),
                         "resume": ("ResumeSubscription", "resumeSubscription", "resumed"),
                         "cancel": ("CancelSubscription", "cancelSubscription", "cancelled")}
@@ -59,7 +72,8 @@ async def _dashboard(request: Request, *, status: int = 200, errors: list[str] |
     month = me["month"]
     return render(request, "account.html", status=status, title=say(lang, N_("My account")), me=me, month=month,
                   chart=split_chart(lang, month) if month["shares"] else None, presets=data["budgetPresets"],
-                  errors=errors or [])
+                  errors=errors or [], subscribed={s["thing"]["id"] for s in me["subscriptions"]["nodes"]
+                                                    if s["thing"] and s["status"] in ("ACTIVE", "PAUSED")})
 
 
 @account_required
@@ -153,6 +167,58 @@ async def subscription_post(request: Request) -> Response:
     if errors:
         return await _dashboard(request, status=400, errors=messages(request, errors))
     return redirect(request, "/account", done=done)
+
+
+@account_required
+async def password_post(request: Request) -> Response:
+    """A new password, the current one given: every other session ends, this browser's
+    session is replaced by the new one the API sets (its Set-Cookie, passed on)."""
+    data = await posted(request)
+    lang = lang_of(request)
+    result = await gql.run(request, "ChangePassword", {"input": {
+        "currentPassword": data.get("currentPassword", ""), "newPassword": data.get("newPassword", "")}})
+    errors = result.user_errors("changePassword")
+    if errors:
+        said = [say(lang, N_("This is not your current password.")) if e.get("code") == "INVALID_CREDENTIALS"
+                else m for e, m in zip(errors, messages(request, errors), strict=True)]
+        return await _dashboard(request, status=400, errors=said)
+    return redirect(request, "/account", done="password")
+
+
+async def _subscribe_page(request: Request, *, status: int = 200, errors: list[str] | None = None,
+                          thing: str = "", months: str = "3") -> Response:
+    lang = lang_of(request)
+    if not GLOBAL_ID.match(thing):
+        return error_page(request, 404, say(lang, N_("This page does not exist.")))
+    data = (await gql.run(request, "SubscribePage", {"id": thing})).data
+    found, me = data.get("thing"), data.get("me")
+    if found is None or me is None:
+        return error_page(request, 404, say(lang, N_("This page does not exist.")))
+    already = any(s["thing"] and s["thing"]["id"] == found["id"] and s["status"] in ("ACTIVE", "PAUSED")
+                  for s in me["subscriptions"]["nodes"])
+    return render(request, "subscribe.html", status=status, title=say(lang, N_("Subscribe to %(title)s"),
+                                                                      title=found["title"]),
+                  thing=found, me=me, already=already, terms=TERMS, months=months, errors=errors or [])
+
+
+@account_required
+async def subscribe_get(request: Request) -> Response:
+    """Thank a thing every month for 1, 3, 6 or 12 months: where "Subscribe monthly"
+    leads (/account's clicks, the /submit page of a thing)."""
+    return await _subscribe_page(request, thing=request.query_params.get("thing", ""))
+
+
+@account_required
+async def subscribe_post(request: Request) -> Response:
+    data = await posted(request)
+    thing, months = data.get("thing", ""), data.get("months", "")
+    if not GLOBAL_ID.match(thing):
+        return error_page(request, 404, say(lang_of(request), N_("This page does not exist.")))
+    if not months.isdigit() or int(months) not in TERMS:
+        return await _subscribe_page(request, status=400, thing=thing, months="3",
+                                     errors=[say(lang_of(request), N_("Choose 1, 3, 6 or 12 months."))])
+    return await act(request, "Subscribe", {"thing": thing, "months": int(months)}, again=_subscribe_page,
+                     to="/account", done="subscribed", thing=thing, months=months)
 
 
 @account_required

@@ -14,6 +14,8 @@ DONE = {
     "paused": N_("The subscription is paused."),
     "resumed": N_("The subscription is running again."),
     "cancelled": N_("The subscription is cancelled."),
+    "subscribed": N_("You subscribed: the thing is thanked this month and each month of the term."),
+    "password": N_("Your password is changed. Every other session is logged out."),
     "site": N_("The site was added: now prove it is yours."),
     "verifying": N_("Merci is checking your site; this page shows the outcome."),
     "listed": N_("The site is listed in the directory."),
@@ -58,6 +60,10 @@ ERRORS = {
     "PROVIDER_UNAVAILABLE": N_("This payment provider is not available here."),
     "INVALID_AMOUNT": N_("This amount is not valid."),
     "EMAIL_NOT_VERIFIED": N_("Confirm your email address first: follow the link Merci mailed you."),
+    "ALREADY_SUBSCRIBED": N_("You already subscribe to this thing."),
+    "OWN_THING": N_("This is your own thing: you cannot subscribe to it."),
+    "UNKNOWN_THING": N_("Nothing here: it does not exist, or it is not yours."),
+    "INVALID_TERM": N_("Choose 1, 3, 6 or 12 months."),
     "UNAVAILABLE": N_("Merci cannot do this right now; try again in a moment."),
 }
 

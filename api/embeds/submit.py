@@ -16,6 +16,7 @@ from api.embeds.i18n import FORBIDDEN, count, error_message, say
 from merci import autosubmit, buttons
 from merci.db import scoped
 from merci.errors import UserError
+from merci.ids import to_global
 
 
 async def _render(request: Request, params: dict[str, str], *, lang: str, status: int = 200,
@@ -38,10 +39,15 @@ async def _render(request: Request, params: dict[str, str], *, lang: str, status
     if thanks and state == buttons.CAN_CLICK:
         state, n = buttons.CLICKED, n + 1
     here = request.url.path + "?" + urlencode(sub.query() | {"lang": lang})
+    # A supporter may also thank it every month: the web app's subscribe page (a thing
+    # Merci knows, not their own).
+    subscribe = "/account/subscribe?" + urlencode({"thing": to_global("Thing", button.thing["id"])}) \
+        if button.thing and state in (buttons.CAN_CLICK, buttons.CLICKED, buttons.NO_MEANS) else None
     base = settings.public_url.rstrip("/")
     return web.page(
         "submit.html", lang=lang, status=status, button=button, state=state, count=count(lang, n), thanks=thanks,
-        error=error, fields=sub.query(), action=here, csrf=web.csrf_token(settings, who[1], "submit") if who else "",
+        error=error, fields=sub.query(), action=here, subscribe_url=subscribe,
+        csrf=web.csrf_token(settings, who[1], "submit") if who else "",
         login_url="/embed/login?" + urlencode({"next": here, "lang": lang}),
         oembed_url=f"{base}/oembed?" + urlencode({"url": base + here, "format": "json"}),
     )

@@ -26,10 +26,6 @@ T = TypeVar("T")
 PASSWORD = "correct horse battery"
 SUBMIT = """mutation($url: String!, $title: String!) { submitThing(input: {url: $url, title: $title}) {
   thing { id } userErrors { code } } }"""
-LOG_IN = """mutation($email: String!) { logIn(input: {email: $email, password: "correct horse battery"}) {
-  token userErrors { code } } }"""
-SUBSCRIBE = """mutation($thing: ID!) { subscribe(input: {thingId: $thing, months: 3}) {
-  subscription { id } userErrors { code message } } }"""
 
 
 @pytest.fixture
@@ -126,7 +122,7 @@ def test_a_supporter_from_sign_up_to_a_closed_month(own_world: World, browser: A
     walk = Walk(browser, world.url, shots / "supporter")
     try:
         handle = unique("fan_")
-        email = sign_up_in_browser(walk, world, handle)
+        sign_up_in_browser(walk, world, handle)
         page = walk.page
 
         # Top up (the dev provider), then choose a budget.
@@ -159,10 +155,15 @@ def test_a_supporter_from_sign_up_to_a_closed_month(own_world: World, browser: A
         expect_text(page, "Post <one>")
         expect_text(page, "€4.50")  # (10.00 − 1.00 fee) / 2
 
-        # A subscription (made by a partner app through the API), then paused, resumed, cancelled here.
-        token = world.gql(LOG_IN, {"email": email})["logIn"]["token"]
-        sub = world.gql.as_(token)(SUBSCRIBE, {"thing": things[0][2]})["subscribe"]
-        assert sub["userErrors"] == [], sub
+        # A subscription, started from a thing's page, then paused, resumed, cancelled.
+        walk.page.goto(f"{world.url}/submit?" + urlencode({"url": things[0][0], "title": things[0][1]}))
+        page = walk.check("a thanked thing's page")
+        page.get_by_role("link", name="Subscribe monthly").click()
+        page = walk.check("subscribe monthly")
+        expect_text(page, things[0][1])
+        page.get_by_label("6 months").check()
+        page.get_by_role("button", name="Subscribe", exact=True).click()
+        expect_text(walk.check("subscribed"), "You subscribed")
         for action, said in (("Pause", "paused"), ("Resume", "running again"), ("Cancel", "cancelled")):
             walk.page.goto(world.url + "/account")
             walk.page.get_by_role("button", name=action).first.click()
@@ -178,8 +179,14 @@ def test_a_supporter_from_sign_up_to_a_closed_month(own_world: World, browser: A
         # The data export, then the account deleted.
         export = page.request.get(world.url + "/account/export")
         assert export.status == 200 and handle in export.text()
+        # A new password (from /account), then the account deleted with it.
+        page = walk.goto("/account", "account, before a new password")
+        page.get_by_label("Current password").fill(PASSWORD)
+        page.get_by_label("New password").fill("a new and longer password")
+        page.get_by_role("button", name="Change my password").click()
+        expect_text(walk.check("password changed"), "Your password is changed")
         page = walk.goto("/account/delete", "delete the account")
-        page.get_by_label("Your password").fill(PASSWORD)
+        page.get_by_label("Your password").fill("a new and longer password")
         if page.get_by_label("I give them up").count():
             page.get_by_label("I give them up").check()
         page.get_by_role("button", name="Delete my account for good").click()

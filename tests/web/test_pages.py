@@ -263,3 +263,77 @@ def test_a_spent_query_cost_budget_is_a_429_page(world: World, tmp_path: Path) -
         assert "<html" in refused.text
     finally:
         svc.stop()
+
+
+def test_a_supporter_subscribes_to_a_thing(world: World) -> None:
+    from urllib.parse import unquote
+
+    from merci.ids import to_global
+
+    owner, _ = signed_up(world)
+    mine = "https://" + unique("subs") + ".example/"
+    world.prove_site({"handle": owner_handle(owner)}, mine)
+    things = []
+    for n, hidden in enumerate(("yes", "")):  # (form_fields posts the unlisted checkbox as checked)
+        r = post(owner, "/creator/things", "/creator", url=f"{mine}post-{n}", title="<i>Monthly</i>", hidden=hidden)
+        things.append(unquote(r.headers["location"].split("?")[0].rsplit("/", 1)[1]))
+    unlisted, thing = things
+
+    fan, _ = signed_up(world)
+    page = fan.get("/account/subscribe", params={"thing": thing})
+    assert page.status_code == 200 and "&lt;i&gt;Monthly&lt;/i&gt;" in page.text and 'name="months"' in page.text
+    for bad in (unlisted, "", "xyz", "A" * 300, to_global("Thing", 999_999_999), to_global("Account", 1), "a/../b"):
+        r = fan.get("/account/subscribe", params={"thing": bad})
+        assert r.status_code in (400, 404) and "<main" in r.text, (bad, r.status_code)
+    here = "/account/subscribe?thing=" + thing
+    # Not from Merci's page: refused, nothing done.
+    r = fan.post("/account/subscribe", data={"thing": thing, "months": "3"}, headers={"origin": world.url})
+    assert r.status_code == 403
+    r = fan.post("/account/subscribe", data=form_fields(fan.get(here).text) | {"months": "3"},
+                 headers={"origin": "https://evil.example"})
+    assert r.status_code == 403
+    for months in ("7", "", "-1", "99999999999999999999"):
+        r = post(fan, "/account/subscribe", here, months=months)
+        assert r.status_code == 400 and "Choose 1, 3, 6 or 12 months." in r.text, months
+    assert "&lt;i&gt;Monthly&lt;/i&gt;" not in fan.get("/account").text.split("Subscriptions")[-1]
+
+    r = post(fan, "/account/subscribe", here, months="6")
+    assert r.status_code == 303 and r.headers["location"] == "/account?done=subscribed", r.text
+    account = fan.get(r.headers["location"]).text
+    assert "You subscribed" in account and "&lt;i&gt;Monthly&lt;/i&gt;" in account.split("Subscriptions")[-1]
+    assert "You already subscribe to this thing." in fan.get(here).text  # no second form
+    r = post(fan, "/account/subscribe", "/account", thing=thing, months="3")
+    assert r.status_code == 400 and "You already subscribe to this thing." in r.text
+
+    # Its creator cannot; the unlisted one is not shown to a supporter of another tenant
+    # either (what a thing shows is the API's rule: merci.things.visible_sql).
+    r = post(owner, "/account/subscribe", here, months="3")
+    assert r.status_code == 400 and "your own thing" in r.text
+    partner = world.partner()
+    other = http(world.url)
+    post(other, "/login", "/login", email=partner["email"], password=PASSWORD, tenant=partner["slug"])
+    assert other.get("/account/subscribe", params={"thing": unlisted}).status_code == 404
+
+
+def test_a_supporter_changes_their_password(world: World) -> None:
+    client, email = signed_up(world)
+    new = "a new and longer password"
+    r = post(client, "/account/password", "/account", currentPassword="not my password", newPassword=new)
+    assert r.status_code == 400 and "This is not your current password." in r.text
+    r = post(client, "/account/password", "/account", currentPassword=PASSWORD, newPassword="short")
+    assert r.status_code == 400 and 'role="alert"' in r.text
+    r = client.post("/account/password", data={"currentPassword": PASSWORD, "newPassword": new},
+                    headers={"origin": world.url})
+    assert r.status_code == 403  # no token: not from Merci's page
+
+    elsewhere = http(world.url)  # another session of the same account: it ends
+    post(elsewhere, "/login", "/login", email=email, password=PASSWORD)
+    assert elsewhere.get("/account").status_code == 200
+    r = post(client, "/account/password", "/account", currentPassword=PASSWORD, newPassword=new)
+    assert r.status_code == 303 and r.headers["location"] == "/account?done=password", r.text
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200 and "Your password is changed" in page.text  # still logged in here
+    assert elsewhere.get("/account").status_code == 303
+    again = http(world.url)
+    assert post(again, "/login", "/login", email=email, password=PASSWORD).status_code == 401
+    assert post(again, "/login", "/login", email=email, password=new).status_code == 303
