@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 import dramatiq
@@ -116,6 +117,7 @@ def configure_logging(service: str, *, level: str | None = None, stream: TextIO 
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _add_principal,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
@@ -169,11 +171,27 @@ def bind(**values: Any) -> None:
 
 def clear() -> None:
     structlog.contextvars.clear_contextvars()
+    _PRINCIPAL.set(None)
+
+
+# Who the current request acts for: one variable set once a request (three of structlog's
+# context variables cost a click as much as its own log context), put on every line by
+# `_add_principal`.
+_PRINCIPAL: ContextVar[tuple[int, int | None, int | None] | None] = ContextVar("merci_principal", default=None)
 
 
 def bind_principal(tenant_id: int, account_id: int | None, api_key_id: int | None) -> None:
     """Who the current request acts for, on every line it logs."""
-    structlog.contextvars.bind_contextvars(tenant_id=tenant_id, account_id=account_id, api_key_id=api_key_id)
+    _PRINCIPAL.set((tenant_id, account_id, api_key_id))
+
+
+def _add_principal(logger: Any, method: str, event: EventDict) -> EventDict:
+    who = _PRINCIPAL.get()
+    if who is not None:
+        event.setdefault("tenant_id", who[0])
+        event.setdefault("account_id", who[1])
+        event.setdefault("api_key_id", who[2])
+    return event
 
 
 # ------------------------------------------------------------------ tracing
