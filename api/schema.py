@@ -34,7 +34,8 @@ from graph.schema import Schema
 QUERIES: tuple[type, ...] = (AccountQueries, TenantQueries, BudgetQueries, ThingQueries, PartnerQueries, PayoutQueries,
                              PaymentQueries, FraudQueries, NodeQueries)
 MUTATIONS: tuple[type, ...] = (AccountMutations, TenantMutations, BudgetMutations, ThingMutations, ClickMutations,
-                               SubscriptionMutations, PartnerMutations, PayoutMutations, PaymentMutations, FraudMutations)
+                               SubscriptionMutations, PartnerMutations, PayoutMutations, PaymentMutations,
+                               FraudMutations)
 TYPES: tuple[type, ...] = (Account, Creator, Tenant, ApiKey, Thing, ThingSubscription, Click, ApiSite, WebhookEndpoint,
                            WebhookDelivery, OAuthClient, LinkedAccount)
 

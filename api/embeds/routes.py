@@ -6,7 +6,6 @@ from starlette.routing import Route
 
 from api.embeds import badge, button, login, oauth, oembed, submit
 
-
 # What partner sites may frame (graph.security): the button, `/embed/button` (its page, its
 # POST's answer and its errors, all inside the iframe). Every other answer refuses framing.
 FRAMEABLE = ("/embed/button",)

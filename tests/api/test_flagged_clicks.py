@@ -11,7 +11,8 @@ from tests.conftest import GraphQLClient, sign_up, system_fetch, system_scalar, 
 
 FLAGGED = """query($status: FlagStatus) { flaggedClicks(status: $status, first: 10) { totalCount nodes {
   clickId period reasons status late reviewedAt reviewedBy { handle } supporter { handle } thing { url } } } }"""
-REVIEW = """mutation($id: ID!, $decision: ClickReview!) { reviewFlaggedClick(input: {clickId: $id, decision: $decision}) {
+REVIEW = """mutation($id: ID!, $decision: ClickReview!) {
+  reviewFlaggedClick(input: {clickId: $id, decision: $decision}) {
   flaggedClick { status late reviewedBy { handle } } userErrors { code field } } }"""
 
 

@@ -134,7 +134,8 @@ async def world(settings: Settings) -> dict[str, Any]:
                         thing)
                 # Each of those clicks held for review (as detection would), seen by a platform admin.
                 await conn.execute(
-                    "insert into click_flags (click_id, tenant_id, period, supporter_id, thing_id, accepted_at, reasons)"
+                    "insert into click_flags"
+                    " (click_id, tenant_id, period, supporter_id, thing_id, accepted_at, reasons)"
                     " select id, tenant_id, period, supporter_id, thing_id, accepted_at, array['burst'] from clicks"
                     " where supporter_id = $1", w.supporter_id)
                 await conn.execute("update account_private set is_platform_admin = true where account_id = $1",
@@ -160,7 +161,8 @@ async def world(settings: Settings) -> dict[str, Any]:
                             " values ($1, $2, 1, 500, 3)", w.tenant_id, delivery)
             handle = await conn.fetchval("select handle from accounts where id = $1", w.creator_id)
             url = await conn.fetchval("select url from things where id = $1", things[0])
-            return {"world": w, "token": token, "admin_token": admin_token, "key": key, "handle": handle, "thing": things[0], "url": url,
+            return {"world": w, "token": token, "admin_token": admin_token, "key": key, "handle": handle,
+                    "thing": things[0], "url": url,
                     "site": sites[1]}
         finally:
             await conn.close()
