@@ -66,13 +66,13 @@ class Walk:
     def close(self) -> None:
         self.context.close()
 
-    def goto(self, path: str, name: str, *, web_app: bool = True, status: int = 200) -> Any:
+    def goto(self, path: str, name: str, *, status: int = 200) -> Any:
         self.page.goto(self.base + path)
-        return self.check(name, web_app=web_app, status=status)
+        return self.check(name, status=status)
 
-    def check(self, name: str, *, web_app: bool = True, status: int = 200) -> Any:
-        """Check the page now shown, and keep its screenshot. `web_app=False`: a page not
-        framed as the web app's (the directory's), which has no skip link of its own."""
+    def check(self, name: str, *, status: int = 200) -> Any:
+        """Check the page now shown, and keep its screenshot. Every page Merci shows a
+        person (the web app's, the embeds', the directory's) wears the web app's frame."""
         page = self.page
         page.wait_for_load_state("load")
         self.count += 1
@@ -87,8 +87,6 @@ class Walk:
         overflow = page.evaluate(OVERFLOW)
         assert overflow <= 0, f"{where}: scrolls {overflow} px sideways at 375 px wide"
         self.checked.append(page.url)
-        if not web_app:
-            return page
         # The keyboard: the first Tab lands on the skip link, which leads to the content.
         # (From the top of the page, whatever has focus now: an autofocused field, say.)
         page.evaluate("""() => { const start = document.createElement("span"); start.id = "tab-start";

@@ -98,7 +98,7 @@ def test_everyone_reads_the_home_page_in_their_language(world: World, browser: A
         expect_text(page, "A 10% fee")
         expect_text(page, "equally")
         page.get_by_role("link", name="Browse the directory").click()
-        walk.check("directory", web_app=False)
+        walk.check("directory")
         walk.goto("/login", "log in")
         walk.goto("/password", "forgotten password")
         page = walk.goto("/lang/xx", "a page that does not exist", status=404)
@@ -233,6 +233,13 @@ def test_a_creator_from_adding_a_site_to_a_payout(own_world: World, browser: Any
         page.get_by_label("Tags").fill("making, code")
         page.get_by_role("button", name="List it in the directory").click()
         expect_text(walk.check("site listed"), "Listed as")
+
+        def in_directory() -> bool:
+            walk.page.goto(world.url + "/directory?" + urlencode({"q": "making code"}))
+            return walk.page.locator("ol.results li").count() >= 1
+
+        wait_for(in_directory, what="the listed site in the directory")
+        walk.check("directory: the site listed")
 
         # A thing on it, and its snippets.
         page = walk.goto("/creator", "creator with a site")
