@@ -22,19 +22,21 @@ from starlette.requests import Request
 from merci import i18n
 from merci.money import Money
 
-
 # The frame every page Merci shows a person wears (the web app's base.html, the
 # directory's page): its skip link, header, nav, footer, colours and focus ring, once.
 # Templates put `{{ frame_css }}` first in their <style>.
 FRAME_CSS = Markup("""*, *::before, *::after { box-sizing: border-box; }
-    body { font: 16px/1.5 system-ui, sans-serif; margin: 0; color: #1d1d1f; background: #fff; overflow-wrap: break-word; }
+    body { font: 16px/1.5 system-ui, sans-serif; margin: 0; color: #1d1d1f; background: #fff;
+           overflow-wrap: break-word; }
     a { color: #0b57a4; }
     .skip { position: absolute; left: -999px; top: 0; background: #fff; padding: .5rem; z-index: 10; }
     .skip:focus { left: .5rem; }
     header.site, footer.site { background: #f4f1ee; padding: .6rem 1rem; }
-    header.site .wrap { display: flex; flex-wrap: wrap; gap: .4rem 1rem; align-items: center; justify-content: space-between; }
+    header.site .wrap { display: flex; flex-wrap: wrap; gap: .4rem 1rem; align-items: center;
+                        justify-content: space-between; }
     header.site .brand { font-weight: 700; font-size: 1.25rem; color: #b0303b; text-decoration: none; }
-    header.site nav ul { list-style: none; margin: 0; padding: 0; display: flex; flex-wrap: wrap; gap: .3rem .9rem; align-items: center; }
+    header.site nav ul { list-style: none; margin: 0; padding: 0; display: flex; flex-wrap: wrap; gap: .3rem .9rem;
+                         align-items: center; }
     nav a[aria-current="page"] { font-weight: 700; }
     .wrap { max-width: 52rem; margin: 0 auto; }
     main.wrap { padding: 1rem; }
