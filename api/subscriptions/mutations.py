@@ -5,11 +5,12 @@ from datetime import UTC, datetime
 import strawberry
 
 from api.subscriptions.types import GLOBAL_ID_TYPE, ThingSubscription
+from api.things.types import Thing
 from graph.context import Info
 from graph.errors import UserErrorType, attempt, user_errors_only
 from merci import accounts, subscriptions
 from merci.clicks import CLICK_QUEUE
-from merci.errors import Checks
+from merci.errors import Checks, UserError
 from merci.ids import from_global
 from merci.periods import period_of
 
@@ -61,6 +62,11 @@ class SubscriptionMutations:
             checks(subscriptions.check_term, input.months)
             checks.done()
             thing = found[1]
+            # Only a thing the caller may see (an unlisted one: its owner's, its tenant's
+            # admins', its supporters'): else any supporter could reveal every hidden
+            # thing by subscribing to id after id and reading the payload's thing.
+            if await Thing.load(info, thing) is None:
+                raise UserError("UNKNOWN_THING", "no such thing", "thingId")
             period = period_of(datetime.now(UTC))
             async with ctx.tx() as conn:
                 pk = await subscriptions.subscribe(conn, tenant_id=ctx.principal.tenant_id, supporter_id=me,

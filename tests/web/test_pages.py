@@ -314,6 +314,11 @@ def test_a_supporter_subscribes_to_a_thing(world: World) -> None:
     other = http(world.url)
     post(other, "/login", "/login", email=partner["email"], password=PASSWORD, tenant=partner["slug"])
     assert other.get("/account/subscribe", params={"thing": unlisted}).status_code == 404
+    # Nor subscribed to by its id, which would show it in the subscription (ids are
+    # sequential: every unlisted thing could be read so).
+    for who in (other, fan):
+        r = post(who, "/account/subscribe", "/account", thing=unlisted, months="3")
+        assert r.status_code == 404 and "Monthly" not in r.text
 
 
 def test_a_supporter_changes_their_password(world: World) -> None:
