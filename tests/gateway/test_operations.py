@@ -1,5 +1,6 @@
 """The production path answers as the lab path does: a frontend's whole operation set
-(tests/gateway/frontend.py, operations/*.graphql), replayed through Hive Gateway and
+(tests/gateway/frontend.py: operations/*.graphql and the web app's
+web/operations/*.graphql), replayed through Hive Gateway and
 through Apollo Gateway over separately started `merci serve api` and `merci serve
 directory`, gets the answers `merci serve all` gives: statuses, data, error codes, the
 session cookie, CORS headers. Each deployment has a fresh database of its own, so the
