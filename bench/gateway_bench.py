@@ -1,4 +1,5 @@
-"""The gateway's cost: a frontend's operation set (tests/gateway/operations, sent as
+"""The gateway's cost: a frontend's operation set (tests/gateway/operations and the web
+app's web/operations, sent as
 tests/gateway/frontend.py's scenario sends them: each query, and the mutations a
 frontend repeats, by its principal) through Hive Gateway over `merci serve api` and
 `merci serve directory`, against the same request sent straight to the subgraph that
@@ -288,8 +289,9 @@ def measure(dsn: str, runs: int, lock: str | None) -> int:
     with processes(dsn) as urls:
         run = Run(urls["all"], dsn)
         run.replay(SCENARIO)  # the world the operations read: people, sites, things, keys, hooks
-        for handle, who in (("olga", "root"), ("erin", "erin")):  # logged out at the scenario's end
-            run.step(Step("LogIn", variables=login(handle), token_for=who, cookie_for=who))
+        # Logged out at the scenario's end (alice by the web app's form).
+        for handle, who, by in (("olga", "root", "anon"), ("erin", "erin", "anon"), ("alice", "alice", "anon@blogs")):
+            run.step(Step("LogIn", by=by, variables=login(handle), token_for=who, cookie_for=who))
         ops = operation_set(run)
         clients = {name: Http(url) for name, url in urls.items()}
         rows: list[tuple[str, str, int, int, float, float, float, float, float, float, float, float]] = []
