@@ -19,7 +19,7 @@ from starlette.types import Scope, Send
 from graph.pages import choose_lang
 from merci import i18n, metrics
 from merci.accounts import Principal
-from merci.ratelimit import Limiter, RateLimited
+from merci.ratelimit import Hit, Limiter, RateLimited
 from merci.throttle import Buckets, Status
 
 
@@ -31,7 +31,6 @@ def client_ip(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-Hit = tuple[str, tuple[object, ...], str]  # (limit, ids, what is counted): merci.ratelimit.Limiter.hit_all
 COUNTED = "requests_counted"  # in the ASGI scope's state: this request's limits are counted (graph.fastpath)
 CLICK_COUNTED = "click_counted"  # … and its click's
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,6 +44,8 @@ from merci.redis_batch import Counters, Op, fields, window_of
 log = structlog.get_logger("merci.ratelimit")
 T = TypeVar("T")
 _ONE = fields(1)  # the usual amount, as merci.redis_batch sends it
+Hit = tuple[str, tuple[object, ...], str]  # (limit's name, ids it counts per, what is counted): hit_all
+Refused = tuple[str, tuple[object, ...], str, RateLimitItem]  # a hit, and the window of its limit that refused it
 
 # Production's limits, by name: what is counted, per what. `MERCI_RATE_LIMITS` replaces any
 # of them; `MERCI_RATE_LIMIT_MULTIPLIER` scales all (tests' fixtures sign up hundreds).
@@ -153,7 +155,7 @@ class Limiter:
         """Count `cost` against limit `name` for `ids`; RateLimited once it is spent."""
         await self.hit_all((name, ids, what), cost=cost)
 
-    async def hit_all(self, *hits: tuple[str, tuple[object, ...], str], cost: int = 1) -> None:
+    async def hit_all(self, *hits: Hit, cost: int = 1) -> None:
         """Count `cost` against several limits at once (name, ids, what), every window of
         each (a refusal by one still counts in the others); RateLimited with the longest
         wait among those refused."""
@@ -173,10 +175,10 @@ class Limiter:
         if refused:
             await self.refuse(refused)
 
-    def ops(self, *hits: tuple[str, tuple[object, ...], str], cost: int = 1) -> list[Op]:
+    def ops(self, *hits: Hit, cost: int = 1) -> list[Op]:
         """The counter operations of `hits` (merci.redis_batch), for a caller that sends them
         with its own (graph.fastpath); `refused` reads their answers."""
-        ops = []
+        ops: list[Op] = []
         for name, ids, _ in hits:
             windows = self._windows.get((name, ids))
             if windows is None:
@@ -200,8 +202,7 @@ class Limiter:
                                      item.amount, item.get_expiry()))
         return windows
 
-    def refused(self, hits: tuple[tuple[str, tuple[object, ...], str], ...] | list[tuple[str, tuple[object, ...], str]],
-                answers: list[Any]) -> list[tuple[str, tuple[object, ...], str, RateLimitItem]] | None:
+    def refused(self, hits: Sequence[Hit], answers: list[Any]) -> list[Refused] | None:
         """The windows of `hits` that `answers` (to `ops(*hits)`) refused; None when an
         answer is an error (the limits fail open; logged)."""
         refused = []
@@ -217,7 +218,7 @@ class Limiter:
                     refused.append((name, ids, what, item))
         return refused
 
-    async def refuse(self, refused: list[tuple[str, tuple[object, ...], str, RateLimitItem]]) -> None:
+    async def refuse(self, refused: list[Refused]) -> None:
         """Raise RateLimited for the refused windows: the longest wait among them."""
         try:
             stats = [(what, await self.strategy.get_window_stats(item, name, *(str(i) for i in ids)))
