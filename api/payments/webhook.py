@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.embeds.web import anonymous_scope
+from graph.fastpath import read_body
 from merci import stripe_events
 from merci.db import scoped
 
@@ -25,9 +26,12 @@ MAX_BODY = 512 * 1024  # Stripe's events are a few kB; the Ingress takes at most
 
 async def receive(request: Request) -> Response:
     settings = request.app.state.settings
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        log.warning("stripe webhook refused: a body of %d bytes", len(body))
+    # Read at most MAX_BODY (and a chunk): a bigger body is refused without being held whole.
+    body, more, gone = await read_body(request.receive, MAX_BODY)
+    if gone:
+        return Response(status_code=400)  # the sender left before its body came
+    if more or len(body) > MAX_BODY:
+        log.warning("stripe webhook refused: a body over %d bytes", MAX_BODY)
         return JSONResponse({"error": "too large"}, status_code=413)
     try:
         async with scoped(request.app.state.pool, await anonymous_scope(request)) as conn:
